@@ -1,0 +1,67 @@
+"""Sessions tests, serve, lint, bench — all in ONE project virtualenv (.venv) so torch installs once.
+
+nox has no shared-venv option, so the sessions are python=False and manage .venv themselves,
+reinstalling only when pyproject.toml changes (a hash stamp in the venv).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import sys
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["tests"]
+
+ROOT = pathlib.Path(__file__).parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+# torch first and pinned: the CPU wheel is taken as is, and nothing later may pull a CUDA build.
+TORCH = "torch==2.13.0"
+
+
+def _venv(session: nox.Session) -> str:
+    if not PYTHON.exists():
+        base = getattr(sys, "_base_executable", None) or "python3"  # nox's own sys.executable is its venv
+        session.run(base, "-m", "venv", str(VENV), external=True)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV / ".deps.sha256"
+    if not stamp.exists() or stamp.read_text() != digest:
+        pip = [str(PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        session.run(*pip, TORCH, external=True)
+        session.run(*pip, "-e", f"{ROOT}[test]", TORCH, external=True)
+        stamp.write_text(digest)
+    session.env["VIRTUAL_ENV"] = str(VENV)
+    session.env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    return str(PYTHON)
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """The whole suite: unit, API and end-to-end tests against real server processes (offline)."""
+    python = _venv(session)
+    session.run(python, "-m", "pytest", "-q", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def serve(session: nox.Session) -> None:
+    """Run the server. Extra arguments go to `fooocus-es serve`, e.g. `nox -s serve -- --preset demo`."""
+    python = _venv(session)
+    session.run(python, "-m", "fooocus_es", "serve", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    python = _venv(session)
+    session.run(python, "-m", "pip", "install", "-q", "ruff==0.17.5", external=True)
+    session.run(python, "-m", "ruff", "check", "src", "tests", "bench", external=True)
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """Server overhead per task, events appended per second, /tasks history query at 100k tasks."""
+    python = _venv(session)
+    session.run(python, "bench/run.py", *session.posargs, external=True)

@@ -1,0 +1,5 @@
+import sys
+
+from fooocus_es.cli import main
+
+sys.exit(main())

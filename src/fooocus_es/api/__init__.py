@@ -1,0 +1,1 @@
+"""HTTP controllers; structs.py is the wire contract."""

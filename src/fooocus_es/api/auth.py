@@ -1,0 +1,35 @@
+"""API key: every route needs X-API-KEY (or a Bearer token); stored files also accept a URL signature."""
+
+from __future__ import annotations
+
+import hmac
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from fooocus_es.services import Services
+
+FILE_PREFIXES = ("/outputs/", "/inputs/")
+
+
+def api_key_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    services: Services = connection.app.state.services
+    key = services.settings.api_key
+    if not key:
+        return
+    sent = connection.headers.get("x-api-key") or _bearer(connection.headers.get("authorization", ""))
+    if sent:
+        if hmac.compare_digest(sent.encode(), key.encode()):
+            return
+        raise PermissionDeniedException("invalid X-API-KEY")
+    path = connection.url.path
+    signature = connection.query_params.get("sig", "")
+    if path.startswith(FILE_PREFIXES) and signature and services.signer.verify(path.lstrip("/"), signature):
+        return
+    raise NotAuthorizedException("missing X-API-KEY header")
+
+
+def _bearer(value: str) -> str:
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

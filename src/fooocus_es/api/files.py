@@ -1,0 +1,38 @@
+"""GET /outputs/... and /inputs/...: stored images, and nothing outside their folders."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+from litestar import Request, Response, get
+
+from fooocus_es.api.errors import NotFound
+from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
+from fooocus_es.media.safe_paths import resolve_inside
+from fooocus_es.services import Services
+
+_SUFFIX_TYPES = {".png": MEDIA_TYPES["png"], ".jpg": MEDIA_TYPES["jpeg"], ".jpeg": MEDIA_TYPES["jpeg"], ".webp": MEDIA_TYPES["webp"]}
+
+
+async def _serve(request: Request, folder: str, relative: str) -> Response[bytes]:
+    services: Services = request.app.state.services
+    root = services.settings.data_dir / folder
+    path = await anyio.to_thread.run_sync(resolve_inside, root, relative.lstrip("/"))
+    if path is None:
+        raise NotFound(f"no such file: /{folder}/{relative.lstrip('/')}")
+    converted = await anyio.to_thread.run_sync(convert_for_accept, path, request.headers.get("accept"))
+    if converted is not None:
+        content, media_type = converted
+    else:
+        content, media_type = await anyio.to_thread.run_sync(path.read_bytes), _SUFFIX_TYPES[path.suffix.lower()]
+    # Outputs and inputs never change once written (unique names, content hashes).
+    return Response(content, media_type=media_type, headers={"Cache-Control": "private, max-age=86400, immutable"})
+
+
+@get("/outputs/{file_path:path}", summary="A generated image", tags=["files"], include_in_schema=True)
+async def outputs(request: Request, file_path: str) -> Response[bytes]:
+    return await _serve(request, "outputs", file_path)
+
+
+@get("/inputs/{file_path:path}", summary="An input image, stored by its SHA-256", tags=["files"])
+async def inputs(request: Request, file_path: str) -> Response[bytes]:
+    return await _serve(request, "inputs", file_path)

@@ -1,0 +1,165 @@
+"""POST /v1/engine/generate/: accept, make durable, then answer in the mode the client asked for.
+
+Every return mode is a view over the task's events; the request never owns the task, so a client
+that disconnects leaves its task running and recorded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+from litestar import Request, Response, post
+from litestar.response import Stream
+
+from fooocus_es.api.errors import TooManyRequests
+from fooocus_es.api.inputs import store_request_images
+from fooocus_es.api.structs import GenerateRequest, StreamMessage, sent_fields
+from fooocus_es.engine import plan as planning
+from fooocus_es.engine import presets
+from fooocus_es.engine.plan import ParamError
+from fooocus_es.events.types import TaskProgress, TaskQueued, is_terminal
+from fooocus_es.media.limits import ImageLimits
+from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
+from fooocus_es.runner.worker import Job, now_ms
+from fooocus_es.services import Services
+
+BINARY_ACCEPT = ("image/png", "image/jpeg", "image/jpg", "image/webp")
+
+
+def _mode(request: Request, params: dict[str, Any]) -> str:
+    """FooocusAPI's priority: Accept image/* > stream_output > async_process > blocking."""
+    accept = request.headers.get("accept", "")
+    if any(kind in accept for kind in ("image/png", "image/jpeg", "image/jpg", "image/webp", "image/*")):
+        return "binary"
+    if params["stream_output"]:
+        return "stream"
+    if params["async_process"]:
+        return "async"
+    return "json" if "application/json" in accept else "binary"
+
+
+def resolve_request(services: Services, data: GenerateRequest) -> dict[str, Any]:
+    sent = sent_fields(data)
+    layers = [services.preset_defaults]
+    requested_preset = sent.get("preset", planning.NO_PRESET)
+    if requested_preset not in (planning.NO_PRESET, "", services.settings.preset):
+        try:
+            layers.append(presets.preset_request_defaults(presets.load_preset(requested_preset, services.settings.data_dir)))
+        except presets.PresetError as exc:
+            raise ParamError("preset", str(exc)) from exc
+    return planning.finalize(planning.merge_layers(sent, *layers))
+
+
+@post("/v1/engine/generate/", status_code=200, summary="Generate images (FooocusAPI)", tags=["generate"])
+async def generate(request: Request, data: GenerateRequest) -> Response[Any]:
+    services: Services = request.app.state.services
+    params = resolve_request(services, data)
+    mode = _mode(request, params)
+    if mode == "binary":
+        params["image_number"] = 1
+    checkpoints = set(await anyio.to_thread.run_sync(services.model_store.list_checkpoints))
+    planning.validate_names(params, checkpoints=checkpoints, downloadable=services.downloadable_models())
+    _check_capacity(services)
+    limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
+    params = await anyio.to_thread.run_sync(store_request_images, params, services.settings.inputs_dir, limits)
+    _check_capacity(services)  # the images took time; the queue may have filled meanwhile
+
+    task_id = uuid.uuid4().hex
+    webhook_url = params.get("webhook_url") or services.settings.webhook_url
+    waiter = services.waiters.expect(task_id)
+    subscription = services.bus.subscribe(task_id, maxsize=64) if mode == "stream" else None
+    try:
+        await services.store.emit_async(TaskQueued(task_id=task_id, at_ms=now_ms(), params=params, webhook_url=webhook_url))
+    except BaseException:
+        services.waiters.discard(task_id)
+        if subscription is not None:
+            services.bus.unsubscribe(subscription)
+        raise
+    services.runner.submit(Job(task_id, params))
+
+    if mode == "stream":
+        assert subscription is not None
+        services.waiters.discard(task_id)
+        return Stream(
+            _stream(services, task_id, subscription),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Task-Id": task_id},
+        )
+    if mode == "async":
+        services.waiters.discard(task_id)
+        record = await services.record(task_id)
+        return Response(record, headers={"X-Task-Id": task_id})
+    await waiter.wait()
+    record = await services.final_record(task_id)
+    assert record is not None
+    if mode == "json":
+        return Response(record, headers={"X-Task-Id": task_id})
+    return await _binary(services, request, task_id, params["output_format"])
+
+
+def _check_capacity(services: Services) -> None:
+    if services.live.depth >= services.settings.queue_size:
+        raise TooManyRequests(
+            detail=f"the queue is full ({services.settings.queue_size} tasks pending); retry later",
+            headers={"Retry-After": "10"},
+        )
+
+
+async def _binary(services: Services, request: Request, task_id: str, output_format: str) -> Response[Any]:
+    stored = await services.stored_record(task_id)
+    if not stored or not stored["result"]:
+        error = (stored or {}).get("error") or {}
+        headers = {"X-Task-Id": task_id, "X-Task-Status": str((stored or {}).get("task_status"))}
+        if error:
+            return Response({"detail": error.get("message"), "error": error}, status_code=500, headers=headers)
+        return Response(b"", status_code=204, headers=headers)
+    path = services.data_path(stored["result"][0])
+    converted = await anyio.to_thread.run_sync(convert_for_accept, path, request.headers.get("accept"))
+    if converted is not None:
+        content, media_type = converted
+    else:
+        content, media_type = await anyio.to_thread.run_sync(path.read_bytes), MEDIA_TYPES[output_format]
+    return Response(content, media_type=media_type, headers={"X-Task-Id": task_id})
+
+
+def _sse(message: StreamMessage | dict[str, Any]) -> bytes:
+    return b"data: " + msgspec.json.encode(message) + b"\n\n"
+
+
+async def _stream(services: Services, task_id: str, subscription: Any) -> AsyncIterator[bytes]:
+    """FooocusAPI's stream: one data: line per progress event, then the final message."""
+    try:
+        async with subscription.receive:
+            async for envelope in subscription.receive:
+                event = envelope.event
+                if isinstance(event, TaskProgress):
+                    yield _sse(StreamMessage(progress=event.percent, preview=event.preview, message=event.message, images=[]))
+                elif is_terminal(event):
+                    break
+        # Normal end, or cut off for lagging: either way the final state is in the read model.
+        yield _sse(await _final_message(services, task_id))
+    finally:
+        services.bus.unsubscribe(subscription)
+
+
+async def _final_message(services: Services, task_id: str) -> dict[str, Any]:
+    record = await services.record(task_id)
+    while record is not None and record["finish_mills"] is None:  # lagged: wait for the end
+        await anyio.sleep(0.2)
+        record = await services.record(task_id)
+    assert record is not None
+    status = record["task_status"]
+    message = {"finished": "Finished", "skip": "Finished", "stop": "Stopped", "cancelled": "Cancelled"}.get(status)
+    if message is None:
+        error = record.get("error") or {}
+        message = f"Failed: {error.get('message', status)}"
+    body: dict[str, Any] = {"progress": 100, "preview": None, "message": message, "images": record["result"]}
+    if record.get("error"):
+        body["error"] = record["error"]
+    return body
+

@@ -1,0 +1,149 @@
+"""Task queries and control: /tasks, /tasks/{id}, its events, cancel, and /v1/engine/control."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import msgspec
+from litestar import Request, delete, get, post
+from litestar.exceptions import ValidationException
+from litestar.params import Parameter
+
+from fooocus_es.api.errors import NotFound
+from fooocus_es.api.structs import ControlResponse, TasksResponse
+from fooocus_es.events.types import TasksDeleted, event_type
+from fooocus_es.projections import records
+from fooocus_es.runner.worker import now_ms
+from fooocus_es.services import Services
+
+
+def _parse_time(name: str, value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationException(
+            f"{name}: expected an ISO 8601 time such as 2024-07-03T12:22:30, got {value!r}",
+            extra=[{"key": name, "message": "invalid ISO 8601 time", "source": "query"}],
+        ) from None
+    return int(moment.timestamp() * 1000)  # naive times are local, as in FooocusAPI
+
+
+@get("/tasks", summary="Query tasks: history, current and pending", tags=["tasks"])
+async def list_tasks(
+    request: Request,
+    query: Literal["all", "history", "current", "pending"] = "all",
+    page: int = Parameter(default=0, ge=0),
+    page_size: int = Parameter(default=10, ge=1, le=1000),
+    start_at: str | None = None,
+    end_at: str | None = None,
+    action: Literal["delete"] | None = None,
+) -> TasksResponse:
+    services: Services = request.app.state.services
+    start_ms = _parse_time("start_at", start_at)
+    end_ms = _parse_time("end_at", end_at) or now_ms()  # default: the time of this request
+    if start_ms is not None and start_ms >= end_ms:
+        start_ms = None  # FooocusAPI: an empty range means no time filter
+    if action == "delete":
+        if start_ms is None:
+            raise ValidationException(
+                "start_at: action=delete needs a time range (start_at before end_at)",
+                extra=[{"key": "start_at", "message": "required for action=delete", "source": "query"}],
+            )
+        deleted = await _delete_range(services, start_ms, end_ms)
+        return TasksResponse(history=deleted, current=[], pending=[])
+    render = services.signer.render_record
+    history: list[Any] = []
+    if query in ("all", "history"):
+        rows = await anyio.to_thread.run_sync(
+            lambda: records.history(
+                services.event_log.reader(),
+                page=page,
+                page_size=page_size,
+                start_ms=start_ms,
+                end_ms=end_ms if start_ms is not None else None,
+            )
+        )
+        history = [render(row) for row in rows]
+    current = [render(r) for r in services.live.current_records()] if query in ("all", "current") else []
+    pending = (
+        [render(r) for r in services.live.pending_records(page, page_size)] if query in ("all", "pending") else []
+    )
+    return TasksResponse(history=history, current=current, pending=pending)  # type: ignore[arg-type]
+
+
+async def _delete_range(services: Services, start_ms: int, end_ms: int) -> list[Any]:
+    rows = await anyio.to_thread.run_sync(
+        lambda: records.ended_in_range(services.event_log.reader(), start_ms, end_ms)
+    )
+    if not rows:
+        return []
+    event = TasksDeleted(
+        task_id=f"delete-{uuid.uuid4().hex}", at_ms=now_ms(), deleted_task_ids=[r["task_id"] for r in rows],
+        start_ms=start_ms, end_ms=end_ms,
+    )  # fmt: skip
+    await services.store.emit_async(event)  # the deletion is durable before any file goes
+
+    def remove_files() -> None:
+        for row in rows:
+            for relative in row["result"]:
+                if relative.startswith("outputs/"):  # never inputs: they are shared by hash
+                    services.data_path(relative).unlink(missing_ok=True)
+
+    await anyio.to_thread.run_sync(remove_files)
+    return [services.signer.render_record(row) for row in rows]
+
+
+@get("/tasks/{task_id:str}", summary="One task's record", tags=["tasks"])
+async def get_task(request: Request, task_id: str) -> dict[str, Any]:
+    services: Services = request.app.state.services
+    record = await services.record(task_id)
+    if record is None:
+        raise NotFound(f"task_id: no task {task_id!r}")
+    return record
+
+
+@get("/tasks/{task_id:str}/events", summary="The task's events in log order (the audit)", tags=["tasks"])
+async def task_events(request: Request, task_id: str) -> list[dict[str, Any]]:
+    services: Services = request.app.state.services
+    events = await anyio.to_thread.run_sync(lambda: list(services.event_log.read(task_id=task_id)))
+    if not events:
+        raise NotFound(f"task_id: no task {task_id!r}")
+    return [{"seq": seq, "type": event_type(event), **msgspec.to_builtins(event)} for seq, event in events]
+
+
+async def _cancel(request: Request, task_id: str) -> dict[str, Any]:
+    services: Services = request.app.state.services
+    outcome = await anyio.to_thread.run_sync(services.runner.cancel, task_id)
+    if outcome == "unknown":
+        if await services.record(task_id) is None:
+            raise NotFound(f"task_id: no task {task_id!r}")
+        return {"task_id": task_id, "message": "task already ended"}
+    message = "task cancelled" if outcome == "cancelled" else "task stopping"
+    return {"task_id": task_id, "message": message}
+
+
+@post("/tasks/{task_id:str}/cancel", status_code=200, summary="Cancel a pending task (stops it if running)", tags=["tasks"])
+async def cancel_task(request: Request, task_id: str) -> dict[str, Any]:
+    return await _cancel(request, task_id)
+
+
+@delete("/tasks/{task_id:str}", status_code=200, summary="Cancel a pending task (same as POST .../cancel)", tags=["tasks"])
+async def delete_task(request: Request, task_id: str) -> dict[str, Any]:
+    return await _cancel(request, task_id)
+
+
+@post("/v1/engine/control", status_code=200, summary="Stop or skip the running task", tags=["generate"])
+async def control(request: Request, action: str) -> ControlResponse:
+    services: Services = request.app.state.services
+    if action not in ("stop", "skip"):
+        return ControlResponse("Invalid control action")
+    task_id = services.runner.control(action)  # type: ignore[arg-type]
+    if task_id is None:
+        return ControlResponse("No task running")
+    return ControlResponse("task stopped" if action == "stop" else "task skipped")

@@ -1,0 +1,76 @@
+"""create_app(settings): the Litestar app, its services, and the lifespan that runs them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import structlog
+from litestar import Litestar
+from litestar.logging.config import StructLoggingConfig
+from litestar.middleware.logging import LoggingMiddlewareConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
+
+from fooocus_es import __version__
+from fooocus_es.api import engines, files, generate, tasks
+from fooocus_es.api.auth import api_key_guard
+from fooocus_es.api.errors import EXCEPTION_HANDLERS
+from fooocus_es.services import Services
+from fooocus_es.settings import Settings
+
+ROUTES = [
+    generate.generate,
+    tasks.list_tasks,
+    tasks.get_task,
+    tasks.task_events,
+    tasks.cancel_task,
+    tasks.delete_task,
+    tasks.control,
+    files.outputs,
+    files.inputs,
+    engines.all_models,
+    engines.styles,
+    engines.preset_list,
+    engines.health,
+]
+
+
+def create_app(settings: Settings) -> Litestar:
+    services = Services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as task_group:
+            await services.start(task_group)
+            structlog.get_logger("fooocus_es").info(
+                "server.ready", base_url=settings.public_base_url, device=services.device, preset=settings.preset
+            )
+            try:
+                yield
+            finally:
+                await services.stop()
+                task_group.cancel_scope.cancel()
+
+    logging = StructlogConfig(
+        structlog_logging_config=StructLoggingConfig(pretty_print_tty=False, log_exceptions="always"),
+        middleware_logging_config=LoggingMiddlewareConfig(
+            request_log_fields=["method", "path"], response_log_fields=["status_code"]
+        ),
+    )
+    app = Litestar(
+        route_handlers=ROUTES,
+        guards=[api_key_guard],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        plugins=[StructlogPlugin(config=logging)],
+        openapi_config=OpenAPIConfig(
+            title="fooocus-es",
+            version=__version__,
+            description="A FooocusAPI-compatible SDXL image server on diffusers, built on an event-sourced task log.",
+        ),
+        request_max_body_size=64 * 1024 * 1024,  # inline base64 images
+    )
+    app.state.services = services
+    return app

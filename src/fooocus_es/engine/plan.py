@@ -1,0 +1,213 @@
+"""Request -> resolved parameters -> GenerationPlan. Pure rules: no torch, no I/O.
+
+Resolution order, each layer only for fields the layer above did not set:
+    sent by the client  >  per-request preset  >  the server's preset  >  FooocusAPI defaults
+then the performance mode's forced overrides, as Fooocus applies them.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Final
+
+from fooocus_es.engine import aspect, performance
+from fooocus_es.engine.plan_types import GenerationPlan
+from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
+from fooocus_es.engine.styles import style_names
+
+MAX_SEED: Final = 2**63 - 1
+NO_PRESET: Final = "initial"
+
+_EMPTY_LORA: Final = {"enabled": True, "model_name": "None", "weight": 1.0}
+
+# FooocusAPI's CommonRequest defaults (fooocus-facts §1.5), before any preset.
+REQUEST_DEFAULTS: Final[dict[str, Any]] = {
+    "prompt": "",
+    "negative_prompt": "",
+    "style_selections": ["Fooocus V2", "Fooocus Enhance", "Fooocus Sharp"],
+    "performance_selection": "Speed",
+    "aspect_ratios_selection": "1152*896",
+    "image_number": 1,
+    "output_format": "png",
+    "image_seed": -1,
+    "read_wildcards_in_order": False,
+    "sharpness": 2.0,
+    "guidance_scale": 4.0,
+    "base_model_name": "juggernautXL_v8Rundiffusion.safetensors",
+    "refiner_model_name": "None",
+    "refiner_switch": 0.5,
+    "loras": [],
+    "input_image_checkbox": True,
+    "current_tab": "uov",
+    "uov_method": "Disabled",
+    "uov_input_image": "",
+    "outpaint_selections": [],
+    "inpaint_input_image": "",
+    "inpaint_additional_prompt": "",
+    "inpaint_mask_image_upload": "",
+    "disable_preview": False,
+    "disable_intermediate_results": False,
+    "disable_seed_increment": False,
+    "black_out_nsfw": False,
+    "adm_scaler_positive": 1.5,
+    "adm_scaler_negative": 0.8,
+    "adm_scaler_end": 0.3,
+    "adaptive_cfg": 7.0,
+    "clip_skip": 2,
+    "sampler_name": "dpmpp_2m_sde_gpu",
+    "scheduler_name": "karras",
+    "vae_name": "Default (model)",
+    "overwrite_step": -1,
+    "overwrite_switch": -1,
+    "overwrite_width": -1,
+    "overwrite_height": -1,
+    "overwrite_vary_strength": -1.0,
+    "overwrite_upscale_strength": -1.0,
+    "mixing_image_prompt_and_vary_upscale": False,
+    "mixing_image_prompt_and_inpaint": False,
+    "debugging_cn_preprocessor": False,
+    "skipping_cn_preprocessor": False,
+    "canny_low_threshold": 64,
+    "canny_high_threshold": 128,
+    "refiner_swap_method": "joint",
+    "controlnet_softness": 0.25,
+    "freeu_enabled": False,
+    "freeu_b1": 1.01,
+    "freeu_b2": 1.02,
+    "freeu_s1": 0.99,
+    "freeu_s2": 0.95,
+    "debugging_inpaint_preprocessor": False,
+    "inpaint_disable_initial_latent": False,
+    "inpaint_engine": "v2.6",
+    "inpaint_strength": 1.0,
+    "inpaint_respective_field": 0.618,
+    "inpaint_advanced_masking_checkbox": False,
+    "invert_mask_checkbox": False,
+    "inpaint_erode_or_dilate": 0,
+    "save_final_enhanced_image_only": False,
+    "save_metadata_to_images": True,
+    "metadata_scheme": "fooocus",
+    "controlnet_image": [],
+    "debugging_dino": False,
+    "dino_erode_or_dilate": 0,
+    "debugging_enhance_masks_checkbox": False,
+    "enhance_input_image": "",
+    "enhance_checkbox": False,
+    "enhance_uov_method": "Disabled",
+    "enhance_uov_processing_order": "Before First Enhancement",
+    "enhance_uov_prompt_type": "Original Prompts",
+    "enhance_ctrls": [],
+    "generate_image_grid": False,
+    "save_name": None,
+    "outpaint_distance": [0, 0, 0, 0],
+    "upscale_multiple": 1.0,
+    "preset": NO_PRESET,
+    "stream_output": False,
+    "require_base64": False,
+    "async_process": False,
+    "webhook_url": "",
+}
+MAX_LORAS: Final = 5
+
+
+class ParamError(ValueError):
+    """A request value that passed type checks but names something that does not exist."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def merge_layers(sent: dict[str, Any], *presets: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, then presets (lowest priority first), then the sent fields."""
+    params = dict(REQUEST_DEFAULTS)
+    for layer in presets:
+        params.update(layer)
+    params.update(sent)
+    return params
+
+
+def finalize(params: dict[str, Any], *, rng: random.Random | None = None) -> dict[str, Any]:
+    """Apply Fooocus's derived rules; the result is what the task log records as req_params."""
+    params = dict(params)
+    params.update(performance.forced_overrides(params["performance_selection"]))
+    if params["output_format"] == "jpg":
+        params["output_format"] = "jpeg"
+    params["input_image_checkbox"] = True
+    seed = params["image_seed"]
+    if not 0 <= seed <= MAX_SEED:
+        params["image_seed"] = (rng or random.SystemRandom()).randint(0, MAX_SEED)
+    loras = [lora for lora in params["loras"]][:MAX_LORAS]
+    params["loras"] = loras + [dict(_EMPTY_LORA)] * (MAX_LORAS - len(loras))
+    params["current_tab"] = current_tab(params)
+    return params
+
+
+def current_tab(params: dict[str, Any]) -> str:
+    """FooocusAPI derives the tab from which images were sent: enhance > image prompt > uov > inpaint."""
+    if params.get("enhance_input_image"):
+        return "enhance"
+    if any(item.get("cn_img") for item in params.get("controlnet_image") or []):
+        return "ip"
+    if params.get("uov_input_image"):
+        return "uov"
+    if params.get("inpaint_input_image"):
+        return "inpaint"
+    return params.get("current_tab", "uov")
+
+
+def validate_names(params: dict[str, Any], *, checkpoints: set[str], downloadable: set[str]) -> None:
+    """Names the type system cannot check: styles, samplers, sizes, model files."""
+    legal_styles = set(style_names())
+    for index, name in enumerate(params["style_selections"]):
+        if name not in legal_styles:
+            raise ParamError(
+                f"style_selections[{index}]",
+                f"unknown style {name!r}; see GET /v1/engines/styles for the {len(legal_styles)} valid names",
+            )
+    if params["sampler_name"] not in SAMPLER_NAMES:
+        raise ParamError("sampler_name", f"unknown sampler {params['sampler_name']!r}; valid: {', '.join(SAMPLER_NAMES)}")
+    if params["scheduler_name"] not in SCHEDULER_NAMES:
+        raise ParamError(
+            "scheduler_name", f"unknown scheduler {params['scheduler_name']!r}; valid: {', '.join(SCHEDULER_NAMES)}"
+        )
+    reason = unsupported_reason(params["sampler_name"], params["scheduler_name"])
+    if reason:
+        raise ParamError("sampler_name", reason)
+    try:
+        aspect.resolve_size(params["aspect_ratios_selection"], params["overwrite_width"], params["overwrite_height"])
+    except aspect.AspectRatioError as exc:
+        raise ParamError("aspect_ratios_selection", str(exc)) from exc
+    model = params["base_model_name"]
+    if model not in checkpoints and model not in downloadable:
+        listed = ", ".join(sorted(checkpoints)) or "none installed"
+        raise ParamError("base_model_name", f"unknown model {model!r}; available: {listed}")
+
+
+def image_seeds(params: dict[str, Any]) -> tuple[int, ...]:
+    seed, count = params["image_seed"], params["image_number"]
+    if params["disable_seed_increment"]:
+        return (seed,) * count
+    return tuple((seed + i) % (MAX_SEED + 1) for i in range(count))
+
+
+def build_plan(task_id: str, params: dict[str, Any]) -> GenerationPlan:
+    width, height = aspect.resolve_size(
+        params["aspect_ratios_selection"], params["overwrite_width"], params["overwrite_height"]
+    )
+    prompt_lines = [line.strip() for line in params["prompt"].splitlines() if line.strip()]
+    return GenerationPlan(
+        task_id=task_id,
+        prompt=", ".join(prompt_lines),
+        negative_prompt=params["negative_prompt"].strip(),
+        width=width,
+        height=height,
+        steps=performance.steps_for(params["performance_selection"], params["overwrite_step"]),
+        guidance_scale=float(params["guidance_scale"]),
+        seeds=image_seeds(params),
+        base_model=params["base_model_name"],
+        sampler_name=params["sampler_name"],
+        scheduler_name=params["scheduler_name"],
+        disable_preview=bool(params["disable_preview"]),
+    )

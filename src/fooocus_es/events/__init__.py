@@ -1,0 +1,1 @@
+"""The event-sourced core: event types, the append-only log, and the in-process bus."""

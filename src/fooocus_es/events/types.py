@@ -1,0 +1,116 @@
+"""Task events: every state change of a task is one of these, appended to the log before it is published.
+
+msgspec tagged unions: the `type` field on the wire and in the log names the class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    task_id: str
+    at_ms: int
+
+
+class TaskQueued(_Event, tag="TaskQueued"):
+    """Accepted and durable. `params` is the normalised request, images replaced by inputs/ URLs."""
+
+    params: dict[str, Any]
+    webhook_url: str = ""
+
+
+class TaskStarted(_Event, tag="TaskStarted"):
+    device: str = ""
+
+
+class TaskProgress(_Event, tag="TaskProgress"):
+    percent: int
+    message: str
+    step: int = 0
+    # Previews are carried to live subscribers only; the log stores the event without them.
+    preview: str | None = None
+
+
+class TaskSkipped(_Event, tag="TaskSkipped"):
+    """One image of the task was abandoned on request; the task goes on with the next image."""
+
+    image_index: int
+
+
+class TaskFinished(_Event, tag="TaskFinished"):
+    result: list[str]  # output paths relative to the data dir: outputs/YYYY-MM-DD/<file>
+    notes: list[str] = []
+
+
+class TaskStopped(_Event, tag="TaskStopped"):
+    """Stopped on request while running: images already finished are kept."""
+
+    result: list[str] = []
+
+
+class TaskFailed(_Event, tag="TaskFailed"):
+    error_type: str
+    message: str
+    result: list[str] = []
+
+
+class TaskCancelled(_Event, tag="TaskCancelled"):
+    """Removed from the queue before it started."""
+
+
+class TasksDeleted(_Event, tag="TasksDeleted"):
+    """History records (and their output files) removed by /tasks?action=delete.
+
+    task_id is the deletion's own id; the removed tasks are listed.
+    """
+
+    deleted_task_ids: list[str]
+    start_ms: int
+    end_ms: int
+
+
+Event = (
+    TaskQueued
+    | TaskStarted
+    | TaskProgress
+    | TaskSkipped
+    | TaskFinished
+    | TaskStopped
+    | TaskFailed
+    | TaskCancelled
+    | TasksDeleted
+)
+
+TERMINAL_EVENTS: tuple[type, ...] = (TaskFinished, TaskStopped, TaskFailed, TaskCancelled)
+
+EVENT_DECODER = msgspec.json.Decoder(Event)
+EVENT_ENCODER = msgspec.json.Encoder()
+
+
+def is_terminal(event: Event) -> bool:
+    return isinstance(event, TERMINAL_EVENTS)
+
+
+def event_type(event: Event) -> str:
+    return type(event).__struct_config__.tag  # type: ignore[return-value]
+
+
+def encode_for_log(event: Event) -> bytes:
+    """The durable form: previews stripped (they are large and only meaningful live)."""
+    if isinstance(event, TaskProgress) and event.preview is not None:
+        event = msgspec.structs.replace(event, preview=None)
+    return EVENT_ENCODER.encode(event)
+
+
+def decode_event(payload: bytes | str) -> Event:
+    return EVENT_DECODER.decode(payload)
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """An event with its position in the log, as the bus delivers it."""
+
+    seq: int
+    event: Event

@@ -1,0 +1,67 @@
+"""Generation parameters written into output files (fooocus JSON or A1111 text), fooocus-facts §3.10."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fooocus_es import __version__
+from fooocus_es.engine.plan_types import GenerationPlan
+
+VERSION = f"fooocus-es v{__version__}"
+
+
+def fooocus_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int) -> dict[str, Any]:
+    loras = [
+        f"{lora['model_name']} : {lora['weight']}"
+        for lora in params.get("loras", [])
+        if lora.get("enabled") and lora.get("model_name") not in (None, "", "None")
+    ]
+    return {
+        "prompt": params["prompt"],
+        "negative_prompt": params["negative_prompt"],
+        "full_prompt": [plan.prompt],
+        "full_negative_prompt": [plan.negative_prompt],
+        "styles": params["style_selections"],
+        "performance": params["performance_selection"],
+        "steps": plan.steps,
+        "resolution": f"({plan.width}, {plan.height})",
+        "guidance_scale": plan.guidance_scale,
+        "sharpness": params["sharpness"],
+        "adm_guidance": f"({params['adm_scaler_positive']}, {params['adm_scaler_negative']}, {params['adm_scaler_end']})",
+        "base_model": plan.base_model,
+        "refiner_model": params["refiner_model_name"],
+        "sampler": plan.sampler_name,
+        "scheduler": plan.scheduler_name,
+        "vae": params["vae_name"],
+        "seed": str(seed),
+        "lora_combined": loras,
+        "metadata_scheme": "fooocus",
+        "version": VERSION,
+    }
+
+
+def a1111_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int) -> str:
+    fields = {
+        "Steps": plan.steps,
+        "Sampler": plan.sampler_name,
+        "Scheduler": plan.scheduler_name,
+        "CFG scale": plan.guidance_scale,
+        "Seed": seed,
+        "Size": f"{plan.width}x{plan.height}",
+        "Model": plan.base_model.rsplit(".", 1)[0],
+        "Sharpness": params["sharpness"],
+        "Performance": params["performance_selection"],
+        "Version": VERSION,
+    }
+    tail = ", ".join(f"{key}: {value}" for key, value in fields.items())
+    return f"{plan.prompt}\nNegative prompt: {plan.negative_prompt}\n{tail}"
+
+
+def parameters_text(params: dict[str, Any], plan: GenerationPlan, seed: int) -> tuple[str, str] | None:
+    """(text, scheme) to embed, or None when the request turned metadata off."""
+    if not params.get("save_metadata_to_images", True):
+        return None
+    if params.get("metadata_scheme") == "a1111":
+        return a1111_parameters(params, plan, seed), "a1111"
+    return json.dumps(fooocus_parameters(params, plan, seed), ensure_ascii=False), "fooocus"

@@ -1,0 +1,198 @@
+"""The server's parts, built from Settings and wired on the event loop by the app's lifespan."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import structlog
+from anyio.abc import TaskGroup
+
+from fooocus_es.api.urls import UrlSigner
+from fooocus_es.engine import presets
+from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+from fooocus_es.events.bus import Bus
+from fooocus_es.events.log import EventLog
+from fooocus_es.events.store import EventStore
+from fooocus_es.events.types import Envelope, TaskFailed, TaskQueued
+from fooocus_es.projections import records
+from fooocus_es.projections.live import LiveTasks
+from fooocus_es.runner.worker import Job, Runner, now_ms
+from fooocus_es.settings import Settings
+from fooocus_es.subscribers.waiters import Waiters
+from fooocus_es.subscribers.webhooks import WebhookSender
+
+log = structlog.get_logger("fooocus_es")
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class ModelStatus:
+    """Files the server's preset needs that are not on disk, and what is being done about them."""
+
+    missing: dict[str, str] = field(default_factory=dict)  # file name -> where to put it / why
+    downloading: dict[str, str] = field(default_factory=dict)  # file name -> progress text
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        for folder in (settings.outputs_dir, settings.inputs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(settings.device)
+        self.event_log = EventLog(settings.db_path)
+        self.bus = Bus()
+        self.store = EventStore(self.event_log, self.bus)
+        self.live = LiveTasks()
+        self.waiters = Waiters()
+        self.signer = UrlSigner(settings.public_base_url, settings.api_key)
+        self.preset = presets.load_preset(settings.preset, settings.data_dir)
+        self.preset_defaults = presets.preset_request_defaults(self.preset)
+        self.model_status = ModelStatus()
+        self._model_store: Any = None
+        self.runner = Runner(self.store, self._make_engine, settings.data_dir, self.device)
+        self.bus.add_listener(self.live.apply)
+        self.bus.add_listener(self.waiters.apply)
+
+    # -- models -------------------------------------------------------------------------------
+    @property
+    def model_store(self) -> Any:
+        if self._model_store is None:
+            from fooocus_es.engine.models import ModelStore
+
+            self._model_store = ModelStore(self.settings.models_dir, device=self.device)
+        return self._model_store
+
+    @property
+    def loaded_model_name(self) -> str | None:
+        return self._model_store.loaded_name if self._model_store is not None else None
+
+    def _make_engine(self) -> Any:
+        from fooocus_es.engine.pipeline import Engine
+
+        if self.settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
+        return Engine(self.model_store)
+
+    def downloadable_models(self) -> set[str]:
+        """Checkpoint names a task may name although they are not on disk yet."""
+        names = {DEMO_CHECKPOINT}
+        for data_dir_preset in presets.list_presets(self.settings.data_dir):
+            try:
+                loaded = presets.load_preset(data_dir_preset, self.settings.data_dir)
+            except (presets.PresetError, ValueError):
+                continue
+            names.update(name for name, _url, kind in presets.preset_downloads(loaded) if kind == "checkpoints")
+        return names
+
+    def check_preset_models(self) -> list[tuple[str, str, str]]:
+        """The server preset's files that are missing: (name, url, models sub-folder)."""
+        missing = []
+        for name, url, kind in presets.preset_downloads(self.preset):
+            path = self.settings.models_dir / kind / name
+            if not path.exists():
+                missing.append((name, url, kind))
+                with self.model_status.lock:
+                    self.model_status.missing[name] = f"put it at {path} (source: {url})"
+        return missing
+
+    def download_missing(self, missing: list[tuple[str, str, str]]) -> None:
+        """Worker thread: fetch the preset's files; failures leave the server up and named in /health."""
+        for name, url, kind in missing:
+            def progress(done: int, total: int | None, name: str = name) -> None:
+                text = f"{done / total:.0%}" if total else f"{done} bytes"
+                with self.model_status.lock:
+                    self.model_status.downloading[name] = text
+
+            try:
+                log.info("model.download_started", file=name, url=url)
+                self.model_store.download(name, url, kind, progress)
+            except Exception as exc:
+                log.error("model.download_failed", file=name, error=str(exc))
+                with self.model_status.lock:
+                    self.model_status.missing[name] = str(exc)
+            else:
+                log.info("model.downloaded", file=name)
+                with self.model_status.lock:
+                    self.model_status.missing.pop(name, None)
+            finally:
+                with self.model_status.lock:
+                    self.model_status.downloading.pop(name, None)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self, task_group: TaskGroup) -> None:
+        self.store.token = anyio.lowlevel.current_token()
+        self.webhooks = WebhookSender(
+            task_group=task_group,
+            load_record=self.final_record,
+            default_url=self.settings.webhook_url,
+            retries=self.settings.webhook_retries,
+            timeout_s=self.settings.webhook_timeout_s,
+        )
+        self.bus.add_listener(self.webhooks.apply)
+        await self.recover()
+        self.runner.start()
+        missing = self.check_preset_models()
+        for name, url, kind in missing:
+            log.warning("model.missing", file=name, folder=str(self.settings.models_dir / kind), url=url)
+        if missing and self.settings.download_models:
+            threading.Thread(target=self.download_missing, args=(missing,), name="downloads", daemon=True).start()
+
+    async def recover(self) -> None:
+        """Replay rule: queued-but-not-ended tasks run again; started-but-not-ended failed."""
+        unfinished = await anyio.to_thread.run_sync(lambda: records.unfinished(self.event_log.reader()))
+        for record in unfinished:
+            if record["start_mills"] is not None:
+                await self.store.emit_async(
+                    TaskFailed(
+                        task_id=record["task_id"], at_ms=now_ms(), error_type="Interrupted",
+                        message="interrupted by restart",
+                    )
+                )  # fmt: skip
+                continue
+            queued = TaskQueued(
+                task_id=record["task_id"], at_ms=record["in_queue_mills"], params=record["req_params"],
+                webhook_url=record["webhook_url"] or "",
+            )  # fmt: skip
+            self.live.apply(Envelope(record["id"], queued))
+            self.runner.submit(Job(record["task_id"], record["req_params"]))
+        if unfinished:
+            log.info("tasks.recovered", count=len(unfinished))
+
+    async def stop(self) -> None:
+        await anyio.to_thread.run_sync(self.runner.shutdown)
+        self.event_log.checkpoint()
+
+    # -- reads --------------------------------------------------------------------------------
+    async def record(self, task_id: str) -> dict[str, Any] | None:
+        """Live state for pending/running tasks, else the stored record; URLs rendered."""
+        live = self.live.get(task_id)
+        if live is not None:
+            return self.signer.render_record(live.record())
+        stored = await self.stored_record(task_id)
+        return self.signer.render_record(stored) if stored else None
+
+    async def stored_record(self, task_id: str) -> dict[str, Any] | None:
+        """The generate_record row as stored (paths relative to the data dir)."""
+        return await anyio.to_thread.run_sync(lambda: records.get(self.event_log.reader(), task_id))
+
+    async def final_record(self, task_id: str) -> dict[str, Any] | None:
+        stored = await self.stored_record(task_id)
+        return self.signer.render_record(stored) if stored else None
+
+    def data_path(self, relative: str) -> Path:
+        return self.settings.data_dir / relative

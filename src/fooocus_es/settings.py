@@ -1,0 +1,72 @@
+"""One Settings struct, filled from command-line flags and FOOOCUS_ES_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+ENV_PREFIX = "FOOOCUS_ES_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 7866
+    data_dir: Path = Path(".")
+    preset: str = "default"
+    api_key: str = ""
+    webhook_url: str = ""
+    base_url: str = ""  # what result URLs start with; empty: http://{host}:{port}
+    queue_size: int = 100
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    download_models: bool = True  # fetch a preset's missing model files at start-up
+    allow_private_fetch: bool = False  # let image URLs point at private/loopback hosts
+    webhook_retries: int = 3
+    webhook_timeout_s: float = 5.0
+    torch_threads: int = 0  # 0: leave torch's default
+
+    # Derived locations: the design card puts outputs/ and inputs/ beside each other.
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def inputs_dir(self) -> Path:
+        return self.data_dir / "inputs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def db_path(self) -> Path:
+        return self.outputs_dir / "db.sqlite3"
+
+    @property
+    def public_base_url(self) -> str:
+        """FooocusAPI's --base-url rule: with a scheme it is used as is, else http://{base}:{port}."""
+        base = self.base_url or ("127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host)
+        if "://" in base:
+            return base.rstrip("/")
+        return f"http://{base}:{self.port}"
+
+
+def settings_from_env(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Environment first, then explicit overrides (the CLI passes the flags it was given)."""
+    environ = dict(os.environ if environ is None else environ)
+    fields: dict[str, object] = {}
+    for name in Settings.__struct_fields__:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            fields[name] = raw
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    # strict=False lets "7866" and "true" from the environment become int and bool.
+    return msgspec.convert(fields, Settings, strict=False, dec_hook=_dec_hook)
+
+
+def _dec_hook(tp: type, value: object) -> object:
+    if tp is Path and isinstance(value, str):
+        return Path(value)
+    raise TypeError(f"cannot convert {value!r} to {tp}")
