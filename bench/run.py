@@ -1,0 +1,164 @@
+"""Benchmarks (CPU, demo model): server overhead per task, event append rate, /tasks at 100k tasks.
+
+    nox -s bench            # or: .venv/bin/python bench/run.py [--tasks 100000] [--requests 20]
+
+Prints a table and writes bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import ServerProcess  # noqa: E402  - the tests' real-server harness
+
+from fooocus_es.engine import plan as planning  # noqa: E402
+from fooocus_es.engine import presets  # noqa: E402
+from fooocus_es.engine.demo_model import ensure_demo_checkpoint  # noqa: E402
+from fooocus_es.events.log import EventLog  # noqa: E402
+from fooocus_es.events.store import EventStore  # noqa: E402
+from fooocus_es.events.types import TaskFinished, TaskProgress, TaskQueued, TaskStarted  # noqa: E402
+
+BODY = {"prompt": "bench", "performance_selection": "Lightning", "aspect_ratios_selection": "64*64", "image_seed": 1}
+
+
+def bench_append(tmp: Path, count: int = 20_000) -> dict[str, float]:
+    store = EventStore(EventLog(tmp / "append.sqlite3"))
+    store.emit(TaskQueued(task_id="t", at_ms=0, params={}))
+    started = time.perf_counter()
+    for i in range(count):
+        store.emit(TaskProgress(task_id="t", at_ms=i, percent=i % 100, message="Sampling step", step=i))
+    seconds = time.perf_counter() - started
+    return {"events": count, "seconds": round(seconds, 3), "events_per_second": round(count / seconds)}
+
+
+def fill_log(data_dir: Path, tasks: int) -> float:
+    store = EventStore(EventLog(data_dir / "outputs" / "db.sqlite3"))
+    params = planning.finalize(planning.merge_layers({"prompt": "filler"}, presets.preset_request_defaults(presets.load_preset("demo"))))
+    base = int(time.time() * 1000) - tasks * 10
+    started = time.perf_counter()
+    for i in range(tasks):
+        task_id = uuid.uuid4().hex
+        at = base + i * 10
+        store.emit(TaskQueued(task_id=task_id, at_ms=at, params=params))
+        store.emit(TaskStarted(task_id=task_id, at_ms=at + 1))
+        store.emit(TaskFinished(task_id=task_id, at_ms=at + 5, result=[f"outputs/2026-01-01/{task_id}.png"]))
+    store.log.close()
+    return time.perf_counter() - started
+
+
+def timed_get(url: str, params: dict, repeat: int = 20) -> dict[str, float]:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = requests.get(url, params=params, timeout=30)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.text
+    return {"median_ms": round(statistics.median(times), 2), "max_ms": round(max(times), 2)}
+
+
+def bench_history(tmp: Path, models: Path, tasks: int) -> dict[str, object]:
+    data_dir = tmp / "history"
+    fill_seconds = fill_log(data_dir, tasks)
+    server = ServerProcess(data_dir, models).start()
+    try:
+        url = server.url + "/tasks"
+        now = time.time()
+        result = {
+            "tasks": tasks,
+            "events": tasks * 3,
+            "fill_seconds": round(fill_seconds, 1),
+            "history_page_0": timed_get(url, {"query": "history", "page_size": 10}),
+            "history_page_5000": timed_get(url, {"query": "history", "page": 5000, "page_size": 10}),
+            "history_range_1min": timed_get(url, {"query": "history", "start_at": _iso(now - 60), "end_at": _iso(now)}),
+            "one_task": timed_get(url, {"query": "current"}),
+        }
+    finally:
+        server.stop()
+    return result
+
+
+def _iso(epoch: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(epoch).isoformat(timespec="seconds")
+
+
+def bench_overhead(tmp: Path, models: Path, count: int) -> dict[str, float]:
+    """End-to-end latency of a blocking request minus the engine's own time for the same plan."""
+    from fooocus_es.engine.models import ModelStore
+    from fooocus_es.engine.pipeline import Engine
+
+    class NoHooks:
+        def on_step(self, *args: object) -> None:
+            pass
+
+        def poll_control(self) -> None:
+            return None
+
+    params = planning.finalize(planning.merge_layers(BODY, presets.preset_request_defaults(presets.load_preset("demo"))))
+    plan = planning.build_plan("bench", params)
+    engine = Engine(ModelStore(models))
+    engine.prepare(plan)
+    engine.generate(plan, NoHooks())  # warm-up
+    engine_ms = []
+    for _ in range(count):
+        started = time.perf_counter()
+        engine.generate(plan, NoHooks())
+        engine_ms.append((time.perf_counter() - started) * 1000)
+
+    server = ServerProcess(tmp / "overhead", models).start()
+    try:
+        url = server.url + "/v1/engine/generate/"
+        headers = {"Accept": "application/json"}
+        requests.post(url, json=BODY, headers=headers, timeout=60)  # warm-up: model load
+        e2e_ms = []
+        for _ in range(count):
+            started = time.perf_counter()
+            response = requests.post(url, json=BODY, headers=headers, timeout=60)
+            e2e_ms.append((time.perf_counter() - started) * 1000)
+            assert response.json()["task_status"] == "finished"
+    finally:
+        server.stop()
+    engine_median, e2e_median = statistics.median(engine_ms), statistics.median(e2e_ms)
+    return {
+        "requests": count,
+        "engine_median_ms": round(engine_median, 1),
+        "request_to_finished_median_ms": round(e2e_median, 1),
+        "server_overhead_median_ms": round(e2e_median - engine_median, 1),
+        "note": "overhead = HTTP, validation, durable log appends (TaskQueued/Started/Progress x4/Finished), "
+        "publish, PNG encode + metadata + file write, read-model fetch",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        models = tmp / "models"
+        ensure_demo_checkpoint(models / "checkpoints")
+        results = {
+            "append": bench_append(tmp),
+            "overhead": bench_overhead(tmp, models, args.requests),
+            "history": bench_history(tmp, models, args.tasks),
+        }
+    print(json.dumps(results, indent=2))
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

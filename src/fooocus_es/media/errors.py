@@ -1,0 +1,20 @@
+"""The one error type for a bad request image; the HTTP layer maps it to 400 naming the field."""
+
+from __future__ import annotations
+
+
+class InputImageError(ValueError):
+    """An image field that could not be turned into a usable image.
+
+    ``field`` is the request field as a client would write it, e.g. ``uov_input_image`` or
+    ``controlnet_image[0].cn_img``; ``message`` says what was wrong, without echoing the payload.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[InputImageError], tuple[str, str]]:
+        # Keep the two-argument constructor picklable (errors may cross process/thread pools).
+        return (type(self), (self.field, self.message))

@@ -1,0 +1,49 @@
+"""Request images stored as inputs/<sha256>.png, so identical images share one file.
+
+The name is the SHA-256 of the PNG we write (so ``sha256sum`` of a file matches its name), not
+of the uploaded bytes: one image sent as PNG, JPEG-decoded-to-same-pixels or base64 with
+different wrapping lands in one file. FooocusAPI hashes the base64 of its PNG instead
+(fooocus-facts §1.7, §5.10); names therefore differ from FooocusAPI's for the same image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from fooocus_es.media._atomic import publish_replace, write_temp
+
+# Fixed encoder settings: the same pixels must give the same bytes, hence the same name.
+# Level 6 (zlib's default) because inputs are written once and kept: size beats speed here.
+_PNG_SETTINGS = {"compress_level": 6, "optimize": False}
+
+
+def encode_input_png(image: Image.Image) -> bytes:
+    """Deterministic PNG of an RGB or RGBA image, with no metadata chunks at all."""
+    if image.mode not in ("RGB", "RGBA"):
+        raise ValueError(f"inputs are stored as RGB or RGBA, got mode {image.mode}")
+    clean = image.copy()
+    clean.info.clear()  # ICC, EXIF, text or tRNS from the source would change the bytes
+    buffer = io.BytesIO()
+    clean.save(buffer, format="PNG", **_PNG_SETTINGS)
+    return buffer.getvalue()
+
+
+def store_input(image: Image.Image, inputs_dir: Path) -> str:
+    """Write ``image`` to ``inputs_dir/<sha256>.png`` unless it is already there; return the name."""
+    data = encode_input_png(image)
+    name = f"{hashlib.sha256(data).hexdigest()}.png"
+    target = inputs_dir / name
+    if target.is_file():
+        return name  # content-addressed: an existing file already holds these exact bytes
+    inputs_dir.mkdir(parents=True, exist_ok=True)
+    temp = write_temp(inputs_dir, data)
+    try:
+        # Two requests racing on one image both replace with identical bytes: harmless.
+        publish_replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return name
