@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import shutil
 import sys
 
 import nox
@@ -21,6 +22,7 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 # torch first and pinned: the CPU wheel is taken as is, and nothing later may pull a CUDA build.
 TORCH = "torch==2.13.0"
+CHROMIUM = "/usr/bin/chromium"
 
 
 def _venv(session: nox.Session) -> str:
@@ -39,10 +41,22 @@ def _venv(session: nox.Session) -> str:
     return str(PYTHON)
 
 
+def _chromium(session: nox.Session) -> None:
+    """The browser tests drive Debian's chromium (Playwright never downloads a browser here)."""
+    if pathlib.Path(CHROMIUM).exists():
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "chromium", external=True)
+    else:
+        session.warn(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) for the browser tests")
+
+
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """The whole suite: unit, API and end-to-end tests against real server processes (offline)."""
     python = _venv(session)
+    _chromium(session)
     session.run(python, "-m", "pytest", "-q", *session.posargs, external=True)
 
 

@@ -1,4 +1,8 @@
-"""API key: every route needs X-API-KEY (or a Bearer token); stored files also accept a URL signature."""
+"""API key: every route needs X-API-KEY (or a Bearer token); stored files also accept a URL signature.
+
+The one exception is the browser page itself (handlers with opt public=True): it holds no data and
+asks the user for the key, which it then sends on every API call.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,10 @@ from fooocus_es.services import Services
 FILE_PREFIXES = ("/outputs/", "/inputs/")
 
 
-def api_key_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+def api_key_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     services: Services = connection.app.state.services
     key = services.settings.api_key
-    if not key:
+    if not key or handler.opt.get("public"):
         return
     sent = connection.headers.get("x-api-key") or _bearer(connection.headers.get("authorization", ""))
     if sent:

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import msgspec
+import structlog
 from litestar import Request, Response, post
 from litestar.response import Stream
 
@@ -70,6 +71,7 @@ async def generate(request: Request, data: GenerateRequest) -> Response[Any]:
     _check_capacity(services)  # the images took time; the queue may have filled meanwhile
 
     task_id = uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(task_id=task_id)
     webhook_url = params.get("webhook_url") or services.settings.webhook_url
     waiter = services.waiters.expect(task_id)
     subscription = services.bus.subscribe(task_id, maxsize=64) if mode == "stream" else None

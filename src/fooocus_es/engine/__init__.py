@@ -1,0 +1,1 @@
+"""Turning a GenerationPlan into images: pure planning rules, and the diffusers engine behind them."""

@@ -1,0 +1,1 @@
+"""Shipped SDXL config folders (configs and CLIP tokenizer files, no weights) for offline loading."""
