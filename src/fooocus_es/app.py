@@ -54,7 +54,10 @@ def create_app(settings: Settings) -> Litestar:
                 task_group.cancel_scope.cancel()
 
     logging = StructlogConfig(
-        structlog_logging_config=StructLoggingConfig(pretty_print_tty=False, log_exceptions="always"),
+        # Tracebacks for server errors only: a 4xx is the client's mistake, logged as a response line.
+        structlog_logging_config=StructLoggingConfig(
+            pretty_print_tty=False, log_exceptions="always", disable_stack_trace={400, 401, 403, 404, 405, 413, 429}
+        ),
         middleware_logging_config=LoggingMiddlewareConfig(
             request_log_fields=["method", "path"], response_log_fields=["status_code"]
         ),

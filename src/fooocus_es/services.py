@@ -61,32 +61,29 @@ class Services:
         self.preset = presets.load_preset(settings.preset, settings.data_dir)
         self.preset_defaults = presets.preset_request_defaults(self.preset)
         self.model_status = ModelStatus()
-        self._model_store: Any = None
-        self.runner = Runner(self.store, self._make_engine, settings.data_dir, self.device)
+        # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
+        # runner's warm-up and request threads would otherwise race into them.
+        from fooocus_es.engine.models import ModelStore
+        from fooocus_es.engine.pipeline import Engine
+
+        self.model_store = ModelStore(settings.models_dir, device=self.device)
+        self._engine_class = Engine
+        warm = self.preset_defaults.get("base_model_name")
+        self.runner = Runner(self.store, self._make_engine, settings.data_dir, self.device, warm_model=warm)
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
 
     # -- models -------------------------------------------------------------------------------
     @property
-    def model_store(self) -> Any:
-        if self._model_store is None:
-            from fooocus_es.engine.models import ModelStore
-
-            self._model_store = ModelStore(self.settings.models_dir, device=self.device)
-        return self._model_store
-
-    @property
     def loaded_model_name(self) -> str | None:
-        return self._model_store.loaded_name if self._model_store is not None else None
+        return self.model_store.loaded_name
 
     def _make_engine(self) -> Any:
-        from fooocus_es.engine.pipeline import Engine
-
         if self.settings.torch_threads > 0:
             import torch
 
             torch.set_num_threads(self.settings.torch_threads)
-        return Engine(self.model_store)
+        return self._engine_class(self.model_store)
 
     def downloadable_models(self) -> set[str]:
         """Checkpoint names a task may name although they are not on disk yet."""

@@ -67,6 +67,6 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: object
 
 
 def _dec_hook(tp: type, value: object) -> object:
-    if tp is Path and isinstance(value, str):
+    if tp is Path and isinstance(value, (str, Path)):
         return Path(value)
     raise TypeError(f"cannot convert {value!r} to {tp}")

@@ -44,8 +44,7 @@ def _mode(request: Request, params: dict[str, Any]) -> str:
     return "json" if "application/json" in accept else "binary"
 
 
-def resolve_request(services: Services, data: GenerateRequest) -> dict[str, Any]:
-    sent = sent_fields(data)
+def resolve_request(services: Services, sent: dict[str, Any]) -> dict[str, Any]:
     layers = [services.preset_defaults]
     requested_preset = sent.get("preset", planning.NO_PRESET)
     if requested_preset not in (planning.NO_PRESET, "", services.settings.preset):
@@ -59,12 +58,13 @@ def resolve_request(services: Services, data: GenerateRequest) -> dict[str, Any]
 @post("/v1/engine/generate/", status_code=200, summary="Generate images (FooocusAPI)", tags=["generate"])
 async def generate(request: Request, data: GenerateRequest) -> Response[Any]:
     services: Services = request.app.state.services
-    params = resolve_request(services, data)
+    sent = sent_fields(data)
+    params = resolve_request(services, sent)
     mode = _mode(request, params)
     if mode == "binary":
         params["image_number"] = 1
     checkpoints = set(await anyio.to_thread.run_sync(services.model_store.list_checkpoints))
-    planning.validate_names(params, checkpoints=checkpoints, downloadable=services.downloadable_models())
+    planning.validate_names(params, checkpoints=checkpoints, downloadable=services.downloadable_models(), sent=sent)
     _check_capacity(services)
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     params = await anyio.to_thread.run_sync(store_request_images, params, services.settings.inputs_dir, limits)

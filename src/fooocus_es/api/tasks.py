@@ -37,7 +37,7 @@ def _parse_time(name: str, value: str | None) -> int | None:
 @get("/tasks", summary="Query tasks: history, current and pending", tags=["tasks"])
 async def list_tasks(
     request: Request,
-    query: Literal["all", "history", "current", "pending"] = "all",
+    query_kind: Literal["all", "history", "current", "pending"] = Parameter(query="query", default="all"),
     page: int = Parameter(default=0, ge=0),
     page_size: int = Parameter(default=10, ge=1, le=1000),
     start_at: str | None = None,
@@ -59,7 +59,7 @@ async def list_tasks(
         return TasksResponse(history=deleted, current=[], pending=[])
     render = services.signer.render_record
     history: list[Any] = []
-    if query in ("all", "history"):
+    if query_kind in ("all", "history"):
         rows = await anyio.to_thread.run_sync(
             lambda: records.history(
                 services.event_log.reader(),
@@ -70,9 +70,9 @@ async def list_tasks(
             )
         )
         history = [render(row) for row in rows]
-    current = [render(r) for r in services.live.current_records()] if query in ("all", "current") else []
+    current = [render(r) for r in services.live.current_records()] if query_kind in ("all", "current") else []
     pending = (
-        [render(r) for r in services.live.pending_records(page, page_size)] if query in ("all", "pending") else []
+        [render(r) for r in services.live.pending_records(page, page_size)] if query_kind in ("all", "pending") else []
     )
     return TasksResponse(history=history, current=current, pending=pending)  # type: ignore[arg-type]
 

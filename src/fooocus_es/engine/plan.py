@@ -157,8 +157,17 @@ def current_tab(params: dict[str, Any]) -> str:
     return params.get("current_tab", "uov")
 
 
-def validate_names(params: dict[str, Any], *, checkpoints: set[str], downloadable: set[str]) -> None:
-    """Names the type system cannot check: styles, samplers, sizes, model files."""
+def validate_names(
+    params: dict[str, Any], *, checkpoints: set[str], downloadable: set[str], sent: dict[str, Any] | None = None
+) -> None:
+    """Names the type system cannot check: styles, samplers, sizes, model files.
+
+    `params` are the finalized ones; `sent` names are checked too, since a performance mode's
+    forced sampler would otherwise hide a misspelt one the client sent.
+    """
+    for field, legal in (("sampler_name", SAMPLER_NAMES), ("scheduler_name", SCHEDULER_NAMES)):
+        if sent and field in sent and sent[field] not in legal:
+            raise ParamError(field, f"unknown name {sent[field]!r}; valid: {', '.join(legal)}")
     legal_styles = set(style_names())
     for index, name in enumerate(params["style_selections"]):
         if name not in legal_styles:

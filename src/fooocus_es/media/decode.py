@@ -12,7 +12,7 @@ import io
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 
 from fooocus_es.media.errors import InputImageError
 from fooocus_es.media.limits import ImageLimits
@@ -21,11 +21,23 @@ from fooocus_es.media.limits import ImageLimits
 NO_IMAGE = frozenset({"", "None", "none", "null", "string"})
 
 # Formats a client may send. A closed list keeps Pillow's rarer parsers (EPS runs Ghostscript,
-# PSD, FITS, ...) away from untrusted bytes. MPO is how Pillow names multi-picture camera JPEGs.
-ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF")
+# PSD, FITS, ...) away from untrusted bytes. "JPEG" also admits multi-picture camera JPEGs, which
+# Pillow then reports as MPO.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 _NOT_AN_IMAGE_STRING = "not a valid image URL, data URI or base64"
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+_EXIF_ORIENTATION = 0x0112
+# The same table as ImageOps.exif_transpose; see _upright for why it is not called directly.
+_ORIENTATION_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def is_no_image(value: str | None) -> bool:
@@ -81,9 +93,9 @@ def decode_image_bytes(data: bytes, *, field: str, limits: ImageLimits) -> Image
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
             _check_dimensions(img.size, field=field, limits=limits)
             img.load()  # with LOAD_TRUNCATED_IMAGES off, a truncated file raises here
-            upright = _exif_transpose(img)
-    except InputImageError:
-        raise
+            upright = _upright(img)
+    except (InputImageError, MemoryError):
+        raise  # ours already; or a server condition, not the client's fault
     except Image.DecompressionBombError as exc:
         raise InputImageError(field, "image dimensions are too large") from exc
     except Image.UnidentifiedImageError as exc:
@@ -140,13 +152,19 @@ def _check_dimensions(size: tuple[int, int], *, field: str, limits: ImageLimits)
         )
 
 
-def _exif_transpose(img: Image.Image) -> Image.Image:
-    """Upright copy of ``img`` per its EXIF orientation (always a new, file-less image)."""
+def _upright(img: Image.Image) -> Image.Image:
+    """A new, file-less copy of ``img`` turned upright per its EXIF orientation.
+
+    ImageOps.exif_transpose would leave a cached, rewritten Exif object (camera make, GPS, ...)
+    on the result that info.clear() does not reach; transposing here keeps the result clean.
+    """
     try:
-        return ImageOps.exif_transpose(img)
+        orientation = img.getexif().get(_EXIF_ORIENTATION)
     except Exception:
         # Phone cameras write broken EXIF often enough; a sideways image beats refusing it.
-        return img.copy()
+        orientation = None
+    method = _ORIENTATION_TRANSPOSES.get(orientation) if isinstance(orientation, int) else None
+    return img.transpose(method) if method is not None else img.copy()
 
 
 def _normalise_mode(img: Image.Image, *, field: str) -> Image.Image:

@@ -25,6 +25,7 @@ _FORMAT_ALIASES = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 _ACCEPT_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp"}
 _SAVE_EXTENSIONS = frozenset({"png", "jpeg", "jpg", "webp"})
+_READ_FORMATS = ("PNG", "JPEG", "WEBP")  # what we write; never hand our own files to other parsers
 
 _EXIF_USER_COMMENT = 0x9286
 _EXIF_SOFTWARE = 0x0131
@@ -85,7 +86,7 @@ def read_parameters(data: bytes) -> tuple[str | None, str | None]:
     Raises PIL.UnidentifiedImageError (an OSError) when ``data`` is not a png/jpeg/webp image.
     Only headers are parsed; no pixel data is decoded.
     """
-    with Image.open(io.BytesIO(data), formats=("PNG", "JPEG", "MPO", "WEBP")) as img:
+    with Image.open(io.BytesIO(data), formats=_READ_FORMATS) as img:
         if img.format == "PNG":
             # Our chunks precede IDAT, so .info has them without decoding pixels (.text would).
             return _text_or_none(img.info.get("parameters")), _text_or_none(img.info.get("fooocus_scheme"))
@@ -136,7 +137,7 @@ def convert_for_accept(path: Path, accept: str | None) -> tuple[bytes, str] | No
         return None
     data = path.read_bytes()
     parameters, scheme = read_parameters(data)
-    with Image.open(io.BytesIO(data), formats=("PNG", "JPEG", "MPO", "WEBP")) as img:
+    with Image.open(io.BytesIO(data), formats=_READ_FORMATS) as img:
         img.load()
         converted = encode_image(img, target, parameters=parameters, scheme=scheme or "fooocus")
     return converted, MEDIA_TYPES[target]

@@ -44,6 +44,8 @@ def now_ms() -> int:
 class EngineLike(Protocol):
     """What the runner needs from engine.pipeline.Engine (kept narrow so runners can be remote later)."""
 
+    store: Any
+
     def prepare(self, plan: GenerationPlan) -> None: ...
     def generate(self, plan: GenerationPlan, hooks: Any) -> tuple[list[Any], str]: ...
 
@@ -70,18 +72,19 @@ class Runner:
         engine_factory: Callable[[], EngineLike],
         data_dir: Path,
         device: str,
+        warm_model: str | None = None,
     ) -> None:
         self.store = store
         self.engine_factory = engine_factory
         self.data_dir = data_dir
         self.device = device
+        self.warm_model = warm_model
         self._engine: EngineLike | None = None
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._current: _Current | None = None
         self._shutdown = False
         self._thread = threading.Thread(target=self._loop, name=f"runner-{device}", daemon=True)
-        self.log = structlog.get_logger("fooocus_es.runner").bind(device=device)
 
     # -- commands (any thread) ------------------------------------------------------------------
     def start(self) -> None:
@@ -143,6 +146,7 @@ class Runner:
             return job
 
     def _loop(self) -> None:
+        self._warm_up()
         while (job := self._next_job()) is not None:
             try:
                 self._run(job)
@@ -150,11 +154,21 @@ class Runner:
                 with self._cond:
                     self._current = None
 
+    def _warm_up(self) -> None:
+        """Import torch and load the server preset's model before the first task asks for it."""
+        if self.warm_model is None:
+            return
+        try:
+            self._get_engine().store.load_pipeline(self.warm_model)
+        except Exception as exc:  # a missing model is reported per task and in /health
+            structlog.get_logger("fooocus_es.runner").warning("runner.warm_up_failed", model=self.warm_model, error=str(exc))
+
     def _emit(self, event: Event) -> None:
         self.store.emit(event)
 
     def _run(self, job: Job) -> None:
-        task_log = self.log.bind(task_id=job.task_id)
+        # Bound here, not at construction: structlog is configured by the app after the runner exists.
+        task_log = structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=job.task_id)
         self._emit(TaskStarted(task_id=job.task_id, at_ms=now_ms(), device=self.device))
         task_log.info("task.started")
         started = time.perf_counter()
