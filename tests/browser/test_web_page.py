@@ -6,6 +6,7 @@ Needs `apt-get install -y chromium` (for /usr/bin/chromium) and `pip install pla
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-output" / "screenshots"
@@ -113,23 +115,46 @@ def gallery_widths(page: Any) -> list[int]:
     return page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => i.naturalWidth)")
 
 
+def submit(base: str, body: dict[str, Any], headers: dict[str, str]) -> str:
+    body = {"performance_selection": "Lightning", "async_process": True, **body}
+    response = requests.post(base + "/v1/engine/generate/", json=body, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["task_id"]
+
+
+def wait_for(base: str, task_id: str, headers: dict[str, str], until: str = "ended", timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = requests.get(f"{base}/tasks/{task_id}", headers=headers, timeout=10).json()
+        if record["finish_mills"] if until == "ended" else (record["task_status"] == "running" and record["progress"] > 13):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not reach {until}: {record}")
+
+
+def png_bytes(color: tuple[int, int, int], size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def task_id_of(page: Any) -> str:
     task_id = page.get_attribute("#task-id", "data-task-id")
     assert task_id, "the page shows no task id"
     return task_id
 
 
-def test_page_and_assets_are_served_publicly_without_traversal(make_server: Any) -> None:
-    server = make_server("--api-key", "k").start()
-    index = requests.get(server.url + "/", timeout=10)
+def check_page_served_publicly_without_traversal(base: str) -> None:
+    """On a server with an API key: the page and its assets need none; nothing outside web/ is reachable."""
+    index = requests.get(base + "/", timeout=10)
     assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
     assert "/web/app.js" in index.text
     for name, kind in [("app.js", "text/javascript"), ("style.css", "text/css"), ("favicon.svg", "image/svg+xml")]:
-        response = requests.get(f"{server.url}/web/{name}", timeout=10)
+        response = requests.get(f"{base}/web/{name}", timeout=10)
         assert response.status_code == 200 and response.headers["content-type"].startswith(kind), name
     for bad in ["/web/..%2Fapi%2Fweb.py", "/web/%2E%2E%2Fapp.py", "/web/missing.js", "/web/.hidden.css", "/web/web.py"]:
-        assert requests.get(server.url + bad, timeout=10).status_code == 404, bad
-    assert requests.get(server.url + "/health", timeout=10).status_code == 401  # the API itself stays guarded
+        assert requests.get(base + bad, timeout=10).status_code == 404, bad
+    assert requests.get(base + "/health", timeout=10).status_code == 401  # the API itself stays guarded
 
 
 def test_generate_view_history_and_rerun(server: Any, open_page: Any) -> None:
@@ -234,6 +259,59 @@ def test_validation_error_is_shown_in_words(server: Any, open_page: Any) -> None
     assert console.network_statuses() == [400], console.errors
 
 
+def test_image_inputs_dropped_uploaded_and_a_painted_mask(server: Any, open_page: Any) -> None:
+    page, console = open_page(server.url)
+    fill_fast(page, "image inputs")
+    page.click("#image-inputs > summary")
+    page.select_option("#uov_method", "Vary (Subtle)")
+    # Drag and drop onto the upscale/vary zone (a real DataTransfer carrying a file).
+    page.evaluate(
+        """bytes => {
+            const file = new File([new Uint8Array(bytes)], "red.png", {type: "image/png"});
+            const data = new DataTransfer();
+            data.items.add(file);
+            const zone = document.querySelector('.drop[data-image="uov_input_image"]');
+            zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: data, bubbles: true, cancelable: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+        }""",
+        list(png_bytes((220, 30, 30))),
+    )
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.drop[data-image=uov_input_image] .drop-preview');"
+        " return !i.hidden && i.naturalWidth === 64; }"
+    )
+    # The inpaint image through the file picker, then a brush stroke over its top-left quarter.
+    page.set_input_files("#inpaint_input_image", files=[{"name": "blue.png", "mimeType": "image/png", "buffer": png_bytes((30, 30, 220))}])
+    page.wait_for_function("() => document.getElementById('mask-canvas').width === 64")
+    page.fill("#brush-size", "8")
+    box = page.locator("#mask-canvas").bounding_box()
+    assert box and box["width"] > 0
+    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35, steps=6)
+    page.mouse.up()
+    page.screenshot(path=str(SHOTS / "desktop-image-inputs.png"), full_page=True)
+    page.click("#generate")
+    page.wait_for_function("() => !document.getElementById('generate').disabled")
+    params = requests.get(f"{server.url}/tasks/{task_id_of(page)}", timeout=10).json()["req_params"]
+    assert params["uov_method"] == "Vary (Subtle)"
+    uov = image_at(params["uov_input_image"])
+    assert uov.size == (64, 64) and uov.convert("RGB").getpixel((32, 32)) == (220, 30, 30)
+    assert image_at(params["inpaint_input_image"]).convert("RGB").getpixel((32, 32)) == (30, 30, 220)
+    mask = image_at(params["inpaint_mask_image_upload"]).convert("L")
+    assert mask.size == (64, 64)
+    assert mask.getpixel((14, 14)) > 200, "the painted stroke is white in the mask"
+    assert mask.getpixel((60, 60)) < 50 and mask.getpixel((60, 4)) < 50, "the rest of the mask is black"
+    assert console.errors == [], console.errors
+
+
+def image_at(url: str) -> Image.Image:
+    assert "/inputs/" in url, url  # the page sent a data URI; the server stored it by hash
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200
+    return Image.open(io.BytesIO(response.content))
+
+
 def test_phone_width(server: Any, open_page: Any) -> None:
     page, console = open_page(server.url, PHONE)
     fill_fast(page, "a phone-sized test")
@@ -250,8 +328,9 @@ def test_phone_width(server: Any, open_page: Any) -> None:
     assert console.errors == [], console.errors
 
 
-def test_api_key_prompt_then_generate_and_delete_range(make_server: Any, open_page: Any) -> None:
-    server = make_server("--api-key", "k").start()
+def test_api_key_prompt_queue_full_and_delete_range(make_server: Any, open_page: Any) -> None:
+    server = make_server("--api-key", "k", "--queue-size", "1").start()
+    check_page_served_publicly_without_traversal(server.url)
     page, console = open_page(server.url)
     # The first calls get 401: the page asks for the key.
     notice = page.locator("#notice")
@@ -276,6 +355,21 @@ def test_api_key_prompt_then_generate_and_delete_range(make_server: Any, open_pa
     assert gallery_widths(page) == [64]  # signed result URLs load in <img> without the header
     task_id = task_id_of(page)
 
+    # A full queue (one long task running, one pending, queue size 1): the 429 is said in words.
+    key = {"X-API-KEY": "k"}
+    long_task = {"prompt": "long", "aspect_ratios_selection": "256*256", "overwrite_step": 200}
+    running = submit(server.url, long_task, key)
+    wait_for(server.url, running, key, until="running")
+    pending = submit(server.url, long_task, key)
+    page.click("#generate")
+    error = page.locator("#form-error")
+    error.wait_for(state="visible")
+    assert "queue is full" in error.text_content() and "Retry in" in error.text_content()
+    assert page.text_content("#task-status") == "error"
+    requests.post(f"{server.url}/tasks/{pending}/cancel", headers=key, timeout=10)
+    requests.post(f"{server.url}/tasks/{running}/cancel", headers=key, timeout=10)
+    wait_for(server.url, running, key)
+
     # Delete a time range (confirmed) from the history tab.
     page.click("#tab-history")
     page.locator(f'.task-row[data-task-id="{task_id}"]').wait_for()
@@ -287,11 +381,11 @@ def test_api_key_prompt_then_generate_and_delete_range(make_server: Any, open_pa
     page.click(".delete-range > summary")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#delete-go")
-    page.wait_for_function("() => document.getElementById('delete-result').textContent === 'Deleted 1 task.'")
+    page.wait_for_function("() => document.getElementById('delete-result').textContent === 'Deleted 3 tasks.'")
     page.wait_for_function("() => document.querySelector('#history-list .empty') !== null")
     gone = requests.get(f"{server.url}/tasks/{task_id}", headers={"X-API-KEY": "k"}, timeout=10)
     assert gone.status_code == 404
 
     assert console.others() == [], console.errors
     statuses = console.network_statuses()
-    assert statuses and set(statuses) == {401, 403}, console.errors
+    assert statuses and set(statuses) == {401, 403, 429}, console.errors

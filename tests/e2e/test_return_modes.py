@@ -95,3 +95,63 @@ def test_a_disconnected_stream_does_not_cancel_its_task(server) -> None:
     response.close()
     done = wait_for(server.url, task_id)
     assert done["task_status"] == "finished" and len(done["result"]) == 1
+
+
+def test_seed_client_async_and_binary_examples_run_unchanged(server) -> None:
+    # The user's async example, URL changed; then poll /tasks/{task_id} as the seed describes.
+    endpoint = server.url + GENERATE
+    params = {"prompt": "", "negative_prompt": "", "performance_selection": "Lightning", "async_process": True,
+              "webhook_url": "", "aspect_ratios_selection": "64*64"}
+    res = requests.post(url=endpoint, data=json.dumps(params), timeout=60)
+    queued = res.json()
+    assert set(queued) >= {"id", "task_id", "req_params", "in_queue_mills", "start_mills", "finish_mills", "task_status",
+                           "progress", "preview", "webhook_url", "result"}
+    done = wait_for(server.url, queued["task_id"])
+    assert done["task_status"] == "finished" and done["result"]
+
+    # The binary example (without the matplotlib display).
+    params = {"prompt": "", "negative_prompt": "", "performance_selection": "Lightning", "async_process": False,
+              "stream_output": False, "webhook_url": "", "aspect_ratios_selection": "64*64"}
+    res = requests.post(url=endpoint, data=json.dumps(params), timeout=60)
+    image = Image.open(io.BytesIO(res.content))
+    assert image.size == (64, 64)
+
+
+def test_running_task_shows_progress_and_a_preview(server) -> None:
+    task = submit(server.url, {"prompt": "watch me", "overwrite_step": 60, "aspect_ratios_selection": "128*128"})
+    running = wait_for(server.url, task["task_id"], until="running")
+    assert running["preview"].startswith("data:image/jpeg;base64,") and 13 < running["progress"] < 100
+    current = requests.get(server.url + "/tasks", params={"query": "current"}, timeout=10).json()["current"]
+    assert [r["task_id"] for r in current] == [task["task_id"]] and current[0]["preview"]
+    assert wait_for(server.url, task["task_id"])["task_status"] == "finished"
+
+
+def test_image_urls_are_fetched_as_inputs(server) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (9, 99, 199)).save(buffer, "JPEG")
+    payload = buffer.getvalue()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/photo.jpg"
+        task = submit(server.url, {"prompt": "from url", "uov_input_image": url})
+        stored = task["req_params"]["uov_input_image"]
+        assert "/inputs/" in stored and image_from(stored).size == (40, 30)
+        wait_for(server.url, task["task_id"])
+    finally:
+        httpd.shutdown()

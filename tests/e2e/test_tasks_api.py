@@ -98,6 +98,7 @@ def test_bad_images_are_rejected_and_nothing_is_written(make_server) -> None:
         "uov_input_image": "this is not base64 !!!",
         "inpaint_input_image": truncated,
         "inpaint_mask_image_upload": "data:image/png;base64," + base64.b64encode(huge.getvalue()).decode(),
+        "enhance_input_image": "http://127.0.0.1:9/private.png",  # loopback: refused unless allowed
     }
     for field, value in bad.items():
         body = {**FAST, "async_process": True, "uov_input_image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), field: value}

@@ -309,7 +309,8 @@
     if (!shown.length) {
       const empty = document.createElement("p");
       empty.className = "hint";
-      empty.textContent = state.styles.length ? "No style matches." : "Styles are loading…";
+      empty.textContent = state.styles.length ? "No style matches."
+        : state.bootstrapFailed ? "The style names could not be loaded." : "Loading the style names…";
       list.append(empty);
     }
     renderChosenStyles();
@@ -1176,11 +1177,14 @@
       status.textContent = `${health.preset} · ${health.device}${health.loaded_model ? ` · ${health.loaded_model}` : ""}`
         + ` · queue ${health.queue_depth}${missing.length ? ` · missing: ${missing.join(", ")}` : ""}`;
       state.bootstrapped = true;
+      state.bootstrapFailed = false;
       $("key-box").classList.remove("needs-key");
       refreshKeyUi();
       notice(null);
     } catch (err) {
       status.textContent = "";
+      state.bootstrapFailed = true;
+      renderStyles();
       const text = describe(err);
       if (!(err instanceof ApiError && (err.status === 401 || err.status === 403))) notice(text);
     }

@@ -1,0 +1,36 @@
+"""A preset whose model is missing: the server still starts, /health and the task say what to do."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+from e2e_helpers import submit, wait_for
+
+from conftest import free_port
+
+
+def test_missing_preset_model_is_named_in_health_and_in_the_failed_task(make_server, tmp_path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "presets").mkdir(parents=True)
+    closed = f"http://127.0.0.1:{free_port()}/models/absent.safetensors"  # nothing listens: the download fails
+    preset = {"default_model": "absent.safetensors", "default_aspect_ratio": "64*64", "default_styles": [],
+              "checkpoint_downloads": {"absent.safetensors": closed}}  # fmt: skip
+    (data_dir / "presets" / "offline.json").write_text(json.dumps(preset))
+    server = make_server("--preset", "offline", data_dir=data_dir, env={"FOOOCUS_ES_DOWNLOAD_MODELS": "true"}).start()
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        health = requests.get(server.url + "/health", timeout=10).json()
+        if "absent.safetensors" in health["missing_models"] and not health["downloading"]:
+            break
+        time.sleep(0.2)
+    message = health["missing_models"]["absent.safetensors"]
+    assert "absent.safetensors" in message and str(data_dir / "models" / "checkpoints") in message and closed in message
+
+    task = submit(server.url, {"prompt": "needs the model", "performance_selection": "Lightning"})
+    failed = wait_for(server.url, task["task_id"])
+    assert failed["task_status"] == "failed" and failed["error"]["type"] == "ModelMissing"
+    assert "absent.safetensors" in failed["error"]["message"] and "checkpoints" in failed["error"]["message"]
+    assert "model.download_failed" in server.logs()
