@@ -107,6 +107,9 @@ def bench_overhead(tmp: Path, models: Path, count: int) -> dict[str, float]:
         def poll_control(self) -> None:
             return None
 
+    import torch
+
+    torch.set_num_threads(1)  # as the server under test runs (ServerProcess sets FOOOCUS_ES_TORCH_THREADS=1)
     params = planning.finalize(planning.merge_layers(BODY, presets.preset_request_defaults(presets.load_preset("demo"))))
     plan = planning.build_plan("bench", params)
     engine = Engine(ModelStore(models))

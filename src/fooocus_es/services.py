@@ -68,6 +68,7 @@ class Services:
 
         self.model_store = ModelStore(settings.models_dir, device=self.device)
         self._engine_class = Engine
+        self._downloadable: set[str] | None = None
         warm = self.preset_defaults.get("base_model_name")
         self.runner = Runner(self.store, self._make_engine, settings.data_dir, self.device, warm_model=warm)
         self.bus.add_listener(self.live.apply)
@@ -86,7 +87,12 @@ class Services:
         return self._engine_class(self.model_store)
 
     def downloadable_models(self) -> set[str]:
-        """Checkpoint names a task may name although they are not on disk yet."""
+        """Checkpoint names a task may name although they are not on disk yet (read once at start)."""
+        if self._downloadable is None:
+            self._downloadable = self._scan_downloadable()
+        return self._downloadable
+
+    def _scan_downloadable(self) -> set[str]:
         names = {DEMO_CHECKPOINT}
         for data_dir_preset in presets.list_presets(self.settings.data_dir):
             try:

@@ -43,7 +43,9 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("playwright is missing: `pip install playwright==1.65.2` (or `pip install -e .[test]`)", pytrace=False)
+        pytest.fail(
+            "playwright is missing: `pip install playwright==1.65.2` (or `pip install -e .[test]`)", pytrace=False
+        )
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
@@ -126,7 +128,8 @@ def wait_for(base: str, task_id: str, headers: dict[str, str], until: str = "end
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = requests.get(f"{base}/tasks/{task_id}", headers=headers, timeout=10).json()
-        if record["finish_mills"] if until == "ended" else (record["task_status"] == "running" and record["progress"] > 13):
+        running = record["task_status"] == "running" and record["progress"] > 13  # past loading: sampling
+        if record["finish_mills"] or (until == "running" and running):
             return
         time.sleep(0.1)
     raise AssertionError(f"task {task_id} did not reach {until}: {record}")
@@ -281,9 +284,12 @@ def test_image_inputs_dropped_uploaded_and_a_painted_mask(server: Any, open_page
         " return !i.hidden && i.naturalWidth === 64; }"
     )
     # The inpaint image through the file picker, then a brush stroke over its top-left quarter.
-    page.set_input_files("#inpaint_input_image", files=[{"name": "blue.png", "mimeType": "image/png", "buffer": png_bytes((30, 30, 220))}])
+    page.set_input_files(
+        "#inpaint_input_image",
+        files=[{"name": "blue.png", "mimeType": "image/png", "buffer": png_bytes((30, 30, 220))}],
+    )
     page.wait_for_function("() => document.getElementById('mask-canvas').width === 64")
-    page.fill("#brush-size", "8")
+    page.fill("#brush-size", "40")  # screen pixels
     box = page.locator("#mask-canvas").bounding_box()
     assert box and box["width"] > 0
     page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)

@@ -20,6 +20,7 @@ from litestar.response import Stream
 from fooocus_es.api.errors import TooManyRequests
 from fooocus_es.api.inputs import store_request_images
 from fooocus_es.api.structs import GenerateRequest, StreamMessage, sent_fields
+from fooocus_es.events.bus import Subscription
 from fooocus_es.engine import plan as planning
 from fooocus_es.engine import presets
 from fooocus_es.engine.plan import ParamError
@@ -86,9 +87,8 @@ async def generate(request: Request, data: GenerateRequest) -> Response[Any]:
 
     if mode == "stream":
         assert subscription is not None
-        services.waiters.discard(task_id)
         return Stream(
-            _stream(services, task_id, subscription),
+            _stream(services, task_id, subscription, waiter),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Task-Id": task_id},
         )
@@ -133,8 +133,13 @@ def _sse(message: StreamMessage | dict[str, Any]) -> bytes:
     return b"data: " + msgspec.json.encode(message) + b"\n\n"
 
 
-async def _stream(services: Services, task_id: str, subscription: Any) -> AsyncIterator[bytes]:
-    """FooocusAPI's stream: one data: line per progress event, then the final message."""
+async def _stream(
+    services: Services, task_id: str, subscription: Subscription, ended: anyio.Event
+) -> AsyncIterator[bytes]:
+    """FooocusAPI's stream: one data: line per progress event, then the final message.
+
+    A client that goes away only ends this generator (finally: unsubscribe); the task runs on.
+    """
     try:
         async with subscription.receive:
             async for envelope in subscription.receive:
@@ -143,17 +148,16 @@ async def _stream(services: Services, task_id: str, subscription: Any) -> AsyncI
                     yield _sse(StreamMessage(progress=event.percent, preview=event.preview, message=event.message, images=[]))
                 elif is_terminal(event):
                     break
-        # Normal end, or cut off for lagging: either way the final state is in the read model.
+        # Normal end, or cut off for lagging behind: either way the waiter tells when it ended.
+        await ended.wait()
         yield _sse(await _final_message(services, task_id))
     finally:
         services.bus.unsubscribe(subscription)
+        services.waiters.discard(task_id)
 
 
 async def _final_message(services: Services, task_id: str) -> dict[str, Any]:
-    record = await services.record(task_id)
-    while record is not None and record["finish_mills"] is None:  # lagged: wait for the end
-        await anyio.sleep(0.2)
-        record = await services.record(task_id)
+    record = await services.final_record(task_id)
     assert record is not None
     status = record["task_status"]
     message = {"finished": "Finished", "skip": "Finished", "stop": "Stopped", "cancelled": "Cancelled"}.get(status)

@@ -413,6 +413,13 @@
     });
   }
 
+  // A file dropped next to a zone must not navigate away from the page (and lose the form).
+  for (const name of ["dragover", "drop"]) {
+    window.addEventListener(name, (event) => {
+      if (!(event.target instanceof Element && event.target.closest(".drop"))) event.preventDefault();
+    });
+  }
+
   // ---- the inpaint mask, painted on a canvas over the image
 
   const maskCanvas = $("mask-canvas");
@@ -686,9 +693,7 @@
       const text = describe(err);
       setStatus("failed", "error");
       setProgress(0, "");
-      if (err instanceof ApiError && err.status === 400) showFormError(text, err.field);
-      else if (err instanceof ApiError && (err.status === 401 || err.status === 403)) showFormError(text);
-      else showFormError(text);
+      showFormError(text, err instanceof ApiError && err.status === 400 ? err.field : null);
     } finally {
       setGenerating(false);
     }
@@ -1004,6 +1009,10 @@
   });
 
   async function rerunTask(record) {
+    if (state.generating) {
+      notice("A generation is still running in this page: stop it or wait for it to end, then re-run.", "info");
+      return;
+    }
     if ($("task-dialog").open) $("task-dialog").close();
     await fillForm(record.req_params || {});
     showTab("generate");
