@@ -251,6 +251,7 @@ def test_validation_error_is_shown_in_words(server: Any, open_page: Any) -> None
     assert "aspect_ratios_selection" in error.text_content()
     assert "W*H" in error.text_content()
     assert page.get_attribute("#aspect_custom", "aria-invalid") == "true"
+    page.screenshot(path=str(SHOTS / "desktop-validation-error.png"))
     assert page.is_enabled("#generate")
     # Another 400, from a field the server names: unknown extra field.
     page.fill("#aspect_custom", "64*64")

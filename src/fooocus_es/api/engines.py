@@ -8,12 +8,13 @@ import anyio.to_thread
 from litestar import Request, get
 
 from fooocus_es import __version__
+from fooocus_es.api import examples
 from fooocus_es.engine import presets
 from fooocus_es.engine.styles import style_names
 from fooocus_es.services import Services
 
 
-@get("/v1/engines/all-models", summary="Model files on disk", tags=["engines"])
+@get("/v1/engines/all-models", summary="Model files on disk", tags=["engines"], responses=examples.MODELS_RESPONSES)
 async def all_models(request: Request) -> dict[str, list[str]]:
     services: Services = request.app.state.services
     store = services.model_store
@@ -28,18 +29,28 @@ async def all_models(request: Request) -> dict[str, list[str]]:
     return await anyio.to_thread.run_sync(scan)
 
 
-@get("/v1/engines/styles", summary="Every style name", tags=["engines"])
+@get("/v1/engines/styles", summary="Every style name", tags=["engines"], responses=examples.STYLES_RESPONSES)
 async def styles() -> list[str]:
     return list(style_names())
 
 
-@get("/v1/engines/presets", summary="Preset names (bundled and the data dir's presets/)", tags=["engines"])
+@get(
+    "/v1/engines/presets",
+    summary="Preset names (bundled and the data dir's presets/)",
+    tags=["engines"],
+    responses=examples.PRESETS_RESPONSES,
+)
 async def preset_list(request: Request) -> dict[str, Any]:
     services: Services = request.app.state.services
     return {"presets": presets.list_presets(services.settings.data_dir), "server_preset": services.settings.preset}
 
 
-@get("/health", summary="Readiness, device, loaded model, queue depth, missing model files", tags=["ops"])
+@get(
+    "/health",
+    summary="Readiness, device, loaded model, queue depth, missing model files",
+    tags=["ops"],
+    responses=examples.HEALTH_RESPONSES,
+)
 async def health(request: Request) -> dict[str, Any]:
     services: Services = request.app.state.services
     with services.model_status.lock:

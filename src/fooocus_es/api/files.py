@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio.to_thread
 from litestar import Request, Response, get
 
+from fooocus_es.api import examples
 from fooocus_es.api.errors import NotFound
 from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
 from fooocus_es.media.safe_paths import resolve_inside
@@ -28,11 +29,16 @@ async def _serve(request: Request, folder: str, relative: str) -> Response[bytes
     return Response(content, media_type=media_type, headers={"Cache-Control": "private, max-age=86400, immutable"})
 
 
-@get("/outputs/{file_path:path}", summary="A generated image", tags=["files"], include_in_schema=True)
+@get("/outputs/{file_path:path}", summary="A generated image", tags=["files"], responses=examples.FILE_RESPONSES)
 async def outputs(request: Request, file_path: str) -> Response[bytes]:
     return await _serve(request, "outputs", file_path)
 
 
-@get("/inputs/{file_path:path}", summary="An input image, stored by its SHA-256", tags=["files"])
+@get(
+    "/inputs/{file_path:path}",
+    summary="An input image, stored by its SHA-256",
+    tags=["files"],
+    responses=examples.FILE_RESPONSES,
+)
 async def inputs(request: Request, file_path: str) -> Response[bytes]:
     return await _serve(request, "inputs", file_path)

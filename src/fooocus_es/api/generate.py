@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
 import msgspec
 import structlog
 from litestar import Request, Response, post
+from litestar.params import Body
 from litestar.response import Stream
 
+from fooocus_es.api import examples
 from fooocus_es.api.errors import TooManyRequests
 from fooocus_es.api.inputs import store_request_images
 from fooocus_es.api.structs import GenerateRequest, StreamMessage, sent_fields
@@ -56,8 +58,16 @@ def resolve_request(services: Services, sent: dict[str, Any]) -> dict[str, Any]:
     return planning.finalize(planning.merge_layers(sent, *layers))
 
 
-@post("/v1/engine/generate/", status_code=200, summary="Generate images (FooocusAPI)", tags=["generate"])
-async def generate(request: Request, data: GenerateRequest) -> Response[Any]:
+@post(
+    "/v1/engine/generate/",
+    status_code=200,
+    summary="Generate images (FooocusAPI)",
+    tags=["generate"],
+    responses=examples.GENERATE_RESPONSES,
+)
+async def generate(
+    request: Request, data: Annotated[GenerateRequest, Body(examples=examples.GENERATE_BODIES)]
+) -> Response[Any]:
     services: Services = request.app.state.services
     sent = sent_fields(data)
     params = resolve_request(services, sent)

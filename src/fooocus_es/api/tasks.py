@@ -13,6 +13,7 @@ from litestar import Request, delete, get, post
 from litestar.exceptions import ValidationException
 from litestar.params import Parameter
 
+from fooocus_es.api import examples
 from fooocus_es.api.errors import NotFound
 from fooocus_es.api.structs import ControlResponse, TasksResponse
 from fooocus_es.events.types import TasksDeleted, event_type
@@ -34,7 +35,7 @@ def _parse_time(name: str, value: str | None) -> int | None:
     return int(moment.timestamp() * 1000)  # naive times are local, as in FooocusAPI
 
 
-@get("/tasks", summary="Query tasks: history, current and pending", tags=["tasks"])
+@get("/tasks", summary="Query tasks: history, current and pending", tags=["tasks"], responses=examples.TASKS_RESPONSES)
 async def list_tasks(
     request: Request,
     query_kind: Literal["all", "history", "current", "pending"] = Parameter(query="query", default="all"),
@@ -99,7 +100,7 @@ async def _delete_range(services: Services, start_ms: int, end_ms: int) -> list[
     return [services.signer.render_record(row) for row in rows]
 
 
-@get("/tasks/{task_id:str}", summary="One task's record", tags=["tasks"])
+@get("/tasks/{task_id:str}", summary="One task's record", tags=["tasks"], responses=examples.TASK_RESPONSES)
 async def get_task(request: Request, task_id: str) -> dict[str, Any]:
     services: Services = request.app.state.services
     record = await services.record(task_id)
@@ -108,7 +109,12 @@ async def get_task(request: Request, task_id: str) -> dict[str, Any]:
     return record
 
 
-@get("/tasks/{task_id:str}/events", summary="The task's events in log order (the audit)", tags=["tasks"])
+@get(
+    "/tasks/{task_id:str}/events",
+    summary="The task's events in log order (the audit)",
+    tags=["tasks"],
+    responses=examples.EVENTS_RESPONSES,
+)
 async def task_events(request: Request, task_id: str) -> list[dict[str, Any]]:
     services: Services = request.app.state.services
     events = await anyio.to_thread.run_sync(lambda: list(services.event_log.read(task_id=task_id)))
@@ -128,17 +134,35 @@ async def _cancel(request: Request, task_id: str) -> dict[str, Any]:
     return {"task_id": task_id, "message": message}
 
 
-@post("/tasks/{task_id:str}/cancel", status_code=200, summary="Cancel a pending task (stops it if running)", tags=["tasks"])
+@post(
+    "/tasks/{task_id:str}/cancel",
+    status_code=200,
+    summary="Cancel a pending task (stops it if running)",
+    tags=["tasks"],
+    responses=examples.CANCEL_RESPONSES,
+)
 async def cancel_task(request: Request, task_id: str) -> dict[str, Any]:
     return await _cancel(request, task_id)
 
 
-@delete("/tasks/{task_id:str}", status_code=200, summary="Cancel a pending task (same as POST .../cancel)", tags=["tasks"])
+@delete(
+    "/tasks/{task_id:str}",
+    status_code=200,
+    summary="Cancel a pending task (same as POST .../cancel)",
+    tags=["tasks"],
+    responses=examples.CANCEL_RESPONSES,
+)
 async def delete_task(request: Request, task_id: str) -> dict[str, Any]:
     return await _cancel(request, task_id)
 
 
-@post("/v1/engine/control", status_code=200, summary="Stop or skip the running task", tags=["generate"])
+@post(
+    "/v1/engine/control",
+    status_code=200,
+    summary="Stop or skip the running task",
+    tags=["generate"],
+    responses=examples.CONTROL_RESPONSES,
+)
 async def control(request: Request, action: str) -> ControlResponse:
     services: Services = request.app.state.services
     if action not in ("stop", "skip"):

@@ -692,7 +692,7 @@
     } catch (err) {
       const text = describe(err);
       setStatus("failed", "error");
-      setProgress(0, "");
+      setProgress(0, state.taskId ? `Lost track of the task (see History): ${text}` : `Not started: ${text}`);
       showFormError(text, err instanceof ApiError && err.status === 400 ? err.field : null);
     } finally {
       setGenerating(false);

@@ -1,0 +1,142 @@
+"""OpenAPI examples: one per endpoint, shown in /schema (Swagger and ReDoc)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+
+from fooocus_es.api.structs import ControlResponse, TaskRecord, TasksResponse
+
+_TASK_ID = "85c10c81e9e2482d90a64c3704137d3a"
+_OUTPUT = "http://127.0.0.1:7866/outputs/2026-11-26/2026-11-26_17-36-09_5201.png"
+
+RECORD: dict[str, Any] = {
+    "id": 71,
+    "task_id": _TASK_ID,
+    "req_params": {"prompt": "a lighthouse at dusk", "performance_selection": "Lightning", "image_seed": 1234},
+    "in_queue_mills": 1764178568199,
+    "start_mills": 1764178568425,
+    "finish_mills": 1764178570046,
+    "task_status": "finished",
+    "progress": 100,
+    "webhook_url": "",
+    "result": [_OUTPUT],
+    "preview": None,
+    "error": None,
+}
+RUNNING = {**RECORD, "finish_mills": None, "task_status": "running", "progress": 34, "result": [],
+           "preview": "data:image/jpeg;base64,/9j/4AAQSkZJRg..."}  # fmt: skip
+PENDING = {**RUNNING, "start_mills": None, "task_status": "pending", "progress": 0, "preview": None}
+
+GENERATE_BODIES = [
+    Example(summary="async task", value={"prompt": "a lighthouse at dusk", "performance_selection": "Lightning",
+                                         "async_process": True}),  # fmt: skip
+    Example(summary="stream progress", value={"prompt": "a lighthouse", "stream_output": True}),
+    Example(summary="image bytes", value={"prompt": "a lighthouse", "output_format": "jpeg", "image_seed": 42}),
+    Example(
+        summary="everything common",
+        value={
+            "prompt": "a lighthouse at dusk\nstormy sea",
+            "negative_prompt": "blurry",
+            "style_selections": ["Fooocus V2", "Fooocus Sharp"],
+            "performance_selection": "Speed",
+            "aspect_ratios_selection": "1152*896",
+            "image_number": 2,
+            "image_seed": 1234,
+            "guidance_scale": 4.0,
+            "output_format": "webp",
+            "async_process": True,
+            "webhook_url": "https://example.org/hook",
+        },
+    ),
+]
+
+GENERATE_RESPONSES = {
+    200: ResponseSpec(
+        data_container=TaskRecord,
+        description="async_process: the task record at once; blocking with Accept: application/json: the finished "
+        "record; stream_output: text/event-stream of StreamMessage; otherwise the image bytes",
+        examples=[Example(summary="async: queued", value=PENDING), Example(summary="blocking JSON: finished", value=RECORD)],
+    ),
+    429: ResponseSpec(
+        data_container=dict[str, Any],
+        description="The queue is full; see Retry-After",
+        examples=[Example(value={"status_code": 429, "detail": "the queue is full (100 tasks pending); retry later"})],
+    ),
+    400: ResponseSpec(
+        data_container=dict[str, Any],
+        description="A field is invalid; `field` names it",
+        examples=[Example(value={"status_code": 400, "detail": "image_number: Expected `int` <= 32", "field": "image_number"})],
+    ),
+}
+
+TASKS_RESPONSES = {
+    200: ResponseSpec(
+        data_container=TasksResponse,
+        examples=[Example(value={"history": [RECORD], "current": [RUNNING], "pending": [PENDING]})],
+    )
+}
+TASK_RESPONSES = {
+    200: ResponseSpec(data_container=TaskRecord, examples=[Example(summary="running", value=RUNNING), Example(summary="finished", value=RECORD)]),
+    404: ResponseSpec(data_container=dict[str, Any], examples=[Example(value={"status_code": 404, "detail": f"task_id: no task '{_TASK_ID}'"})]),
+}
+EVENTS_RESPONSES = {
+    200: ResponseSpec(
+        data_container=list[dict[str, Any]],
+        examples=[
+            Example(
+                value=[
+                    {"seq": 1, "type": "TaskQueued", "task_id": _TASK_ID, "at_ms": 1764178568199, "params": {"prompt": "a lighthouse"}},
+                    {"seq": 2, "type": "TaskStarted", "task_id": _TASK_ID, "at_ms": 1764178568425, "device": "cuda"},
+                    {"seq": 3, "type": "TaskProgress", "task_id": _TASK_ID, "at_ms": 1764178568600, "percent": 13,
+                     "message": "Sampling step 1/4, image 1/1 ...", "step": 1},
+                    {"seq": 7, "type": "TaskFinished", "task_id": _TASK_ID, "at_ms": 1764178570046,
+                     "result": ["outputs/2026-11-26/2026-11-26_17-36-09_5201.png"]},
+                ]  # fmt: skip
+            )
+        ],
+    )
+}
+CANCEL_RESPONSES = {
+    200: ResponseSpec(data_container=dict[str, Any], examples=[Example(value={"task_id": _TASK_ID, "message": "task cancelled"})])
+}
+CONTROL_RESPONSES = {
+    200: ResponseSpec(
+        data_container=ControlResponse,
+        examples=[Example(summary="stopped", value={"message": "task stopped"}), Example(summary="idle", value={"message": "No task running"})],
+    )
+}
+FILE_RESPONSES = {
+    200: ResponseSpec(
+        data_container=bytes, media_type="image/png", generate_examples=False,
+        description="The image; Accept: image/jpeg|webp converts it",
+    ),  # fmt: skip
+    404: ResponseSpec(data_container=dict[str, Any], examples=[Example(value={"status_code": 404, "detail": "no such file: /outputs/x.png"})]),
+}
+MODELS_RESPONSES = {
+    200: ResponseSpec(
+        data_container=dict[str, list[str]],
+        examples=[Example(value={"model_filenames": ["juggernautXL_v8Rundiffusion.safetensors"], "lora_filenames": [],
+                                 "vae_filenames": []})],  # fmt: skip
+    )
+}
+STYLES_RESPONSES = {
+    200: ResponseSpec(data_container=list[str], examples=[Example(value=["Fooocus V2", "Random Style", "Fooocus Enhance"])])
+}
+PRESETS_RESPONSES = {
+    200: ResponseSpec(data_container=dict[str, Any], examples=[Example(value={"presets": ["default", "demo"], "server_preset": "default"})])
+}
+HEALTH_RESPONSES = {
+    200: ResponseSpec(
+        data_container=dict[str, Any],
+        examples=[
+            Example(
+                value={"status": "ok", "version": "0.1.0", "device": "cuda", "preset": "default",
+                       "loaded_model": "juggernautXL_v8Rundiffusion.safetensors", "queue_depth": 3, "running": [_TASK_ID],
+                       "missing_models": {}, "downloading": {}}  # fmt: skip
+            )
+        ],
+    )
+}
