@@ -9,6 +9,11 @@ from litestar.openapi.spec import Example
 
 from fooocus_es.api.structs import ControlResponse, TaskRecord, TasksResponse
 
+def _spec(**kw: Any) -> ResponseSpec:
+    """Our own examples only: Litestar's generated ones are random noise."""
+    return ResponseSpec(generate_examples=False, **kw)
+
+
 _TASK_ID = "85c10c81e9e2482d90a64c3704137d3a"
 _OUTPUT = "http://127.0.0.1:7866/outputs/2026-11-26/2026-11-26_17-36-09_5201.png"
 
@@ -54,18 +59,18 @@ GENERATE_BODIES = [
 ]
 
 GENERATE_RESPONSES = {
-    200: ResponseSpec(
+    200: _spec(
         data_container=TaskRecord,
         description="async_process: the task record at once; blocking with Accept: application/json: the finished "
         "record; stream_output: text/event-stream of StreamMessage; otherwise the image bytes",
         examples=[Example(summary="async: queued", value=PENDING), Example(summary="blocking JSON: finished", value=RECORD)],
     ),
-    429: ResponseSpec(
+    429: _spec(
         data_container=dict[str, Any],
         description="The queue is full; see Retry-After",
         examples=[Example(value={"status_code": 429, "detail": "the queue is full (100 tasks pending); retry later"})],
     ),
-    400: ResponseSpec(
+    400: _spec(
         data_container=dict[str, Any],
         description="A field is invalid; `field` names it",
         examples=[Example(value={"status_code": 400, "detail": "image_number: Expected `int` <= 32", "field": "image_number"})],
@@ -73,17 +78,17 @@ GENERATE_RESPONSES = {
 }
 
 TASKS_RESPONSES = {
-    200: ResponseSpec(
+    200: _spec(
         data_container=TasksResponse,
         examples=[Example(value={"history": [RECORD], "current": [RUNNING], "pending": [PENDING]})],
     )
 }
 TASK_RESPONSES = {
-    200: ResponseSpec(data_container=TaskRecord, examples=[Example(summary="running", value=RUNNING), Example(summary="finished", value=RECORD)]),
-    404: ResponseSpec(data_container=dict[str, Any], examples=[Example(value={"status_code": 404, "detail": f"task_id: no task '{_TASK_ID}'"})]),
+    200: _spec(data_container=TaskRecord, examples=[Example(summary="running", value=RUNNING), Example(summary="finished", value=RECORD)]),
+    404: _spec(data_container=dict[str, Any], examples=[Example(value={"status_code": 404, "detail": f"task_id: no task '{_TASK_ID}'"})]),
 }
 EVENTS_RESPONSES = {
-    200: ResponseSpec(
+    200: _spec(
         data_container=list[dict[str, Any]],
         examples=[
             Example(
@@ -100,36 +105,36 @@ EVENTS_RESPONSES = {
     )
 }
 CANCEL_RESPONSES = {
-    200: ResponseSpec(data_container=dict[str, Any], examples=[Example(value={"task_id": _TASK_ID, "message": "task cancelled"})])
+    200: _spec(data_container=dict[str, Any], examples=[Example(value={"task_id": _TASK_ID, "message": "task cancelled"})])
 }
 CONTROL_RESPONSES = {
-    200: ResponseSpec(
+    200: _spec(
         data_container=ControlResponse,
         examples=[Example(summary="stopped", value={"message": "task stopped"}), Example(summary="idle", value={"message": "No task running"})],
     )
 }
 FILE_RESPONSES = {
-    200: ResponseSpec(
-        data_container=bytes, media_type="image/png", generate_examples=False,
+    200: _spec(
+        data_container=bytes, media_type="image/png",
         description="The image; Accept: image/jpeg|webp converts it",
     ),  # fmt: skip
-    404: ResponseSpec(data_container=dict[str, Any], examples=[Example(value={"status_code": 404, "detail": "no such file: /outputs/x.png"})]),
+    404: _spec(data_container=dict[str, Any], examples=[Example(value={"status_code": 404, "detail": "no such file: /outputs/x.png"})]),
 }
 MODELS_RESPONSES = {
-    200: ResponseSpec(
+    200: _spec(
         data_container=dict[str, list[str]],
         examples=[Example(value={"model_filenames": ["juggernautXL_v8Rundiffusion.safetensors"], "lora_filenames": [],
                                  "vae_filenames": []})],  # fmt: skip
     )
 }
 STYLES_RESPONSES = {
-    200: ResponseSpec(data_container=list[str], examples=[Example(value=["Fooocus V2", "Random Style", "Fooocus Enhance"])])
+    200: _spec(data_container=list[str], examples=[Example(value=["Fooocus V2", "Random Style", "Fooocus Enhance"])])
 }
 PRESETS_RESPONSES = {
-    200: ResponseSpec(data_container=dict[str, Any], examples=[Example(value={"presets": ["default", "demo"], "server_preset": "default"})])
+    200: _spec(data_container=dict[str, Any], examples=[Example(value={"presets": ["default", "demo"], "server_preset": "default"})])
 }
 HEALTH_RESPONSES = {
-    200: ResponseSpec(
+    200: _spec(
         data_container=dict[str, Any],
         examples=[
             Example(
