@@ -17,6 +17,7 @@ from fooocus_es import __version__
 from fooocus_es.api import engines, files, generate, tasks
 from fooocus_es.api.auth import api_key_guard
 from fooocus_es.api.errors import EXCEPTION_HANDLERS
+from fooocus_es.api.web import WEB_ROUTES
 from fooocus_es.services import Services
 from fooocus_es.settings import Settings
 
@@ -34,6 +35,7 @@ ROUTES = [
     engines.styles,
     engines.preset_list,
     engines.health,
+    *WEB_ROUTES,
 ]
 
 
