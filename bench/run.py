@@ -45,7 +45,9 @@ def bench_append(tmp: Path, count: int = 20_000) -> dict[str, float]:
 
 def fill_log(data_dir: Path, tasks: int) -> float:
     store = EventStore(EventLog(data_dir / "outputs" / "db.sqlite3"))
-    params = planning.finalize(planning.merge_layers({"prompt": "filler"}, presets.preset_request_defaults(presets.load_preset("demo"))))
+    params = planning.finalize(
+        planning.merge_layers({"prompt": "filler"}, presets.preset_request_defaults(presets.load_preset("demo")))
+    )
     base = int(time.time() * 1000) - tasks * 10
     started = time.perf_counter()
     for i in range(tasks):
@@ -110,7 +112,9 @@ def bench_overhead(tmp: Path, models: Path, count: int) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(1)  # as the server under test runs (ServerProcess sets FOOOCUS_ES_TORCH_THREADS=1)
-    params = planning.finalize(planning.merge_layers(BODY, presets.preset_request_defaults(presets.load_preset("demo"))))
+    params = planning.finalize(
+        planning.merge_layers(BODY, presets.preset_request_defaults(presets.load_preset("demo")))
+    )
     plan = planning.build_plan("bench", params)
     engine = Engine(ModelStore(models))
     engine.prepare(plan)

@@ -52,8 +52,19 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
-        command = [sys.executable, "-m", "fooocus_es", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                   "--preset", "demo", *self.args]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "fooocus_es",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--preset",
+            "demo",
+            *self.args,
+        ]
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         deadline = time.monotonic() + timeout
@@ -104,7 +115,9 @@ def make_server(tmp_path: Path, demo_models: Path) -> Iterator:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Iterator[ServerProcess]:
     """One server shared by the tests that do not need a fresh one."""
-    process = ServerProcess(tmp_path_factory.mktemp("shared-data"), demo_models, env={"FOOOCUS_ES_ALLOW_PRIVATE_FETCH": "true"})
+    process = ServerProcess(
+        tmp_path_factory.mktemp("shared-data"), demo_models, env={"FOOOCUS_ES_ALLOW_PRIVATE_FETCH": "true"}
+    )
     process.start()
     yield process
     process.stop()

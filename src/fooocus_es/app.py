@@ -17,7 +17,9 @@ from fooocus_es import __version__
 from fooocus_es.api import engines, files, generate, tasks
 from fooocus_es.api.auth import api_key_guard
 from fooocus_es.api.errors import EXCEPTION_HANDLERS
+from fooocus_es.api.openai import OPENAI_ROUTES
 from fooocus_es.api.web import WEB_ROUTES
+from fooocus_es.ops.metrics import MetricsController, TaskMetrics, prometheus_config
 from fooocus_es.services import Services
 from fooocus_es.settings import Settings
 
@@ -36,11 +38,15 @@ ROUTES = [
     engines.preset_list,
     engines.health,
     *WEB_ROUTES,
+    *OPENAI_ROUTES,
+    MetricsController,
 ]
 
 
 def create_app(settings: Settings) -> Litestar:
     services = Services(settings)
+    metrics = TaskMetrics(depth=lambda: services.live.depth)
+    services.bus.add_listener(metrics.apply)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -70,6 +76,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
         plugins=[StructlogPlugin(config=logging)],
+        middleware=[prometheus_config().middleware],
         openapi_config=OpenAPIConfig(
             title="fooocus-es",
             version=__version__,
@@ -78,4 +85,5 @@ def create_app(settings: Settings) -> Litestar:
         request_max_body_size=64 * 1024 * 1024,  # inline base64 images
     )
     app.state.services = services
+    app.state.metrics = metrics
     return app

@@ -116,6 +116,7 @@ class Services:
     def download_missing(self, missing: list[tuple[str, str, str]]) -> None:
         """Worker thread: fetch the preset's files; failures leave the server up and named in /health."""
         for name, url, kind in missing:
+
             def progress(done: int, total: int | None, name: str = name) -> None:
                 text = f"{done / total:.0%}" if total else f"{done} bytes"
                 with self.model_status.lock:

@@ -20,7 +20,9 @@ def submit(base: str, body: dict[str, Any], headers: dict[str, str] | None = Non
     return response.json()
 
 
-def wait_for(base: str, task_id: str, *, headers: dict[str, str] | None = None, timeout: float = 60, until: str = "ended") -> dict[str, Any]:
+def wait_for(
+    base: str, task_id: str, *, headers: dict[str, str] | None = None, timeout: float = 60, until: str = "ended"
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = requests.get(f"{base}/tasks/{task_id}", headers=headers, timeout=10).json()
@@ -39,7 +41,9 @@ def image_from(url: str, headers: dict[str, str] | None = None) -> Image.Image:
 
 
 def stream_messages(base: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    response = requests.post(base + GENERATE, data=json.dumps({**FAST, **body, "stream_output": True}), stream=True, timeout=60)
+    response = requests.post(
+        base + GENERATE, data=json.dumps({**FAST, **body, "stream_output": True}), stream=True, timeout=60
+    )
     assert response.status_code == 200
     messages = []
     for line in response.iter_lines():

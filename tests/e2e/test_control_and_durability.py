@@ -14,16 +14,27 @@ SLOW = {"overwrite_step": 200, "aspect_ratios_selection": "128*128"}  # seconds 
 
 def test_stop_keeps_finished_images_and_skip_drops_one(make_server) -> None:
     server = make_server().start()
-    assert requests.post(server.url + "/v1/engine/control", params={"action": "stop"}, timeout=10).json() == {"message": "No task running"}
+    assert requests.post(server.url + "/v1/engine/control", params={"action": "stop"}, timeout=10).json() == {
+        "message": "No task running"
+    }
     task = submit(server.url, {"prompt": "stop me", **SLOW})
     wait_for(server.url, task["task_id"], until="running")
-    assert requests.post(server.url + "/v1/engine/control", params={"action": "stop"}, timeout=10).json()["message"] == "task stopped"
+    assert (
+        requests.post(server.url + "/v1/engine/control", params={"action": "stop"}, timeout=10).json()["message"]
+        == "task stopped"
+    )
     stopped = wait_for(server.url, task["task_id"])
     assert stopped["task_status"] == "stop" and stopped["result"] == []
 
-    skip = submit(server.url, {"prompt": "skip one", "image_number": 2, "overwrite_step": 60, "aspect_ratios_selection": "128*128"})
+    skip = submit(
+        server.url,
+        {"prompt": "skip one", "image_number": 2, "overwrite_step": 60, "aspect_ratios_selection": "128*128"},
+    )
     wait_for(server.url, skip["task_id"], until="running")
-    assert requests.post(server.url + "/v1/engine/control", params={"action": "skip"}, timeout=10).json()["message"] == "task skipped"
+    assert (
+        requests.post(server.url + "/v1/engine/control", params={"action": "skip"}, timeout=10).json()["message"]
+        == "task skipped"
+    )
     skipped = wait_for(server.url, skip["task_id"])
     assert skipped["task_status"] == "skip" and len(skipped["result"]) == 1
     events = [e["type"] for e in requests.get(f"{server.url}/tasks/{skip['task_id']}/events", timeout=10).json()]

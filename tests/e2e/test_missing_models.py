@@ -6,9 +6,8 @@ import json
 import time
 
 import requests
-from e2e_helpers import submit, wait_for
-
 from conftest import free_port
+from e2e_helpers import submit, wait_for
 
 
 def test_missing_preset_model_is_named_in_health_and_in_the_failed_task(make_server, tmp_path) -> None:

@@ -51,8 +51,14 @@ def test_stream_sends_progress_previews_then_finished(server) -> None:
 def test_seed_client_stream_example_runs_unchanged(server) -> None:
     # The user's own client code (seed file), with only the URL changed.
     endpoint = server.url + GENERATE
-    params = {"prompt": "", "negative_prompt": "", "performance_selection": "Lightning", "stream_output": True, "webhook_url": "",
-              "aspect_ratios_selection": "64*64"}
+    params = {
+        "prompt": "",
+        "negative_prompt": "",
+        "performance_selection": "Lightning",
+        "stream_output": True,
+        "webhook_url": "",
+        "aspect_ratios_selection": "64*64",
+    }
     res = requests.post(url=endpoint, data=json.dumps(params), stream=True, timeout=60)
     printed = []
     for line in res.iter_lines(chunk_size=8192):
@@ -100,18 +106,42 @@ def test_a_disconnected_stream_does_not_cancel_its_task(server) -> None:
 def test_seed_client_async_and_binary_examples_run_unchanged(server) -> None:
     # The user's async example, URL changed; then poll /tasks/{task_id} as the seed describes.
     endpoint = server.url + GENERATE
-    params = {"prompt": "", "negative_prompt": "", "performance_selection": "Lightning", "async_process": True,
-              "webhook_url": "", "aspect_ratios_selection": "64*64"}
+    params = {
+        "prompt": "",
+        "negative_prompt": "",
+        "performance_selection": "Lightning",
+        "async_process": True,
+        "webhook_url": "",
+        "aspect_ratios_selection": "64*64",
+    }
     res = requests.post(url=endpoint, data=json.dumps(params), timeout=60)
     queued = res.json()
-    assert set(queued) >= {"id", "task_id", "req_params", "in_queue_mills", "start_mills", "finish_mills", "task_status",
-                           "progress", "preview", "webhook_url", "result"}
+    assert set(queued) >= {
+        "id",
+        "task_id",
+        "req_params",
+        "in_queue_mills",
+        "start_mills",
+        "finish_mills",
+        "task_status",
+        "progress",
+        "preview",
+        "webhook_url",
+        "result",
+    }
     done = wait_for(server.url, queued["task_id"])
     assert done["task_status"] == "finished" and done["result"]
 
     # The binary example (without the matplotlib display).
-    params = {"prompt": "", "negative_prompt": "", "performance_selection": "Lightning", "async_process": False,
-              "stream_output": False, "webhook_url": "", "aspect_ratios_selection": "64*64"}
+    params = {
+        "prompt": "",
+        "negative_prompt": "",
+        "performance_selection": "Lightning",
+        "async_process": False,
+        "stream_output": False,
+        "webhook_url": "",
+        "aspect_ratios_selection": "64*64",
+    }
     res = requests.post(url=endpoint, data=json.dumps(params), timeout=60)
     image = Image.open(io.BytesIO(res.content))
     assert image.size == (64, 64)

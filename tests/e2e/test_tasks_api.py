@@ -22,12 +22,16 @@ def test_tasks_shape_paging_and_time_range(make_server) -> None:
     everything = requests.get(server.url + "/tasks", timeout=10).json()
     assert set(everything) == {"history", "current", "pending"}
     assert [r["task_id"] for r in everything["history"]] == ids[::-1]  # newest first, page_size 10
-    page = requests.get(server.url + "/tasks", params={"query": "history", "page": 1, "page_size": 2}, timeout=10).json()
+    page = requests.get(
+        server.url + "/tasks", params={"query": "history", "page": 1, "page_size": 2}, timeout=10
+    ).json()
     assert [r["task_id"] for r in page["history"]] == [ids[2], ids[1]] and page["current"] == page["pending"] == []
     records = {r["task_id"]: r for r in everything["history"]}
     start = records[ids[1]]["in_queue_mills"]
     end = records[ids[3]]["in_queue_mills"]
-    ranged = requests.get(server.url + "/tasks", params={"query": "history", "start_at": iso(start), "end_at": iso(end)}, timeout=10).json()
+    ranged = requests.get(
+        server.url + "/tasks", params={"query": "history", "start_at": iso(start), "end_at": iso(end)}, timeout=10
+    ).json()
     assert [r["task_id"] for r in ranged["history"]] == [ids[3], ids[2], ids[1]]
     for query in ("current", "pending"):
         assert requests.get(server.url + "/tasks", params={"query": query}, timeout=10).json()["history"] == []
@@ -47,7 +51,9 @@ def test_delete_removes_records_and_outputs_but_not_inputs(make_server) -> None:
     assert old_file.exists() and len(input_files) == 1
     start = iso(old["in_queue_mills"] - 1000)
     end = (keep_from - timedelta(milliseconds=1)).isoformat(timespec="milliseconds")
-    deleted = requests.get(server.url + "/tasks", params={"start_at": start, "end_at": end, "action": "delete"}, timeout=10)
+    deleted = requests.get(
+        server.url + "/tasks", params={"start_at": start, "end_at": end, "action": "delete"}, timeout=10
+    )
     assert deleted.status_code == 200 and [r["task_id"] for r in deleted.json()["history"]] == [old["task_id"]]
     assert not old_file.exists() and input_files[0].exists()
     assert requests.get(f"{server.url}/tasks/{old['task_id']}", timeout=10).status_code == 404
@@ -101,7 +107,12 @@ def test_bad_images_are_rejected_and_nothing_is_written(make_server) -> None:
         "enhance_input_image": "http://127.0.0.1:9/private.png",  # loopback: refused unless allowed
     }
     for field, value in bad.items():
-        body = {**FAST, "async_process": True, "uov_input_image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), field: value}
+        body = {
+            **FAST,
+            "async_process": True,
+            "uov_input_image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+            field: value,
+        }
         response = requests.post(server.url + GENERATE, json=body, timeout=30)
         assert response.status_code == 400 and field in response.json()["detail"], response.text
     assert list((server.data_dir / "inputs").iterdir()) == []
@@ -122,7 +133,12 @@ def test_input_images_are_stored_once_by_hash_and_served(server) -> None:
 
 
 def test_files_outside_their_folders_are_not_served(server) -> None:
-    for path in ("/outputs/../outputs/db.sqlite3", "/outputs/db.sqlite3", "/inputs/../../etc/passwd", "/outputs/%2e%2e/x.png"):
+    for path in (
+        "/outputs/../outputs/db.sqlite3",
+        "/outputs/db.sqlite3",
+        "/inputs/../../etc/passwd",
+        "/outputs/%2e%2e/x.png",
+    ):
         assert requests.get(server.url + path, timeout=10).status_code in (400, 404), path
 
 

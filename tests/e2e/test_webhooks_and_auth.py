@@ -57,9 +57,18 @@ def test_webhook_is_retried_and_delivers_the_final_record(server) -> None:
 def test_api_key_guards_every_route_and_signed_urls_work(make_server) -> None:
     server = make_server("--api-key", "s3cret").start()
     key = {"X-API-KEY": "s3cret"}
-    routes = [("GET", "/tasks"), ("GET", "/tasks/abc"), ("GET", "/health"), ("GET", "/v1/engines/all-models"),
-              ("GET", "/v1/engines/styles"), ("POST", "/v1/engine/control?action=stop"), ("POST", GENERATE),
-              ("GET", "/outputs/2024-01-01/x.png"), ("GET", "/inputs/x.png"), ("GET", "/schema/openapi.json")]  # fmt: skip
+    routes = [
+        ("GET", "/tasks"),
+        ("GET", "/tasks/abc"),
+        ("GET", "/health"),
+        ("GET", "/v1/engines/all-models"),
+        ("GET", "/v1/engines/styles"),
+        ("POST", "/v1/engine/control?action=stop"),
+        ("POST", GENERATE),
+        ("GET", "/outputs/2024-01-01/x.png"),
+        ("GET", "/inputs/x.png"),
+        ("GET", "/schema/openapi.json"),
+    ]
     for method, path in routes:
         assert requests.request(method, server.url + path, json={}, timeout=10).status_code == 401, path
         wrong = requests.request(method, server.url + path, json={}, headers={"X-API-KEY": "nope"}, timeout=10)

@@ -31,11 +31,17 @@ def queued(task_id: str, at_ms: int = 1000) -> TaskQueued:
 
 
 def test_events_round_trip_and_previews_are_not_logged() -> None:
-    event = TaskProgress(task_id="t", at_ms=5, percent=40, message="Sampling", step=2, preview="data:image/jpeg;base64,AAA")
+    event = TaskProgress(
+        task_id="t", at_ms=5, percent=40, message="Sampling", step=2, preview="data:image/jpeg;base64,AAA"
+    )
     stored = decode_event(encode_for_log(event))
     assert isinstance(stored, TaskProgress)
     assert stored.preview is None and stored.percent == 40 and stored.step == 2
-    for other in (queued("a"), TaskFinished(task_id="a", at_ms=1, result=["outputs/x.png"]), TaskCancelled(task_id="a", at_ms=2)):
+    for other in (
+        queued("a"),
+        TaskFinished(task_id="a", at_ms=1, result=["outputs/x.png"]),
+        TaskCancelled(task_id="a", at_ms=2),
+    ):
         assert decode_event(encode_for_log(other)) == other
 
 
@@ -68,26 +74,63 @@ def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "db.sqlite3")
     store = EventStore(log)
     for event in [
-        queued("ok", 10), TaskStarted(task_id="ok", at_ms=11), TaskProgress(task_id="ok", at_ms=12, percent=50, message="m"),
+        queued("ok", 10),
+        TaskStarted(task_id="ok", at_ms=11),
+        TaskProgress(task_id="ok", at_ms=12, percent=50, message="m"),
         TaskFinished(task_id="ok", at_ms=13, result=["outputs/d/a.png"]),
-        queued("skipped", 20), TaskStarted(task_id="skipped", at_ms=21), TaskSkipped(task_id="skipped", at_ms=22, image_index=0),
+        queued("skipped", 20),
+        TaskStarted(task_id="skipped", at_ms=21),
+        TaskSkipped(task_id="skipped", at_ms=22, image_index=0),
         TaskFinished(task_id="skipped", at_ms=23, result=[]),
-        queued("stopped", 30), TaskStarted(task_id="stopped", at_ms=31), TaskStopped(task_id="stopped", at_ms=32, result=["outputs/d/b.png"]),
-        queued("failed", 40), TaskStarted(task_id="failed", at_ms=41), TaskFailed(task_id="failed", at_ms=42, error_type="ModelMissing", message="no file"),
-        queued("cancelled", 50), TaskCancelled(task_id="cancelled", at_ms=51),
+        queued("stopped", 30),
+        TaskStarted(task_id="stopped", at_ms=31),
+        TaskStopped(task_id="stopped", at_ms=32, result=["outputs/d/b.png"]),
+        queued("failed", 40),
+        TaskStarted(task_id="failed", at_ms=41),
+        TaskFailed(task_id="failed", at_ms=42, error_type="ModelMissing", message="no file"),
+        queued("cancelled", 50),
+        TaskCancelled(task_id="cancelled", at_ms=51),
         queued("waiting", 60),
-    ]:  # fmt: skip
+    ]:
         store.emit(event)
     db = log.reader()
-    status = {task: records.get(db, task)["task_status"] for task in ("ok", "skipped", "stopped", "failed", "cancelled", "waiting")}
-    assert status == {"ok": "finished", "skipped": "skip", "stopped": "stop", "failed": "failed", "cancelled": "cancelled", "waiting": "pending"}
+    status = {
+        task: records.get(db, task)["task_status"]
+        for task in ("ok", "skipped", "stopped", "failed", "cancelled", "waiting")
+    }
+    assert status == {
+        "ok": "finished",
+        "skipped": "skip",
+        "stopped": "stop",
+        "failed": "failed",
+        "cancelled": "cancelled",
+        "waiting": "pending",
+    }
     ok = records.get(db, "ok")
-    assert ok["result"] == ["outputs/d/a.png"] and ok["progress"] == 100 and ok["start_mills"] == 11 and ok["finish_mills"] == 13
+    assert (
+        ok["result"] == ["outputs/d/a.png"]
+        and ok["progress"] == 100
+        and ok["start_mills"] == 11
+        and ok["finish_mills"] == 13
+    )
     assert records.get(db, "failed")["error"] == {"type": "ModelMissing", "message": "no file"}
     history = records.history(db, page=0, page_size=10, start_ms=None, end_ms=None)
-    assert [r["task_id"] for r in history] == ["cancelled", "failed", "stopped", "skipped", "ok"]  # newest first, no pending
-    assert [r["task_id"] for r in records.history(db, page=1, page_size=2, start_ms=None, end_ms=None)] == ["stopped", "skipped"]
-    assert [r["task_id"] for r in records.history(db, page=0, page_size=10, start_ms=15, end_ms=45)] == ["failed", "stopped", "skipped"]
+    assert [r["task_id"] for r in history] == [
+        "cancelled",
+        "failed",
+        "stopped",
+        "skipped",
+        "ok",
+    ]  # newest first, no pending
+    assert [r["task_id"] for r in records.history(db, page=1, page_size=2, start_ms=None, end_ms=None)] == [
+        "stopped",
+        "skipped",
+    ]
+    assert [r["task_id"] for r in records.history(db, page=0, page_size=10, start_ms=15, end_ms=45)] == [
+        "failed",
+        "stopped",
+        "skipped",
+    ]
     assert [r["task_id"] for r in records.unfinished(db)] == ["waiting"]
 
     store.emit(TasksDeleted(task_id="del-1", at_ms=70, deleted_task_ids=["ok", "failed"], start_ms=0, end_ms=70))

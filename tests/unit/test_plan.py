@@ -78,19 +78,33 @@ def test_unknown_names_are_rejected_with_the_field() -> None:
     }
     for field, body in cases.items():
         with pytest.raises(ParamError) as caught:
-            validate_names(resolve({"base_model_name": "m.safetensors", **body}), checkpoints={"m.safetensors"}, downloadable=set())
+            validate_names(
+                resolve({"base_model_name": "m.safetensors", **body}), checkpoints={"m.safetensors"}, downloadable=set()
+            )
         assert caught.value.field == field
 
 
 def test_build_plan_joins_prompt_lines_and_resolves_everything() -> None:
-    params = resolve({"prompt": "a cat\n\nin a hat", "performance_selection": "Lightning", "image_number": 2, "image_seed": 9,
-                      "aspect_ratios_selection": "256*128"})
+    params = resolve(
+        {
+            "prompt": "a cat\n\nin a hat",
+            "performance_selection": "Lightning",
+            "image_number": 2,
+            "image_seed": 9,
+            "aspect_ratios_selection": "256*128",
+        }
+    )
     plan = build_plan("t1", params)
     assert (plan.prompt, plan.width, plan.height, plan.steps, plan.seeds) == ("a cat, in a hat", 256, 128, 4, (9, 10))
 
 
 def test_request_struct_rejects_out_of_range_and_unknown_fields() -> None:
-    for body in ({"image_number": 33}, {"guidance_scale": 0.5}, {"loras": [{"weight": 3}]}, {"frobnicate": 1},
-                 {"performance_selection": "Turbo"}):
+    for body in (
+        {"image_number": 33},
+        {"guidance_scale": 0.5},
+        {"loras": [{"weight": 3}]},
+        {"frobnicate": 1},
+        {"performance_selection": "Turbo"},
+    ):
         with pytest.raises(msgspec.ValidationError):
             msgspec.convert(body, GenerateRequest)

@@ -9,7 +9,12 @@ from fooocus_es.settings import settings_from_env
 
 
 def test_environment_then_flags() -> None:
-    env = {"FOOOCUS_ES_PORT": "9001", "FOOOCUS_ES_DATA_DIR": "/srv/img", "FOOOCUS_ES_DOWNLOAD_MODELS": "false", "FOOOCUS_ES_API_KEY": "env"}
+    env = {
+        "FOOOCUS_ES_PORT": "9001",
+        "FOOOCUS_ES_DATA_DIR": "/srv/img",
+        "FOOOCUS_ES_DOWNLOAD_MODELS": "false",
+        "FOOOCUS_ES_API_KEY": "env",
+    }
     settings = settings_from_env(env, api_key="flag", queue_size=None)
     assert (settings.port, settings.data_dir, settings.download_models) == (9001, Path("/srv/img"), False)
     assert settings.api_key == "flag" and settings.queue_size == 100
@@ -32,7 +37,12 @@ def test_signed_urls_only_with_a_key() -> None:
     assert signer.verify("outputs/d/a.png", signature)
     assert not signer.verify("outputs/d/b.png", signature)
     assert not UrlSigner("http://h:1", "other").verify("outputs/d/a.png", signature)
-    record = {"req_params": {"uov_input_image": "inputs/x.png", "controlnet_image": [{"cn_img": ""}]}, "result": ["outputs/d/a.png"]}
+    record = {
+        "req_params": {"uov_input_image": "inputs/x.png", "controlnet_image": [{"cn_img": ""}]},
+        "result": ["outputs/d/a.png"],
+    }
     rendered = plain.render_record(record)
-    assert rendered["req_params"]["uov_input_image"] == "http://h:1/inputs/x.png" and rendered["result"] == ["http://h:1/outputs/d/a.png"]
+    assert rendered["req_params"]["uov_input_image"] == "http://h:1/inputs/x.png" and rendered["result"] == [
+        "http://h:1/outputs/d/a.png"
+    ]
     assert rendered["req_params"]["controlnet_image"] == [{"cn_img": ""}]

@@ -9,6 +9,7 @@ from litestar.openapi.spec import Example
 
 from fooocus_es.api.structs import ControlResponse, TaskRecord, TasksResponse
 
+
 def _spec(**kw: Any) -> ResponseSpec:
     """Our own examples only: Litestar's generated ones are random noise."""
     return ResponseSpec(generate_examples=False, **kw)
@@ -36,8 +37,10 @@ RUNNING = {**RECORD, "finish_mills": None, "task_status": "running", "progress":
 PENDING = {**RUNNING, "start_mills": None, "task_status": "pending", "progress": 0, "preview": None}
 
 GENERATE_BODIES = [
-    Example(summary="async task", value={"prompt": "a lighthouse at dusk", "performance_selection": "Lightning",
-                                         "async_process": True}),  # fmt: skip
+    Example(
+        summary="async task",
+        value={"prompt": "a lighthouse at dusk", "performance_selection": "Lightning", "async_process": True},
+    ),  # fmt: skip
     Example(summary="stream progress", value={"prompt": "a lighthouse", "stream_output": True}),
     Example(summary="image bytes", value={"prompt": "a lighthouse", "output_format": "jpeg", "image_seed": 42}),
     Example(
@@ -63,7 +66,10 @@ GENERATE_RESPONSES = {
         data_container=TaskRecord,
         description="async_process: the task record at once; blocking with Accept: application/json: the finished "
         "record; stream_output: text/event-stream of StreamMessage; otherwise the image bytes",
-        examples=[Example(summary="async: queued", value=PENDING), Example(summary="blocking JSON: finished", value=RECORD)],
+        examples=[
+            Example(summary="async: queued", value=PENDING),
+            Example(summary="blocking JSON: finished", value=RECORD),
+        ],
     ),
     429: _spec(
         data_container=dict[str, Any],
@@ -73,7 +79,9 @@ GENERATE_RESPONSES = {
     400: _spec(
         data_container=dict[str, Any],
         description="A field is invalid; `field` names it",
-        examples=[Example(value={"status_code": 400, "detail": "image_number: Expected `int` <= 32", "field": "image_number"})],
+        examples=[
+            Example(value={"status_code": 400, "detail": "image_number: Expected `int` <= 32", "field": "image_number"})
+        ],
     ),
 }
 
@@ -84,8 +92,14 @@ TASKS_RESPONSES = {
     )
 }
 TASK_RESPONSES = {
-    200: _spec(data_container=TaskRecord, examples=[Example(summary="running", value=RUNNING), Example(summary="finished", value=RECORD)]),
-    404: _spec(data_container=dict[str, Any], examples=[Example(value={"status_code": 404, "detail": f"task_id: no task '{_TASK_ID}'"})]),
+    200: _spec(
+        data_container=TaskRecord,
+        examples=[Example(summary="running", value=RUNNING), Example(summary="finished", value=RECORD)],
+    ),
+    404: _spec(
+        data_container=dict[str, Any],
+        examples=[Example(value={"status_code": 404, "detail": f"task_id: no task '{_TASK_ID}'"})],
+    ),
 }
 EVENTS_RESPONSES = {
     200: _spec(
@@ -93,54 +107,99 @@ EVENTS_RESPONSES = {
         examples=[
             Example(
                 value=[
-                    {"seq": 1, "type": "TaskQueued", "task_id": _TASK_ID, "at_ms": 1764178568199, "params": {"prompt": "a lighthouse"}},
+                    {
+                        "seq": 1,
+                        "type": "TaskQueued",
+                        "task_id": _TASK_ID,
+                        "at_ms": 1764178568199,
+                        "params": {"prompt": "a lighthouse"},
+                    },
                     {"seq": 2, "type": "TaskStarted", "task_id": _TASK_ID, "at_ms": 1764178568425, "device": "cuda"},
-                    {"seq": 3, "type": "TaskProgress", "task_id": _TASK_ID, "at_ms": 1764178568600, "percent": 13,
-                     "message": "Sampling step 1/4, image 1/1 ...", "step": 1},
-                    {"seq": 7, "type": "TaskFinished", "task_id": _TASK_ID, "at_ms": 1764178570046,
-                     "result": ["outputs/2026-11-26/2026-11-26_17-36-09_5201.png"]},
+                    {
+                        "seq": 3,
+                        "type": "TaskProgress",
+                        "task_id": _TASK_ID,
+                        "at_ms": 1764178568600,
+                        "percent": 13,
+                        "message": "Sampling step 1/4, image 1/1 ...",
+                        "step": 1,
+                    },
+                    {
+                        "seq": 7,
+                        "type": "TaskFinished",
+                        "task_id": _TASK_ID,
+                        "at_ms": 1764178570046,
+                        "result": ["outputs/2026-11-26/2026-11-26_17-36-09_5201.png"],
+                    },
                 ]  # fmt: skip
             )
         ],
     )
 }
 CANCEL_RESPONSES = {
-    200: _spec(data_container=dict[str, Any], examples=[Example(value={"task_id": _TASK_ID, "message": "task cancelled"})])
+    200: _spec(
+        data_container=dict[str, Any], examples=[Example(value={"task_id": _TASK_ID, "message": "task cancelled"})]
+    )
 }
 CONTROL_RESPONSES = {
     200: _spec(
         data_container=ControlResponse,
-        examples=[Example(summary="stopped", value={"message": "task stopped"}), Example(summary="idle", value={"message": "No task running"})],
+        examples=[
+            Example(summary="stopped", value={"message": "task stopped"}),
+            Example(summary="idle", value={"message": "No task running"}),
+        ],
     )
 }
 FILE_RESPONSES = {
     200: _spec(
-        data_container=bytes, media_type="image/png",
+        data_container=bytes,
+        media_type="image/png",
         description="The image; Accept: image/jpeg|webp converts it",
     ),  # fmt: skip
-    404: _spec(data_container=dict[str, Any], examples=[Example(value={"status_code": 404, "detail": "no such file: /outputs/x.png"})]),
+    404: _spec(
+        data_container=dict[str, Any],
+        examples=[Example(value={"status_code": 404, "detail": "no such file: /outputs/x.png"})],
+    ),
 }
 MODELS_RESPONSES = {
     200: _spec(
         data_container=dict[str, list[str]],
-        examples=[Example(value={"model_filenames": ["juggernautXL_v8Rundiffusion.safetensors"], "lora_filenames": [],
-                                 "vae_filenames": []})],  # fmt: skip
+        examples=[
+            Example(
+                value={
+                    "model_filenames": ["juggernautXL_v8Rundiffusion.safetensors"],
+                    "lora_filenames": [],
+                    "vae_filenames": [],
+                }
+            )
+        ],  # fmt: skip
     )
 }
 STYLES_RESPONSES = {
     200: _spec(data_container=list[str], examples=[Example(value=["Fooocus V2", "Random Style", "Fooocus Enhance"])])
 }
 PRESETS_RESPONSES = {
-    200: _spec(data_container=dict[str, Any], examples=[Example(value={"presets": ["default", "demo"], "server_preset": "default"})])
+    200: _spec(
+        data_container=dict[str, Any],
+        examples=[Example(value={"presets": ["default", "demo"], "server_preset": "default"})],
+    )
 }
 HEALTH_RESPONSES = {
     200: _spec(
         data_container=dict[str, Any],
         examples=[
             Example(
-                value={"status": "ok", "version": "0.1.0", "device": "cuda", "preset": "default",
-                       "loaded_model": "juggernautXL_v8Rundiffusion.safetensors", "queue_depth": 3, "running": [_TASK_ID],
-                       "missing_models": {}, "downloading": {}}  # fmt: skip
+                value={
+                    "status": "ok",
+                    "version": "0.1.0",
+                    "device": "cuda",
+                    "preset": "default",
+                    "loaded_model": "juggernautXL_v8Rundiffusion.safetensors",
+                    "queue_depth": 3,
+                    "running": [_TASK_ID],
+                    "missing_models": {},
+                    "downloading": {},
+                }  # fmt: skip
             )
         ],
     )

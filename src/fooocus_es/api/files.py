@@ -11,7 +11,12 @@ from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
 from fooocus_es.media.safe_paths import resolve_inside
 from fooocus_es.services import Services
 
-_SUFFIX_TYPES = {".png": MEDIA_TYPES["png"], ".jpg": MEDIA_TYPES["jpeg"], ".jpeg": MEDIA_TYPES["jpeg"], ".webp": MEDIA_TYPES["webp"]}
+_SUFFIX_TYPES = {
+    ".png": MEDIA_TYPES["png"],
+    ".jpg": MEDIA_TYPES["jpeg"],
+    ".jpeg": MEDIA_TYPES["jpeg"],
+    ".webp": MEDIA_TYPES["webp"],
+}
 
 
 async def _serve(request: Request, folder: str, relative: str) -> Response[bytes]:

@@ -22,10 +22,10 @@ from fooocus_es.api import examples
 from fooocus_es.api.errors import TooManyRequests
 from fooocus_es.api.inputs import store_request_images
 from fooocus_es.api.structs import GenerateRequest, StreamMessage, sent_fields
-from fooocus_es.events.bus import Subscription
 from fooocus_es.engine import plan as planning
 from fooocus_es.engine import presets
 from fooocus_es.engine.plan import ParamError
+from fooocus_es.events.bus import Subscription
 from fooocus_es.events.types import TaskProgress, TaskQueued, is_terminal
 from fooocus_es.media.limits import ImageLimits
 from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
@@ -52,7 +52,9 @@ def resolve_request(services: Services, sent: dict[str, Any]) -> dict[str, Any]:
     requested_preset = sent.get("preset", planning.NO_PRESET)
     if requested_preset not in (planning.NO_PRESET, "", services.settings.preset):
         try:
-            layers.append(presets.preset_request_defaults(presets.load_preset(requested_preset, services.settings.data_dir)))
+            layers.append(
+                presets.preset_request_defaults(presets.load_preset(requested_preset, services.settings.data_dir))
+            )
         except presets.PresetError as exc:
             raise ParamError("preset", str(exc)) from exc
     return planning.finalize(planning.merge_layers(sent, *layers))
@@ -87,7 +89,9 @@ async def generate(
     waiter = services.waiters.expect(task_id)
     subscription = services.bus.subscribe(task_id, maxsize=64) if mode == "stream" else None
     try:
-        await services.store.emit_async(TaskQueued(task_id=task_id, at_ms=now_ms(), params=params, webhook_url=webhook_url))
+        await services.store.emit_async(
+            TaskQueued(task_id=task_id, at_ms=now_ms(), params=params, webhook_url=webhook_url)
+        )
     except BaseException:
         services.waiters.discard(task_id)
         if subscription is not None:
@@ -155,7 +159,9 @@ async def _stream(
             async for envelope in subscription.receive:
                 event = envelope.event
                 if isinstance(event, TaskProgress):
-                    yield _sse(StreamMessage(progress=event.percent, preview=event.preview, message=event.message, images=[]))
+                    yield _sse(
+                        StreamMessage(progress=event.percent, preview=event.preview, message=event.message, images=[])
+                    )
                 elif is_terminal(event):
                     break
         # Normal end, or cut off for lagging behind: either way the waiter tells when it ended.
@@ -178,4 +184,3 @@ async def _final_message(services: Services, task_id: str) -> dict[str, Any]:
     if record.get("error"):
         body["error"] = record["error"]
     return body
-

@@ -46,6 +46,9 @@ import structlog
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body
 from litestar.response import Stream
 from msgspec import Meta, Struct
 from PIL import Image
@@ -447,6 +450,49 @@ def _bind_user(user: str | None) -> None:
         structlog.contextvars.bind_contextvars(openai_user=user)
 
 
+# -- OpenAPI examples ----------------------------------------------------------------------------------
+_URL = "http://127.0.0.1:7866/outputs/2026-11-26/2026-11-26_17-36-09_5201.png"
+_ERROR_400 = {"error": {"message": "size: expected 'WxH' such as '1024x1024', or 'auto'; got 'big'",
+                        "type": "invalid_request_error", "param": "size", "code": None}}  # fmt: skip
+GENERATION_BODIES = [
+    Example(summary="url", value={"prompt": "a lighthouse at dusk", "size": "1024x1024", "quality": "low"}),
+    Example(summary="two images, base64", value={"prompt": "a red fox", "n": 2, "response_format": "b64_json"}),
+    Example(summary="stream with a partial image", value={"prompt": "a fox", "stream": True, "partial_images": 1}),
+    Example(
+        summary="extra_body fields",
+        value={"prompt": "a fox", "negative_prompt": "blurry", "seed": 42, "steps": 20, "guidance_scale": 5.0},
+    ),
+]
+
+
+def _responses(ok: Example, description: str) -> dict[int, ResponseSpec]:
+    return {
+        200: ResponseSpec(data_container=dict[str, Any], generate_examples=False, description=description, examples=[ok]),
+        400: ResponseSpec(data_container=dict[str, Any], generate_examples=False, description="OpenAI-shaped error",
+                          examples=[Example(value=_ERROR_400)]),  # fmt: skip
+    }
+
+
+IMAGES_RESPONSES = _responses(
+    Example(
+        summary="url",
+        value={"created": 1764178568, "data": [{"url": _URL, "revised_prompt": None}], "background": "opaque",
+               "output_format": "png", "quality": "low", "size": "1024x1024"},
+    ),  # fmt: skip
+    "ImagesResponse; with stream=true a text/event-stream of *.partial_image and *.completed events. "
+    "X-Task-Id names the task.",
+)
+MODELS_RESPONSES = _responses(
+    Example(value={"object": "list", "data": [{"id": "fooocus_es_demo.safetensors", "object": "model",
+                                               "created": 1764178568, "owned_by": "local"}]}),  # fmt: skip
+    "Checkpoints on disk",
+)
+MODEL_RESPONSES = _responses(
+    Example(value={"id": "fooocus_es_demo.safetensors", "object": "model", "created": 1764178568, "owned_by": "local"}),
+    "One checkpoint",
+)
+
+
 # -- routes --------------------------------------------------------------------------------------------
 @post(
     "/v1/images/generations",
@@ -454,8 +500,11 @@ def _bind_user(user: str | None) -> None:
     summary="Create images (OpenAI-compatible)",
     tags=["openai"],
     exception_handlers=EXCEPTION_HANDLERS,
+    responses=IMAGES_RESPONSES,
 )
-async def generations(request: Request, data: ImageGenerationRequest) -> Response[Any]:
+async def generations(
+    request: Request, data: Annotated[ImageGenerationRequest, Body(examples=GENERATION_BODIES)]
+) -> Response[Any]:
     services: Services = request.app.state.services
     _bind_user(data.user)
     raw = msgspec.json.decode(await request.body())
@@ -532,9 +581,10 @@ def prepare_edit(image: bytes, mask: bytes | None, limits: ImageLimits) -> tuple
 @post(
     "/v1/images/edits",
     status_code=200,
-    summary="Edit an image: inpaint task (OpenAI-compatible, multipart)",
+    summary="Edit an image: inpaint task (OpenAI-compatible, multipart: image, mask, prompt, n, size, ...)",
     tags=["openai"],
     exception_handlers=EXCEPTION_HANDLERS,
+    responses=IMAGES_RESPONSES,
 )
 async def edits(request: Request) -> Response[Any]:
     services: Services = request.app.state.services
@@ -589,14 +639,25 @@ def _scan_models(services: Services) -> list[Model]:
     return models
 
 
-@get("/v1/models", summary="Checkpoints on disk (OpenAI-compatible)", tags=["openai"], exception_handlers=EXCEPTION_HANDLERS)
+@get(
+    "/v1/models",
+    summary="Checkpoints on disk (OpenAI-compatible)",
+    tags=["openai"],
+    exception_handlers=EXCEPTION_HANDLERS,
+    responses=MODELS_RESPONSES,
+)
 async def list_models(request: Request) -> ModelList:
     services: Services = request.app.state.services
     return ModelList(data=await anyio.to_thread.run_sync(_scan_models, services))
 
 
-@get("/v1/models/{model_id:str}", summary="One checkpoint (OpenAI-compatible)", tags=["openai"],
-     exception_handlers=EXCEPTION_HANDLERS)  # fmt: skip
+@get(
+    "/v1/models/{model_id:str}",
+    summary="One checkpoint (OpenAI-compatible)",
+    tags=["openai"],
+    exception_handlers=EXCEPTION_HANDLERS,
+    responses=MODEL_RESPONSES,
+)
 async def get_model(request: Request, model_id: str) -> Model:
     services: Services = request.app.state.services
     for model in await anyio.to_thread.run_sync(_scan_models, services):

@@ -73,9 +73,13 @@ class EnhanceCtrlNets(Struct, kw_only=True, forbid_unknown_fields=True):
 class GenerateRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     """POST /v1/engine/generate/ — FooocusAPI's CommonRequest, every field optional."""
 
-    prompt: Annotated[str, _d("Multi-line: line 1 is the main prompt. Default: preset's.", max_length=20000)] | UnsetType = UNSET
+    prompt: (
+        Annotated[str, _d("Multi-line: line 1 is the main prompt. Default: preset's.", max_length=20000)] | UnsetType
+    ) = UNSET
     negative_prompt: Annotated[str, Meta(max_length=20000)] | UnsetType = UNSET
-    style_selections: Annotated[list[str], _d("Style names (GET /v1/engines/styles).", max_length=300)] | UnsetType = UNSET
+    style_selections: Annotated[list[str], _d("Style names (GET /v1/engines/styles).", max_length=300)] | UnsetType = (
+        UNSET
+    )
     performance_selection: Annotated[Performance, _d("Default: Speed (30 steps).")] | UnsetType = UNSET
     aspect_ratios_selection: Annotated[str, _d("'W*H', e.g. 1152*896 (default).", max_length=32)] | UnsetType = UNSET
     image_number: Annotated[int, _d("1..32, default 1.", ge=1, le=32)] | UnsetType = UNSET
@@ -89,7 +93,9 @@ class GenerateRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     refiner_switch: Annotated[float, Meta(ge=0.1, le=1.0)] | UnsetType = UNSET
     loras: Annotated[list[Lora], _d("Up to 5 LoRA slots.", max_length=5)] | UnsetType = UNSET
     input_image_checkbox: bool | UnsetType = UNSET
-    current_tab: Annotated[str, _d("Derived by the server; accepted for compatibility.", max_length=16)] | UnsetType = UNSET
+    current_tab: Annotated[str, _d("Derived by the server; accepted for compatibility.", max_length=16)] | UnsetType = (
+        UNSET
+    )
     uov_method: UovMethod | UnsetType = UNSET
     uov_input_image: ImageField | UnsetType = UNSET
     outpaint_selections: Annotated[list[OutpaintDirection], Meta(max_length=4)] | UnsetType = UNSET
@@ -105,7 +111,9 @@ class GenerateRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     adm_scaler_end: Unit | UnsetType = UNSET
     adaptive_cfg: Annotated[float, Meta(ge=1.0, le=30.0)] | UnsetType = UNSET
     clip_skip: Annotated[int, Meta(ge=1, le=12)] | UnsetType = UNSET
-    sampler_name: Annotated[str, _d("Fooocus sampler name, default dpmpp_2m_sde_gpu.", max_length=64)] | UnsetType = UNSET
+    sampler_name: Annotated[str, _d("Fooocus sampler name, default dpmpp_2m_sde_gpu.", max_length=64)] | UnsetType = (
+        UNSET
+    )
     scheduler_name: Annotated[str, _d("Fooocus scheduler name, default karras.", max_length=64)] | UnsetType = UNSET
     vae_name: Annotated[str, Meta(max_length=255)] | UnsetType = UNSET
     overwrite_step: Annotated[int, _d("-1 = performance's steps.", ge=-1, le=200)] | UnsetType = UNSET
@@ -150,7 +158,13 @@ class GenerateRequest(Struct, kw_only=True, forbid_unknown_fields=True):
     enhance_ctrls: Annotated[list[EnhanceCtrlNets], Meta(max_length=3)] | UnsetType = UNSET
     generate_image_grid: bool | UnsetType = UNSET
     save_name: Annotated[str, Meta(max_length=128, pattern=r"^[A-Za-z0-9_\-. ]*$")] | None | UnsetType = UNSET
-    outpaint_distance: Annotated[list[Annotated[int, Meta(ge=0, le=2048)]], _d("[left, top, right, bottom] pixels.", min_length=4, max_length=4)] | UnsetType = UNSET
+    outpaint_distance: (
+        Annotated[
+            list[Annotated[int, Meta(ge=0, le=2048)]],
+            _d("[left, top, right, bottom] pixels.", min_length=4, max_length=4),
+        ]
+        | UnsetType
+    ) = UNSET
     upscale_multiple: Annotated[float, Meta(ge=1.0, le=5.0)] | UnsetType = UNSET
     preset: Annotated[str, _d("Per-request preset; 'initial' = the server's.", max_length=64)] | UnsetType = UNSET
     stream_output: bool | UnsetType = UNSET

@@ -79,9 +79,7 @@ async def list_tasks(
 
 
 async def _delete_range(services: Services, start_ms: int, end_ms: int) -> list[Any]:
-    rows = await anyio.to_thread.run_sync(
-        lambda: records.ended_in_range(services.event_log.reader(), start_ms, end_ms)
-    )
+    rows = await anyio.to_thread.run_sync(lambda: records.ended_in_range(services.event_log.reader(), start_ms, end_ms))
     if not rows:
         return []
     event = TasksDeleted(

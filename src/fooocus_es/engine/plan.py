@@ -176,7 +176,9 @@ def validate_names(
                 f"unknown style {name!r}; see GET /v1/engines/styles for the {len(legal_styles)} valid names",
             )
     if params["sampler_name"] not in SAMPLER_NAMES:
-        raise ParamError("sampler_name", f"unknown sampler {params['sampler_name']!r}; valid: {', '.join(SAMPLER_NAMES)}")
+        raise ParamError(
+            "sampler_name", f"unknown sampler {params['sampler_name']!r}; valid: {', '.join(SAMPLER_NAMES)}"
+        )
     if params["scheduler_name"] not in SCHEDULER_NAMES:
         raise ParamError(
             "scheduler_name", f"unknown scheduler {params['scheduler_name']!r}; valid: {', '.join(SCHEDULER_NAMES)}"

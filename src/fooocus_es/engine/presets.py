@@ -84,7 +84,5 @@ def _lora_from_preset(item: list[Any]) -> dict[str, Any]:
 def preset_downloads(preset: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(file name, url, models sub-folder) for every file the preset names."""
     return [
-        (name, url, folder)
-        for key, folder in DOWNLOAD_KINDS.items()
-        for name, url in (preset.get(key) or {}).items()
+        (name, url, folder) for key, folder in DOWNLOAD_KINDS.items() for name, url in (preset.get(key) or {}).items()
     ]

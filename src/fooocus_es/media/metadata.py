@@ -28,7 +28,7 @@ def fooocus_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int) 
         "resolution": f"({plan.width}, {plan.height})",
         "guidance_scale": plan.guidance_scale,
         "sharpness": params["sharpness"],
-        "adm_guidance": f"({params['adm_scaler_positive']}, {params['adm_scaler_negative']}, {params['adm_scaler_end']})",
+        "adm_guidance": str((params["adm_scaler_positive"], params["adm_scaler_negative"], params["adm_scaler_end"])),
         "base_model": plan.base_model,
         "refiner_model": params["refiner_model_name"],
         "sampler": plan.sampler_name,

@@ -161,7 +161,9 @@ class Runner:
         try:
             self._get_engine().store.load_pipeline(self.warm_model)
         except Exception as exc:  # a missing model is reported per task and in /health
-            structlog.get_logger("fooocus_es.runner").warning("runner.warm_up_failed", model=self.warm_model, error=str(exc))
+            structlog.get_logger("fooocus_es.runner").warning(
+                "runner.warm_up_failed", model=self.warm_model, error=str(exc)
+            )
 
     def _emit(self, event: Event) -> None:
         self.store.emit(event)

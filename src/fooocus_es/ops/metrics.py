@@ -1,0 +1,146 @@
+"""Prometheus metrics: request metrics from Litestar's plugin, task metrics from the event bus.
+
+`TaskMetrics.apply` is a bus listener: called on the event loop, in log order, for every event
+(previews included), so it only does dictionary work and metric updates.
+
+Two registries end up on one page (`MetricsController`):
+- Litestar's PrometheusMiddleware keeps its request metrics in prometheus_client's process-wide
+  REGISTRY (the plugin offers no per-app registry): `fooocus_es_requests_total`,
+  `fooocus_es_request_duration_seconds`, ... with `path` grouped by route template. They are per
+  process; with several worker processes use prometheus multiprocess mode.
+- The task metrics live in a `CollectorRegistry` of their own per app, so two apps in one process
+  (tests) never collide.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final
+
+from litestar import Request, get
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.response import Response
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from fooocus_es.events.types import (
+    Envelope,
+    TaskCancelled,
+    TaskFailed,
+    TaskFinished,
+    TaskProgress,
+    TaskQueued,
+    TaskSkipped,
+    TaskStarted,
+    TaskStopped,
+)
+
+PREFIX: Final = "fooocus_es"
+_SAMPLING: Final = re.compile(r"^Sampling step (\d+)/\d+, image (\d+)/")
+# Seconds. A step is ~10 ms (demo on a CPU) to ~1 s (SDXL at 1024 on a small GPU); tasks run up to minutes.
+STEP_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TASK_BUCKETS: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+def prometheus_config() -> PrometheusConfig:
+    """Request metrics; `path` is the route template (group_path) so ids do not explode the labels."""
+    return PrometheusConfig(app_name=PREFIX, prefix=PREFIX, group_path=True, exclude=["^/metrics$"])
+
+
+class TaskMetrics:
+    def __init__(self, depth: Callable[[], int] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.queued = Counter(f"{PREFIX}_tasks_queued", "Tasks accepted into the queue", registry=registry)
+        self.ended = Counter(
+            f"{PREFIX}_tasks", "Tasks that ended, by terminal status (finished, skip, stop, failed, cancelled)",
+            ["status"], registry=registry,
+        )  # fmt: skip
+        self.errors = Counter(f"{PREFIX}_task_errors", "Failed tasks by error type", ["error_type"], registry=registry)
+        self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Tasks pending in the queue", registry=registry)
+        self.running = Gauge(f"{PREFIX}_tasks_running", "Tasks running now", registry=registry)
+        self.step_seconds = Histogram(
+            f"{PREFIX}_step_duration_seconds", "Time of one sampling step (between consecutive steps of an image)",
+            buckets=STEP_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.task_seconds = Histogram(
+            f"{PREFIX}_task_duration_seconds", "Time from TaskStarted to the task's end, by terminal status",
+            ["status"], buckets=TASK_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.wait_seconds = Histogram(
+            f"{PREFIX}_queue_wait_seconds", "Time from TaskQueued to TaskStarted", buckets=TASK_BUCKETS,
+            registry=registry,
+        )  # fmt: skip
+        self._pending: dict[str, int] = {}  # task id -> queued at (ms)
+        self._started: dict[str, int] = {}  # task id -> started at (ms)
+        self._skipped: set[str] = set()
+        self._last_step: dict[str, tuple[int, int, int]] = {}  # task id -> (image, step, at ms)
+        if depth is not None:
+            # The live projection is the truth for the queue (it also holds tasks re-queued at start-up).
+            self.queue_depth.set_function(lambda: float(depth()))
+        else:
+            self.queue_depth.set_function(lambda: float(len(self._pending)))
+        self.running.set_function(lambda: float(len(self._started)))
+
+    def apply(self, envelope: Envelope) -> None:
+        event = envelope.event
+        task_id = event.task_id
+        match event:
+            case TaskQueued():
+                self.queued.inc()
+                self._pending[task_id] = event.at_ms
+            case TaskStarted():
+                queued_at = self._pending.pop(task_id, None)
+                if queued_at is not None:
+                    self.wait_seconds.observe(max(0, event.at_ms - queued_at) / 1000)
+                self._started[task_id] = event.at_ms
+            case TaskProgress():
+                self._step(task_id, event)
+            case TaskSkipped():
+                self._skipped.add(task_id)
+            case TaskFinished() | TaskStopped() | TaskFailed() | TaskCancelled():
+                self._end(task_id, event)
+
+    def _step(self, task_id: str, event: TaskProgress) -> None:
+        match = _SAMPLING.match(event.message)
+        if match is None:
+            return
+        step, image = int(match.group(1)), int(match.group(2))
+        last = self._last_step.get(task_id)
+        if last is not None and last[0] == image and step == last[1] + 1:
+            self.step_seconds.observe(max(0, event.at_ms - last[2]) / 1000)
+        self._last_step[task_id] = (image, step, event.at_ms)
+
+    def _end(self, task_id: str, event: TaskFinished | TaskStopped | TaskFailed | TaskCancelled) -> None:
+        if isinstance(event, TaskFinished):
+            status = "skip" if task_id in self._skipped else "finished"
+        elif isinstance(event, TaskStopped):
+            status = "stop"
+        elif isinstance(event, TaskFailed):
+            status = "failed"
+            self.errors.labels(event.error_type).inc()
+        else:
+            status = "cancelled"
+        self.ended.labels(status).inc()
+        started = self._started.pop(task_id, None)
+        if started is not None:
+            self.task_seconds.labels(status).observe(max(0, event.at_ms - started) / 1000)
+        self._pending.pop(task_id, None)
+        self._skipped.discard(task_id)
+        self._last_step.pop(task_id, None)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsController(PrometheusController):
+    """GET /metrics: the plugin's request metrics (process registry) and this app's task metrics."""
+
+    path = "/metrics"
+
+    @get(summary="Prometheus metrics", tags=["ops"])
+    async def get(self, request: Request) -> Response:  # type: ignore[override]
+        metrics: TaskMetrics = request.app.state.metrics
+        body = generate_latest(REGISTRY) + metrics.render()
+        return Response(body, status_code=200, media_type=CONTENT_TYPE_LATEST)
