@@ -1,12 +1,27 @@
-"""fooocus-es serve | replay."""
+"""fooocus-es serve | generate | models | tasks | replay."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
 
-from fooocus_es.settings import Settings, settings_from_env
+import msgspec
+
+from fooocus_es.settings import ENV_PREFIX, Settings, settings_from_env
+
+DEFAULT_SERVER = "http://127.0.0.1:7866"
+MODEL_KINDS = ("checkpoints", "loras", "vae")
 
 
 def _serve_args(parser: argparse.ArgumentParser) -> None:
@@ -51,14 +66,445 @@ def replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# -- shared client bits ----------------------------------------------------------------------------------
+class CliError(Exception):
+    """A failure to report as one `error: ...` line and a non-zero exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ProgressBar:
+    """One self-rewriting line on stderr: [#####.....]  42% message."""
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        self._shown = 0
+
+    def update(self, percent: float, message: str = "") -> None:
+        percent = max(0.0, min(100.0, percent))
+        filled = int(self.width * percent / 100)
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {percent:3.0f}% {message}".rstrip()
+        padding = " " * max(0, self._shown - len(line))
+        self.stream.write(f"\r{line}{padding}")
+        self.stream.flush()
+        self._shown = len(line)
+
+    def close(self) -> None:
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = 0
+
+
+def _client_args(parser: argparse.ArgumentParser, *, server_help: str) -> None:
+    parser.add_argument("--server", help=server_help)
+    parser.add_argument("--api-key", help=f"the server's API key (default: ${ENV_PREFIX}API_KEY)")
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    key = api_key if api_key is not None else os.environ.get(f"{ENV_PREFIX}API_KEY", "")
+    return {"X-API-KEY": key} if key else {}
+
+
+def _detail(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("error") or body)
+    return str(body)
+
+
+def _size(value: int) -> str:
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+# -- generate --------------------------------------------------------------------------------------------
+def _generate_body(args: argparse.Namespace, *, remote: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"prompt": args.prompt, "stream_output": True}
+    if args.preset and remote:
+        body["preset"] = args.preset  # in-process, the preset is the server's own
+    if args.performance:
+        body["performance_selection"] = args.performance
+    if args.aspect:
+        body["aspect_ratios_selection"] = args.aspect.lower().replace("x", "*")
+    if args.n is not None:
+        body["image_number"] = args.n
+    if args.seed is not None:
+        body["image_seed"] = args.seed
+    if args.negative is not None:
+        body["negative_prompt"] = args.negative
+    if args.format:
+        body["output_format"] = args.format
+    return body
+
+
+def _stream_task(base: str, headers: dict[str, str], body: dict[str, Any], bar: ProgressBar) -> dict[str, Any]:
+    """POST with stream_output; the bar follows the progress messages; returns the final message."""
+    import httpx
+
+    last: dict[str, Any] | None = None
+    # No read timeout: a pending task sends nothing until it starts, however long the queue is.
+    timeout = httpx.Timeout(30.0, read=None)
+    try:
+        with httpx.stream("POST", f"{base}/v1/engine/generate/", json=body, headers=headers, timeout=timeout) as reply:
+            if reply.status_code >= 400:
+                reply.read()
+                raise CliError(f"the server refused the task ({reply.status_code}): {_detail(reply)}", code=2)
+            task_id = reply.headers.get("x-task-id", "")
+            bar.update(0, f"queued {task_id}")
+            for line in reply.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                last = json.loads(line[len("data: ") :])
+                bar.update(float(last.get("progress") or 0), str(last.get("message") or ""))
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot talk to {base}: {exc}") from exc
+    finally:
+        bar.close()
+    if last is None:
+        raise CliError("the server closed the stream without a result")
+    return last
+
+
+def _download(urls: list[str], out_dir: Path, headers: dict[str, str]) -> list[Path]:
+    import httpx
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for url in urls:
+        name = Path(urlsplit(url).path).name or "image.png"
+        target = out_dir / name
+        stem, suffix, number = target.stem, target.suffix, 1
+        while target.exists():
+            target = out_dir / f"{stem}-{number}{suffix}"
+            number += 1
+        try:
+            response = httpx.get(url, headers=headers, timeout=60.0)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot download {url}: {exc}") from exc
+        if response.status_code != 200:
+            raise CliError(f"cannot download {url} ({response.status_code}): {_detail(response)}")
+        target.write_bytes(response.content)
+        saved.append(target)
+    return saved
+
+
+def _run_generation(base: str, headers: dict[str, str], body: dict[str, Any], out_dir: Path) -> int:
+    final = _stream_task(base, headers, body, ProgressBar())
+    message = str(final.get("message", ""))
+    paths = _download(list(final.get("images") or []), out_dir, headers)
+    for path in paths:
+        print(path)
+    if message != "Finished":
+        error = final.get("error") or {}
+        detail = f"{error.get('type')}: {error.get('message')}" if error else message
+        raise CliError(f"the task did not finish: {detail}")
+    return 0
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _quiet_logs() -> None:
+    """In-process runs print file paths on stdout: the server's logs go to stderr, warnings and up."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    )
+    for name in ("litestar", "uvicorn", "uvicorn.error", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("diffusers", "transformers"):  # their dtype and version notices are not for CLI users
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _fetch_preset_models(settings: Settings) -> None:
+    """Missing files of the preset, downloaded in the foreground with a bar (the server would do it silently)."""
+    from fooocus_es.engine import presets
+
+    try:
+        preset = presets.load_preset(settings.preset, settings.data_dir)
+    except presets.PresetError as exc:
+        raise CliError(str(exc), code=2) from exc
+    missing = [
+        item for item in presets.preset_downloads(preset) if not (settings.models_dir / item[2] / item[0]).exists()
+    ]
+    if not missing:
+        return
+    if not settings.download_models:
+        names = ", ".join(name for name, _url, _kind in missing)
+        raise CliError(f"preset {settings.preset!r} needs {names}; run `fooocus-es models download NAME`")
+    for name, url, kind in missing:
+        _download_model(settings.models_dir, name, url, kind)
+
+
+@contextmanager
+def _local_server(args: argparse.Namespace) -> Iterator[tuple[str, Settings]]:
+    """The real app on a free loopback port, in a background thread, for one command."""
+    import uvicorn
+
+    from fooocus_es.app import create_app
+
+    sock = _free_socket()
+    port = sock.getsockname()[1]
+    settings = settings_from_env(
+        data_dir=args.data_dir or Path("."), preset=args.preset, device=args.device, host="127.0.0.1", port=port
+    )
+    _fetch_preset_models(settings)
+    # Downloads are done (or refused) above; result URLs must point at this loopback server.
+    settings = msgspec.structs.replace(settings, download_models=False, base_url="")
+    app = create_app(settings)
+    _quiet_logs()
+    config = uvicorn.Config(app, access_log=False, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="local-server", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise CliError("the in-process server did not start (see the messages above)")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", settings
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+
+
+def generate(args: argparse.Namespace) -> int:
+    out_dir = args.output or Path(".")
+    if args.server:
+        base = args.server.rstrip("/")
+        return _run_generation(base, _headers(args.api_key), _generate_body(args, remote=True), out_dir)
+    with _local_server(args) as (base, settings):
+        headers = _headers(args.api_key if args.api_key is not None else settings.api_key)
+        return _run_generation(base, headers, _generate_body(args, remote=False), out_dir)
+
+
+# -- models ----------------------------------------------------------------------------------------------
+def _models_dir(args: argparse.Namespace) -> Path:
+    return settings_from_env(data_dir=args.data_dir).models_dir
+
+
+def _entry_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def scan_models(models_dir: Path) -> list[dict[str, Any]]:
+    """The files ModelStore lists (.safetensors files; diffusers folders for checkpoints), with sizes."""
+    found = []
+    for kind in MODEL_KINDS:
+        folder = models_dir / kind
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("."):
+                continue
+            is_file = path.is_file() and path.suffix == ".safetensors"
+            is_folder = kind == "checkpoints" and (path / "model_index.json").is_file()
+            if is_file or is_folder:
+                found.append({"kind": kind, "name": path.name, "bytes": _entry_size(path), "path": str(path)})
+    return found
+
+
+def models_list(args: argparse.Namespace) -> int:
+    models_dir = _models_dir(args)
+    found = scan_models(models_dir)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print(f"no models in {models_dir}")
+        return 0
+    width = max(len(item["name"]) for item in found)
+    for item in found:
+        print(f"{item['kind']:<12} {item['name']:<{width}}  {_size(item['bytes']):>10}")
+    return 0
+
+
+def _preset_source(name: str, data_dir: Path) -> tuple[str, str] | None:
+    """(url, kind) of the first preset (data dir's first, then bundled) that names the file."""
+    from fooocus_es.engine import presets
+
+    for preset_name in presets.list_presets(data_dir):
+        try:
+            preset = presets.load_preset(preset_name, data_dir)
+        except (presets.PresetError, ValueError):
+            continue
+        for file_name, url, kind in presets.preset_downloads(preset):
+            if file_name == name:
+                return url, kind
+    return None
+
+
+def _download_model(models_dir: Path, name: str, url: str, kind: str) -> Path:
+    from fooocus_es.engine.models import ModelMissing, ModelStore
+
+    bar = ProgressBar()
+    started = time.monotonic()
+
+    def progress(done: int, total: int | None) -> None:
+        rate = done / max(time.monotonic() - started, 1e-6)
+        if total:
+            bar.update(100 * done / total, f"{name} {_size(done)} / {_size(total)} ({_size(int(rate))}/s)")
+        else:
+            bar.update(0, f"{name} {_size(done)} ({_size(int(rate))}/s)")
+
+    store = ModelStore(models_dir, device="cpu")
+    try:
+        target = store.path(kind, name)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise CliError(str(exc), code=2) from exc
+    if target.exists():
+        print(f"{target} is already there", file=sys.stderr)
+        return target
+    print(f"downloading {name} from {url}", file=sys.stderr)
+    try:
+        path = store.download(name, url, kind, progress)  # type: ignore[arg-type]
+    except ModelMissing as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        bar.close()
+    return path
+
+
+def models_download(args: argparse.Namespace) -> int:
+    settings = settings_from_env(data_dir=args.data_dir)
+    url, kind = args.url, args.kind
+    if url is None:
+        source = _preset_source(args.name, settings.data_dir)
+        if source is None:
+            raise CliError(f"no preset names {args.name!r}; pass its --url", code=2)
+        url, kind = source[0], kind or source[1]
+    path = _download_model(settings.models_dir, args.name, url, kind or "checkpoints")
+    print(path)
+    return 0
+
+
+# -- tasks -----------------------------------------------------------------------------------------------
+def _when(ms: int | None) -> str:
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
+
+
+def _task_rows(records: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for record in records:
+        prompt = str((record.get("req_params") or {}).get("prompt", "")).replace("\n", " ")
+        prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+        rows.append(
+            f"{record['task_id']}  {str(record.get('task_status')):<9} {record.get('progress') or 0:>3}%  "
+            f"{_when(record.get('in_queue_mills'))}  {len(record.get('result') or []):>2}  {prompt}"
+        )
+    return rows
+
+
+def tasks(args: argparse.Namespace) -> int:
+    import httpx
+
+    base = (args.server or os.environ.get(f"{ENV_PREFIX}SERVER") or DEFAULT_SERVER).rstrip("/")
+    query = {"query": "history", "page_size": args.limit} if args.history else {"query": "all", "page_size": args.limit}
+    try:
+        response = httpx.get(f"{base}/tasks", params=query, headers=_headers(args.api_key), timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot talk to {base}: {exc}") from exc
+    if response.status_code != 200:
+        raise CliError(f"the server answered {response.status_code}: {_detail(response)}", code=2)
+    body = response.json()
+    sections = ("history",) if args.history else ("current", "pending")
+    if args.json:
+        print(json.dumps({name: body.get(name, []) for name in sections}, indent=2))
+        return 0
+    header = f"{'task_id':<32}  {'status':<9} prog  {'queued at':<19}  im  prompt"
+    for name in sections:
+        records = body.get(name) or []
+        print(f"{name} ({len(records)})")
+        if records:
+            print(header)
+            print("\n".join(_task_rows(records)))
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fooocus-es", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_args(commands.add_parser("serve", help="run the HTTP server"))
     replay_parser = commands.add_parser("replay", help="rebuild generate_record from the event log")
     replay_parser.add_argument("--data-dir", type=Path)
-    args = parser.parse_args(argv)
-    return {"serve": serve, "replay": replay}[args.command](args)
+
+    gen = commands.add_parser(
+        "generate",
+        help="generate images (on --server, or in-process)",
+        description="Generate images and save them. With --server the task runs on that server; without it the "
+        "server runs in this process on a loopback port, over --data-dir, for this one command.",
+    )
+    gen.add_argument("prompt")
+    gen.add_argument("--preset", help="preset (with --server: per request; in-process: the server's)")
+    gen.add_argument("--performance", help="Quality, Speed, Extreme Speed, Lightning or Hyper-SD")
+    gen.add_argument("--aspect", help="W*H (or WxH), e.g. 1152*896")
+    gen.add_argument("-n", type=int, help="number of images (1..32)")
+    gen.add_argument("--seed", type=int, help="seed (-1: random)")
+    gen.add_argument("--negative", help="negative prompt")
+    gen.add_argument("--format", choices=["png", "jpeg", "webp"], help="output format")
+    gen.add_argument("-o", "--output", type=Path, help="where to save the images (default: .)")
+    gen.add_argument("--data-dir", type=Path, help="in-process: the data dir (default: .)")
+    gen.add_argument("--device", choices=["auto", "cpu", "cuda"], help="in-process: torch device")
+    _client_args(gen, server_help="a running server, e.g. http://127.0.0.1:7866 (default: run one in-process)")
+
+    models = commands.add_parser("models", help="list or download model files")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    listing = model_commands.add_parser("list", help="checkpoints, LoRAs and VAEs on disk, with sizes")
+    listing.add_argument("--data-dir", type=Path)
+    listing.add_argument("--json", action="store_true")
+    download = model_commands.add_parser("download", help="download a model file (resumes a .part)")
+    download.add_argument("name", help="file name, e.g. juggernautXL_v8Rundiffusion.safetensors")
+    download.add_argument("--url", help="where from (default: the URL a preset gives for NAME)")
+    download.add_argument(
+        "--kind", choices=MODEL_KINDS, help="models sub-folder (default: the preset's, else checkpoints)"
+    )
+    download.add_argument("--data-dir", type=Path)
+
+    task_parser = commands.add_parser("tasks", help="the queue (current + pending) or the history")
+    task_parser.add_argument("--history", action="store_true", help="finished tasks instead of the queue")
+    task_parser.add_argument("--json", action="store_true")
+    task_parser.add_argument("--limit", type=int, default=20, help="at most this many per list (default 20)")
+    _client_args(task_parser, server_help=f"the server (default: ${ENV_PREFIX}SERVER or {DEFAULT_SERVER})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "models":
+        handler = {"list": models_list, "download": models_download}[args.models_command]
+    else:
+        handler = {"serve": serve, "replay": replay, "generate": generate, "tasks": tasks}[args.command]
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

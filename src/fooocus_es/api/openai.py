@@ -108,13 +108,19 @@ class ImageGenerationRequest(Struct, kw_only=True):
     n: Annotated[int, Meta(ge=1, le=10, description="Images in the task (image_number). Default 1.")] | None = None
     size: Annotated[str, Meta(max_length=32, description="'WxH' (64..4096 a side) or 'auto' (preset's).")] | None = None
     response_format: Literal["url", "b64_json"] | None = None
-    quality: Annotated[Quality, Meta(description="low: Lightning, medium/standard: Speed, high/hd: Quality.")] | None = None
+    quality: (
+        Annotated[Quality, Meta(description="low: Lightning, medium/standard: Speed, high/hd: Quality.")] | None
+    ) = None
     style: Annotated[Literal["vivid", "natural"], Meta(description="Fooocus style sets.")] | None = None
     user: Annotated[str, Meta(max_length=256)] | None = None
-    model: Annotated[str, Meta(max_length=255, description="A checkpoint on disk; other names are ignored.")] | None = None
+    model: Annotated[str, Meta(max_length=255, description="A checkpoint on disk; other names are ignored.")] | None = (
+        None
+    )
     output_format: Literal["png", "jpeg", "webp"] | None = None
     stream: bool | None = None
-    partial_images: Annotated[int, Meta(ge=0, le=3, description="Previews per image when streaming. Default 1.")] | None = None
+    partial_images: (
+        Annotated[int, Meta(ge=0, le=3, description="Previews per image when streaming. Default 1.")] | None
+    ) = None
     # extra_body
     negative_prompt: Annotated[str, Meta(max_length=20000)] | None = None
     seed: Annotated[int, Meta(ge=-1, le=planning.MAX_SEED, description="-1: random.")] | None = None
@@ -123,6 +129,8 @@ class ImageGenerationRequest(Struct, kw_only=True):
 
 
 class OpenAIError(Exception):
+    status_code = 400  # read off the class by Litestar's exception logging: no traceback for a 4xx
+
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None, status: int = 400) -> None:
         super().__init__(message)
         self.message = message
@@ -133,7 +141,12 @@ class OpenAIError(Exception):
 
 # -- errors in OpenAI's shape (only on these routes) --------------------------------------------------
 def _error(
-    status: int, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
     kind = "invalid_request_error" if status < 500 else "server_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -141,7 +154,9 @@ def _error(
 
 
 def _on_openai_error(_: Request, exc: OpenAIError) -> Response[dict[str, Any]]:
-    return _error(exc.status, exc.message, param=exc.param, code=exc.code, headers=_NO_RETRY if exc.status >= 500 else None)
+    return _error(
+        exc.status, exc.message, param=exc.param, code=exc.code, headers=_NO_RETRY if exc.status >= 500 else None
+    )
 
 
 def _on_validation(_: Request, exc: ValidationException) -> Response[dict[str, Any]]:
@@ -251,7 +266,9 @@ def map_request(request: ImageGenerationRequest, checkpoints: set[str]) -> tuple
 
 def native_extras(raw: dict[str, Any]) -> dict[str, Any]:
     """extra_body keys that are native GenerateRequest fields, checked by the native struct."""
-    fields = set(GenerateRequest.__struct_fields__) - _NOT_PASSED_THROUGH - set(ImageGenerationRequest.__struct_fields__)
+    fields = (
+        set(GenerateRequest.__struct_fields__) - _NOT_PASSED_THROUGH - set(ImageGenerationRequest.__struct_fields__)
+    )
     picked = {key: value for key, value in raw.items() if key in fields}
     if not picked:
         return {}
@@ -318,7 +335,9 @@ async def _enqueue(services: Services, sent: dict[str, Any], origin: dict[str, s
     subscription = services.bus.subscribe(task_id, maxsize=64) if stream else None
     at_ms = now_ms()
     try:
-        await services.store.emit_async(TaskQueued(task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url))
+        await services.store.emit_async(
+            TaskQueued(task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url)
+        )
     except BaseException:
         services.waiters.discard(task_id)
         if subscription is not None:
@@ -467,24 +486,42 @@ GENERATION_BODIES = [
 
 def _responses(ok: Example, description: str) -> dict[int, ResponseSpec]:
     return {
-        200: ResponseSpec(data_container=dict[str, Any], generate_examples=False, description=description, examples=[ok]),
-        400: ResponseSpec(data_container=dict[str, Any], generate_examples=False, description="OpenAI-shaped error",
-                          examples=[Example(value=_ERROR_400)]),  # fmt: skip
+        200: ResponseSpec(
+            data_container=dict[str, Any], generate_examples=False, description=description, examples=[ok]
+        ),
+        400: ResponseSpec(
+            data_container=dict[str, Any],
+            generate_examples=False,
+            description="OpenAI-shaped error",
+            examples=[Example(value=_ERROR_400)],
+        ),  # fmt: skip
     }
 
 
 IMAGES_RESPONSES = _responses(
     Example(
         summary="url",
-        value={"created": 1764178568, "data": [{"url": _URL, "revised_prompt": None}], "background": "opaque",
-               "output_format": "png", "quality": "low", "size": "1024x1024"},
+        value={
+            "created": 1764178568,
+            "data": [{"url": _URL, "revised_prompt": None}],
+            "background": "opaque",
+            "output_format": "png",
+            "quality": "low",
+            "size": "1024x1024",
+        },
     ),  # fmt: skip
     "ImagesResponse; with stream=true a text/event-stream of *.partial_image and *.completed events. "
     "X-Task-Id names the task.",
 )
 MODELS_RESPONSES = _responses(
-    Example(value={"object": "list", "data": [{"id": "fooocus_es_demo.safetensors", "object": "model",
-                                               "created": 1764178568, "owned_by": "local"}]}),  # fmt: skip
+    Example(
+        value={
+            "object": "list",
+            "data": [
+                {"id": "fooocus_es_demo.safetensors", "object": "model", "created": 1764178568, "owned_by": "local"}
+            ],
+        }
+    ),  # fmt: skip
     "Checkpoints on disk",
 )
 MODEL_RESPONSES = _responses(
