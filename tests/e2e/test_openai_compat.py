@@ -51,13 +51,15 @@ def test_style_model_output_format_and_unknown_fields(server) -> None:
     api = client(server)
     raw = api.images.with_raw_response.generate(
         prompt="a cat", style="natural", model="fooocus_es_demo.safetensors", output_format="jpeg",
-        response_format="b64_json", extra_body={"some_future_field": {"x": 1}}, **FAST,
+        response_format="b64_json", extra_body={"some_future_field": {"x": 1}, "save_metadata_to_images": False},
+        **FAST,
     )  # fmt: skip
     data = base64.b64decode(raw.parse().data[0].b64_json)
     assert data[:2] == b"\xff\xd8"  # JPEG
     params = requests.get(f"{server.url}/tasks/{raw.headers['x-task-id']}", timeout=10).json()["req_params"]
     assert params["style_selections"] == ["Fooocus V2", "Fooocus Photograph"]
     assert params["base_model_name"] == "fooocus_es_demo.safetensors" and params["output_format"] == "jpeg"
+    assert params["save_metadata_to_images"] is False  # a native field passed through extra_body
 
 
 def test_stream_sends_partial_images_then_completed(server) -> None:
@@ -84,6 +86,9 @@ def test_errors_have_openai_shape_and_name_the_param(server) -> None:
     with pytest.raises(openai.BadRequestError) as missing:
         api.images.generate(prompt="x", extra_body={"prompt": None})
     assert missing.value.body["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError) as native_field:
+        api.images.generate(prompt="x", extra_body={"sharpness": 99})  # checked by the native struct
+    assert native_field.value.body["param"] == "sharpness"
     # The native API keeps its own error shape.
     native = requests.post(server.url + "/v1/engine/generate/", json={"image_number": 0}, timeout=10)
     assert native.status_code == 400 and "detail" in native.json() and "error" not in native.json()

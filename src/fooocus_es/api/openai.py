@@ -48,7 +48,7 @@ from litestar.datastructures import UploadFile
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.response import Stream
 from msgspec import Meta, Struct
 from PIL import Image
@@ -310,13 +310,13 @@ class _Queued:
     subscription: Subscription | None
 
 
-async def _enqueue(services: Services, sent: dict[str, Any], origin: dict[str, str], *, stream: bool) -> _Queued:
+async def _enqueue(
+    services: Services, sent: dict[str, Any], origin: dict[str, str], checkpoints: set[str], *, stream: bool
+) -> _Queued:
     """The native path: resolve, validate names, store input images, TaskQueued, runner."""
     try:
         params = resolve_request(services, sent)
-        planning.validate_names(
-            params, checkpoints=await _checkpoints(services), downloadable=services.downloadable_models(), sent=sent
-        )
+        planning.validate_names(params, checkpoints=checkpoints, downloadable=services.downloadable_models(), sent=sent)
         _check_capacity(services)
         limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
         params = await anyio.to_thread.run_sync(store_request_images, params, services.settings.inputs_dir, limits)
@@ -546,9 +546,10 @@ async def generations(
     _bind_user(data.user)
     raw = msgspec.json.decode(await request.body())
     sent = native_extras(raw) if isinstance(raw, dict) else {}
-    mapped, origin = map_request(data, await _checkpoints(services))
+    checkpoints = await _checkpoints(services)
+    mapped, origin = map_request(data, checkpoints)
     sent.update(mapped)
-    queued = await _enqueue(services, sent, origin, stream=bool(data.stream))
+    queued = await _enqueue(services, sent, origin, checkpoints, stream=bool(data.stream))
     return await _answer(request, services, queued, _ask(data, "image_generation"))
 
 
@@ -638,7 +639,8 @@ async def edits(request: Request) -> Response[Any]:
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     fields, (width, height) = await anyio.to_thread.run_sync(prepare_edit, image, mask, limits)
     sent: dict[str, Any] = {}  # form values are plain strings: no native pass-through here
-    mapped, origin = map_request(data, await _checkpoints(services))
+    checkpoints = await _checkpoints(services)
+    mapped, origin = map_request(data, checkpoints)
     sent.update(mapped)
     sent.update(fields)
     origin.update({"inpaint_input_image": "image", "inpaint_mask_image_upload": "mask"})
@@ -648,7 +650,7 @@ async def edits(request: Request) -> Response[Any]:
             aspect.parse_aspect_ratio(sent["aspect_ratios_selection"])
         except aspect.AspectRatioError:
             del sent["aspect_ratios_selection"]  # outside 64..4096: the preset's size
-    queued = await _enqueue(services, sent, origin, stream=bool(data.stream))
+    queued = await _enqueue(services, sent, origin, checkpoints, stream=bool(data.stream))
     return await _answer(request, services, queued, _ask(data, "image_edit"))
 
 
@@ -695,7 +697,7 @@ async def list_models(request: Request) -> ModelList:
     exception_handlers=EXCEPTION_HANDLERS,
     responses=MODEL_RESPONSES,
 )
-async def get_model(request: Request, model_id: str) -> Model:
+async def get_model(request: Request, model_id: FromPath[str]) -> Model:
     services: Services = request.app.state.services
     for model in await anyio.to_thread.run_sync(_scan_models, services):
         if model.id == model_id:
