@@ -10,11 +10,9 @@ import structlog
 from litestar import Litestar
 from litestar.logging.config import StructLoggingConfig
 from litestar.middleware.logging import LoggingMiddlewareConfig
-from litestar.openapi import OpenAPIConfig
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 
-from fooocus_es import __version__
-from fooocus_es.api import engines, files, generate, tasks
+from fooocus_es.api import docs, engines, files, generate, tasks
 from fooocus_es.api.auth import api_key_guard
 from fooocus_es.api.errors import EXCEPTION_HANDLERS
 from fooocus_es.api.openai import OPENAI_ROUTES
@@ -40,6 +38,7 @@ ROUTES = [
     *WEB_ROUTES,
     *OPENAI_ROUTES,
     MetricsController,
+    *docs.asset_routers(),
 ]
 
 
@@ -77,11 +76,7 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         plugins=[StructlogPlugin(config=logging)],
         middleware=[prometheus_config().middleware],
-        openapi_config=OpenAPIConfig(
-            title="fooocus-es",
-            version=__version__,
-            description="A FooocusAPI-compatible SDXL image server on diffusers, built on an event-sourced task log.",
-        ),
+        openapi_config=docs.openapi_config(),
         request_max_body_size=64 * 1024 * 1024,  # inline base64 images
     )
     app.state.services = services

@@ -396,3 +396,17 @@ def test_api_key_prompt_queue_full_and_delete_range(make_server: Any, open_page:
     assert console.others() == [], console.errors
     statuses = console.network_statuses()
     assert statuses and set(statuses) == {401, 403, 429}, console.errors
+
+
+def test_api_docs_render_offline(server: Any, open_page: Any) -> None:
+    """/schema (ReDoc) and /schema/swagger load their scripts from this server, never a CDN."""
+    page, _console = open_page(server.url)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    for path, ready in (("/schema/swagger", ".swagger-ui .info .title"), ("/schema", "h1")):
+        page.goto(server.url + path)
+        page.wait_for_selector(ready, timeout=20_000)
+        assert "fooocus-es" in page.inner_text(ready)
+        page.screenshot(path=str(SHOTS / f"docs{path.replace('/', '-')}.png"))
+    outside = [url for url in requested if not url.startswith((server.url, "data:", "blob:"))]
+    assert requested and outside == [], outside

@@ -119,7 +119,10 @@ def test_adm_ids_per_branch_until_the_end_then_consistent(pipe: StableDiffusionX
     timesteps = [t for _, t, _ in log.calls]
     assert timesteps == [751.0, 501.0, 251.0, 1.0]
     first = log.calls[0][2]
-    assert first.tolist() == [[51.0, 51.0, 0.0, 0.0, 64.0, 64.0], [96.0, 96.0, 0.0, 0.0, 64.0, 64.0]]  # uncond x0.8, cond x1.5
+    assert first.tolist() == [
+        [51.0, 51.0, 0.0, 0.0, 64.0, 64.0],
+        [96.0, 96.0, 0.0, 0.0, 64.0, 64.0],
+    ]  # uncond x0.8, cond x1.5
     for _, _, ids in log.calls[1:]:
         assert ids.tolist() == [[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 2
     with CallLog(pipe.unet) as log:  # CFG 1: only the cond rows, still emphasised early

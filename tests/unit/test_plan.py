@@ -88,6 +88,7 @@ def test_build_plan_joins_prompt_lines_and_resolves_everything() -> None:
     params = resolve(
         {
             "prompt": "a cat\n\nin a hat",
+            "style_selections": [],  # styles are covered in test_styles_and_prompts.py
             "performance_selection": "Lightning",
             "image_number": 2,
             "image_seed": 9,

@@ -81,7 +81,7 @@ class GenerateRequest(Struct, kw_only=True, forbid_unknown_fields=True):
         UNSET
     )
     performance_selection: Annotated[Performance, _d("Default: Speed (30 steps).")] | UnsetType = UNSET
-    aspect_ratios_selection: Annotated[str, _d("'W*H', e.g. 1152*896 (default).", max_length=32)] | UnsetType = UNSET
+    aspect_ratios_selection: Annotated[str, _d("`W*H`, e.g. `1152*896` (default).", max_length=32)] | UnsetType = UNSET
     image_number: Annotated[int, _d("1..32, default 1.", ge=1, le=32)] | UnsetType = UNSET
     output_format: Annotated[OutputFormat, _d("png (default), jpeg or webp.")] | UnsetType = UNSET
     image_seed: Annotated[int, _d("-1 (default) = random; image i uses seed+i.")] | UnsetType = UNSET

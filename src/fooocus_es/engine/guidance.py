@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 Tensor = torch.Tensor
 Progress = float | Tensor
-AdmIds = tuple[float, float, float, float, float, float]  # SDXL add_time_ids row: orig h, w, crop top, left, target h, w
+AdmIds = tuple[
+    float, float, float, float, float, float
+]  # SDXL add_time_ids row: orig h, w, crop top, left, target h, w
 
 # Fooocus's published filter constants (modules/anisotropic.py: 13x13 window, both sigmas 3, L1 range).
 FILTER_KERNEL_SIZE: Final = 13

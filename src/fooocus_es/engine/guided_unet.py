@@ -125,7 +125,13 @@ class GuidedUNet(torch.nn.Module):
             time_ids = self._adm_time_ids(sample, added_cond_kwargs["time_ids"], progress, split)
             added_cond_kwargs = {**added_cond_kwargs, "time_ids": time_ids}
         out = self.unet(
-            sample, timestep, encoder_hidden_states, *args, added_cond_kwargs=added_cond_kwargs, return_dict=False, **kwargs
+            sample,
+            timestep,
+            encoder_hidden_states,
+            *args,
+            added_cond_kwargs=added_cond_kwargs,
+            return_dict=False,
+            **kwargs,
         )[0]
         if split and self.settings.reshapes_prediction:
             out = self._guided_prediction(sample, out, t, progress)

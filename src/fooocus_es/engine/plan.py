@@ -1,4 +1,6 @@
-"""Request -> resolved parameters -> GenerationPlan. Pure rules: no torch, no I/O.
+"""Request -> resolved parameters -> GenerationPlan. Pure rules: no torch.
+
+The only I/O is `build_plan` reading style and wildcard files (engine.styles, engine.wildcards).
 
 Resolution order, each layer only for fields the layer above did not set:
     sent by the client  >  per-request preset  >  the server's preset  >  FooocusAPI defaults
@@ -8,12 +10,15 @@ then the performance mode's forced overrides, as Fooocus applies them.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
-from fooocus_es.engine import aspect, performance
+from fooocus_es.engine import aspect, performance, prompts
 from fooocus_es.engine.plan_types import GenerationPlan
 from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
-from fooocus_es.engine.styles import style_names
+from fooocus_es.engine.styles import Style, load_styles, style_names
+from fooocus_es.engine.wildcards import WildcardDir
 
 MAX_SEED: Final = 2**63 - 1
 NO_PRESET: Final = "initial"
@@ -203,22 +208,62 @@ def image_seeds(params: dict[str, Any]) -> tuple[int, ...]:
     return tuple((seed + i) % (MAX_SEED + 1) for i in range(count))
 
 
-def build_plan(task_id: str, params: dict[str, Any]) -> GenerationPlan:
+def build_plan(
+    task_id: str,
+    params: dict[str, Any],
+    *,
+    data_dir: Path | None = None,
+    styles: Mapping[str, Style] | None = None,
+) -> GenerationPlan:
+    """The plan for finalized `params`; style and wildcard files come from `data_dir` (and the bundled ones).
+
+    `styles` lets a caller that keeps a `StyleBook` skip re-reading the style files.
+    """
     width, height = aspect.resolve_size(
         params["aspect_ratios_selection"], params["overwrite_width"], params["overwrite_height"]
     )
-    prompt_lines = [line.strip() for line in params["prompt"].splitlines() if line.strip()]
+    seeds = image_seeds(params)
+    texts = prompts.build_prompts(
+        _prompt_with_inpaint_line(params),
+        params["negative_prompt"],
+        params["style_selections"],
+        seeds,
+        styles=styles if styles is not None else load_styles(data_dir),
+        wildcards=WildcardDir(data_dir),
+        read_wildcards_in_order=bool(params["read_wildcards_in_order"]),
+    )
+    images = texts.images
     return GenerationPlan(
         task_id=task_id,
-        prompt=", ".join(prompt_lines),
-        negative_prompt=params["negative_prompt"].strip(),
+        prompt=images[0].prompt if images else "",
+        negative_prompt=images[0].negative_prompt if images else "",
         width=width,
         height=height,
         steps=performance.steps_for(params["performance_selection"], params["overwrite_step"]),
         guidance_scale=float(params["guidance_scale"]),
-        seeds=image_seeds(params),
+        seeds=seeds,
         base_model=params["base_model_name"],
         sampler_name=params["sampler_name"],
         scheduler_name=params["scheduler_name"],
         disable_preview=bool(params["disable_preview"]),
+        prompts=tuple(image.prompt for image in images),
+        negative_prompts=tuple(image.negative_prompt for image in images),
+        prompt_parts=tuple(image.positive_parts for image in images),
+        negative_prompt_parts=tuple(image.negative_parts for image in images),
+        resolved_prompts=tuple(image.user_prompt for image in images),
+        resolved_negative_prompts=tuple(image.user_negative_prompt for image in images),
+        styles=images[0].styles if images else (),
+        image_styles=tuple(image.styles for image in images),
+        notes=texts.notes,
     )
+
+
+def _prompt_with_inpaint_line(params: dict[str, Any]) -> str:
+    """Fooocus puts `inpaint_additional_prompt` in front of the prompt, as its own line, when inpainting."""
+    extra = params.get("inpaint_additional_prompt") or ""
+    inpainting = params.get("current_tab") == "inpaint" or (
+        params.get("current_tab") == "ip" and params.get("mixing_image_prompt_and_inpaint")
+    )
+    if not (extra and inpainting and params.get("inpaint_input_image")):
+        return params["prompt"]
+    return f"{extra}\n{params['prompt']}" if params["prompt"] else extra

@@ -23,3 +23,22 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     sampler_name: str = "dpmpp_2m_sde_gpu"
     scheduler_name: str = "karras"
     disable_preview: bool = False
+    # Per image, parallel to `seeds` (engine.prompts): `prompt`/`negative_prompt` above are image 1's.
+    prompts: tuple[str, ...] = ()  # styles applied, lines joined with ", ": what to encode
+    negative_prompts: tuple[str, ...] = ()
+    # The same texts as separate parts; Fooocus encodes each and concatenates the conditionings.
+    prompt_parts: tuple[tuple[str, ...], ...] = ()
+    negative_prompt_parts: tuple[tuple[str, ...], ...] = ()
+    # The user's text with wildcards and arrays resolved, before styles: metadata's "prompt".
+    resolved_prompts: tuple[str, ...] = ()
+    resolved_negative_prompts: tuple[str, ...] = ()
+    styles: tuple[str, ...] = ()  # styles applied to image 1 ("Random Style" resolved)
+    image_styles: tuple[tuple[str, ...], ...] = ()  # the same, per image
+    notes: tuple[str, ...] = ()  # things the plan could not honour, for the task record
+
+    def prompt_for(self, index: int) -> str:
+        """Image `index`'s positive text; plans built without per-image prompts use `prompt`."""
+        return self.prompts[index] if index < len(self.prompts) else self.prompt
+
+    def negative_prompt_for(self, index: int) -> str:
+        return self.negative_prompts[index] if index < len(self.negative_prompts) else self.negative_prompt
