@@ -48,7 +48,8 @@ def test_preset_values_follow_fooocus() -> None:
 
     sai = fields("sai")
     assert (sai["refiner_model_name"], sai["refiner_switch"]) == ("sd_xl_refiner_1.0_0.9vae.safetensors", 0.75)
-    assert sai["loras"][0] == {"enabled": True, "model_name": "sd_xl_offset_example-lora_1.0.safetensors", "weight": 0.5}
+    offset = "sd_xl_offset_example-lora_1.0.safetensors"
+    assert sai["loras"][0] == {"enabled": True, "model_name": offset, "weight": 0.5}
     assert fields("realistic")["style_selections"] == ["Fooocus V2", "Fooocus Photograph", "Fooocus Negative"]
     assert fields("realistic")["negative_prompt"]
     assert fields("lightning")["performance_selection"] == "Lightning"

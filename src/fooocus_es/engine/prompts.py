@@ -30,9 +30,7 @@ import msgspec
 from fooocus_es.engine.styles import FOOOCUS_V2, RANDOM_STYLE, Style
 from fooocus_es.engine.wildcards import WildcardOptions, apply_wildcards
 
-V2_SKIPPED_NOTE: Final = (
-    "Fooocus V2 prompt expansion skipped: no expansion model installed in models/prompt_expansion/"
-)
+V2_SKIPPED_NOTE: Final = "Fooocus V2 prompt expansion skipped: no expansion model installed in models/prompt_expansion/"
 ARRAY: Final = re.compile(r"\[\[(.*?)\]\]")
 
 

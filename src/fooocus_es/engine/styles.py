@@ -149,4 +149,3 @@ class StyleBook:
 
     def names(self) -> tuple[str, ...]:
         return legal_names(self.styles())
-
