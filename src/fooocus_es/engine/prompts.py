@@ -96,6 +96,32 @@ def apply_style(style: Style, prompt: str) -> tuple[list[str], list[str], bool]:
     )
 
 
+def _apply_styles(
+    selected: Sequence[str], styles: Mapping[str, Style], pool: Sequence[str], rng: random.Random, prompt: str
+) -> tuple[list[str], list[str], list[str]]:
+    """(positive lines, negative lines, style names applied) for one image."""
+    positive: list[str] = []
+    negative: list[str] = []
+    applied: list[str] = []
+    placeholder_used = False
+    for name in selected:
+        if name == RANDOM_STYLE:
+            if not pool:
+                continue
+            name = rng.choice(pool)
+        style = styles.get(name)
+        if style is None:
+            continue
+        style_positive, style_negative, has_placeholder = apply_style(style, prompt)
+        positive += style_positive
+        negative += style_negative
+        placeholder_used |= has_placeholder
+        applied.append(name)
+    if not placeholder_used:  # no template carried the prompt, so it leads on its own
+        positive.insert(0, prompt)
+    return positive, negative, applied
+
+
 def build_prompts(
     prompt: str,
     negative_prompt: str,
@@ -130,25 +156,7 @@ def build_prompts(
         task_extras = [expand(line) for line in extras]
         task_negative_extras = [expand(line) for line in negative_extras]
 
-        positive: list[str] = []
-        negative: list[str] = []
-        applied: list[str] = []
-        placeholder_used = False
-        for name in selected:
-            if name == RANDOM_STYLE:
-                if not style_pool:
-                    continue
-                name = rng.choice(style_pool)
-            style = styles.get(name)
-            if style is None:
-                continue
-            style_positive, style_negative, has_placeholder = apply_style(style, task_prompt)
-            positive += style_positive
-            negative += style_negative
-            placeholder_used |= has_placeholder
-            applied.append(name)
-        if not placeholder_used:
-            positive.insert(0, task_prompt)
+        positive, negative, applied = _apply_styles(selected, styles, style_pool, rng, task_prompt)
         negative.append(task_negative)
         positive_parts = tuple(part for part in (clean_line(p) for p in positive + task_extras) if part)
         negative_parts = tuple(part for part in (clean_line(n) for n in negative + task_negative_extras) if part)
