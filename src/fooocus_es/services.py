@@ -15,6 +15,7 @@ from anyio.abc import TaskGroup
 from fooocus_es.api.urls import UrlSigner
 from fooocus_es.engine import presets
 from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+from fooocus_es.engine.styles import StyleBook
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.log import EventLog
 from fooocus_es.events.store import EventStore
@@ -58,6 +59,7 @@ class Services:
         self.live = LiveTasks()
         self.waiters = Waiters()
         self.signer = UrlSigner(settings.public_base_url, settings.api_key)
+        self.style_book = StyleBook(settings.data_dir)
         self.preset = presets.load_preset(settings.preset, settings.data_dir)
         self.preset_defaults = presets.preset_request_defaults(self.preset)
         self.model_status = ModelStatus()
@@ -70,7 +72,9 @@ class Services:
         self._engine_class = Engine
         self._downloadable: set[str] | None = None
         warm = self.preset_defaults.get("base_model_name")
-        self.runner = Runner(self.store, self._make_engine, settings.data_dir, self.device, warm_model=warm)
+        self.runner = Runner(
+            self.store, self._make_engine, settings.data_dir, self.device, warm_model=warm, style_book=self.style_book
+        )
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
 

@@ -57,8 +57,8 @@ def test_migrations_are_idempotent_and_versioned(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     EventLog(path).close()
     log = EventLog(path)  # second start: nothing re-applied
-    assert log.reader().execute("PRAGMA user_version").fetchone()[0] == 1
-    assert migrate(log._writer, Path(__file__).resolve().parents[2] / "migrations") == 1
+    assert log.reader().execute("PRAGMA user_version").fetchone()[0] == 2
+    assert migrate(log._writer, Path(__file__).resolve().parents[2] / "migrations") == 2
 
 
 def test_a_failing_projection_rolls_the_event_back(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from litestar import Request, get
 from fooocus_es import __version__
 from fooocus_es.api import examples
 from fooocus_es.engine import presets
-from fooocus_es.engine.styles import style_names
 from fooocus_es.services import Services
 
 
@@ -30,8 +29,9 @@ async def all_models(request: Request) -> dict[str, list[str]]:
 
 
 @get("/v1/engines/styles", summary="Every style name", tags=["engines"], responses=examples.STYLES_RESPONSES)
-async def styles() -> list[str]:
-    return list(style_names())
+async def styles(request: Request) -> list[str]:
+    services: Services = request.app.state.services
+    return list(await anyio.to_thread.run_sync(services.style_book.names))
 
 
 @get(

@@ -77,7 +77,13 @@ async def generate(
     if mode == "binary":
         params["image_number"] = 1
     checkpoints = set(await anyio.to_thread.run_sync(services.model_store.list_checkpoints))
-    planning.validate_names(params, checkpoints=checkpoints, downloadable=services.downloadable_models(), sent=sent)
+    planning.validate_names(
+        params,
+        checkpoints=checkpoints,
+        downloadable=services.downloadable_models(),
+        sent=sent,
+        styles=await anyio.to_thread.run_sync(services.style_book.names),
+    )
     _check_capacity(services)
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     params = await anyio.to_thread.run_sync(store_request_images, params, services.settings.inputs_dir, limits)

@@ -197,6 +197,7 @@ class TaskRecord(Struct, kw_only=True):
     result: list[str]
     preview: str | None = None
     error: dict[str, str] | None = None
+    notes: list[str] = []
 
 
 class TasksResponse(Struct, kw_only=True):

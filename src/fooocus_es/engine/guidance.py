@@ -122,7 +122,8 @@ def anisotropic_filter(
 
     with reflect padding at the borders (replicate when the image is smaller than the radius).
     Across an edge of the guide the range term is small (a 2-std step in all 4 latent channels:
-    exp(-0.5 * 8^2 / 9) ~ 0.03), so edges survive while flat regions are averaged. The weights sum to 1: a constant image passes through unchanged.
+    exp(-0.5 * 8^2 / 9) ~ 0.03), so edges survive while flat regions are averaged. The weights
+    sum to 1: a constant image passes through unchanged.
 
     `rows_per_pass` window rows are evaluated per pass: all k at once suits a GPU (a dozen
     kernels over B*C*H*W*k*k elements), one row at a time suits a CPU's caches (several times

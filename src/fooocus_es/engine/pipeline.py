@@ -128,9 +128,9 @@ def _denoise(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     prepare_for_image(pipe.scheduler, seed)
     output = pipe(
-        prompt=plan.prompt,
+        prompt=plan.prompt_for(index),
         # Fooocus encodes an empty negative prompt like any other; None would zero it (diffusers' SDXL default).
-        negative_prompt=plan.negative_prompt,
+        negative_prompt=plan.negative_prompt_for(index),
         width=plan.width,
         height=plan.height,
         num_inference_steps=plan.steps,

@@ -10,7 +10,7 @@ then the performance mode's forced overrides, as Fooocus applies them.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -163,7 +163,12 @@ def current_tab(params: dict[str, Any]) -> str:
 
 
 def validate_names(
-    params: dict[str, Any], *, checkpoints: set[str], downloadable: set[str], sent: dict[str, Any] | None = None
+    params: dict[str, Any],
+    *,
+    checkpoints: set[str],
+    downloadable: set[str],
+    sent: dict[str, Any] | None = None,
+    styles: Iterable[str] | None = None,
 ) -> None:
     """Names the type system cannot check: styles, samplers, sizes, model files.
 
@@ -173,7 +178,7 @@ def validate_names(
     for field, legal in (("sampler_name", SAMPLER_NAMES), ("scheduler_name", SCHEDULER_NAMES)):
         if sent and field in sent and sent[field] not in legal:
             raise ParamError(field, f"unknown name {sent[field]!r}; valid: {', '.join(legal)}")
-    legal_styles = set(style_names())
+    legal_styles = set(styles if styles is not None else style_names())  # with the data dir's styles/
     for index, name in enumerate(params["style_selections"]):
         if name not in legal_styles:
             raise ParamError(

@@ -7,6 +7,8 @@ dir's `styles/*.json` load after them, so users can drop in Fooocus's original f
 
 from __future__ import annotations
 
+import threading
+
 from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
@@ -127,6 +129,7 @@ class StyleBook:
         self.errors: tuple[str, ...] = ()
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self._styles: dict[str, Style] = {}
+        self._lock = threading.Lock()  # the runner thread and request threads share one book
 
     def _current_signature(self) -> tuple[tuple[str, int, int], ...]:
         signature = []
@@ -139,6 +142,10 @@ class StyleBook:
         return tuple(signature)
 
     def styles(self) -> dict[str, Style]:
+        with self._lock:
+            return self._styles_locked()
+
+    def _styles_locked(self) -> dict[str, Style]:
         signature = self._current_signature()
         if signature != self._signature:
             errors: list[str] = []

@@ -11,18 +11,19 @@ from fooocus_es.engine.plan_types import GenerationPlan
 VERSION = f"fooocus-es v{__version__}"
 
 
-def fooocus_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int) -> dict[str, Any]:
+def fooocus_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int, index: int = 0) -> dict[str, Any]:
     loras = [
         f"{lora['model_name']} : {lora['weight']}"
         for lora in params.get("loras", [])
         if lora.get("enabled") and lora.get("model_name") not in (None, "", "None")
     ]
+    has = index < len(plan.prompts)  # per-image texts: wildcards, arrays and Random Style differ per image
     return {
-        "prompt": params["prompt"],
-        "negative_prompt": params["negative_prompt"],
-        "full_prompt": [plan.prompt],
-        "full_negative_prompt": [plan.negative_prompt],
-        "styles": params["style_selections"],
+        "prompt": plan.resolved_prompts[index] if has else params["prompt"],
+        "negative_prompt": plan.resolved_negative_prompts[index] if has else params["negative_prompt"],
+        "full_prompt": list(plan.prompt_parts[index]) if has else [plan.prompt],
+        "full_negative_prompt": list(plan.negative_prompt_parts[index]) if has else [plan.negative_prompt],
+        "styles": list(plan.image_styles[index]) if has else params["style_selections"],
         "performance": params["performance_selection"],
         "steps": plan.steps,
         "resolution": f"({plan.width}, {plan.height})",
@@ -41,7 +42,7 @@ def fooocus_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int) 
     }
 
 
-def a1111_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int) -> str:
+def a1111_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int, index: int = 0) -> str:
     fields = {
         "Steps": plan.steps,
         "Sampler": plan.sampler_name,
@@ -55,13 +56,14 @@ def a1111_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int) ->
         "Version": VERSION,
     }
     tail = ", ".join(f"{key}: {value}" for key, value in fields.items())
-    return f"{plan.prompt}\nNegative prompt: {plan.negative_prompt}\n{tail}"
+    return f"{plan.prompt_for(index)}\nNegative prompt: {plan.negative_prompt_for(index)}\n{tail}"
 
 
-def parameters_text(params: dict[str, Any], plan: GenerationPlan, seed: int) -> tuple[str, str] | None:
+def parameters_text(params: dict[str, Any], plan: GenerationPlan, seed: int, index: int = 0) -> tuple[str, str] | None:
     """(text, scheme) to embed, or None when the request turned metadata off."""
     if not params.get("save_metadata_to_images", True):
         return None
     if params.get("metadata_scheme") == "a1111":
-        return a1111_parameters(params, plan, seed), "a1111"
-    return json.dumps(fooocus_parameters(params, plan, seed), ensure_ascii=False), "fooocus"
+        return a1111_parameters(params, plan, seed, index), "a1111"
+    # ASCII-only JSON: Fooocus's EXIF reader (JPEG/WebP) only understands plain ASCII strings.
+    return json.dumps(fooocus_parameters(params, plan, seed, index), ensure_ascii=True), "fooocus"

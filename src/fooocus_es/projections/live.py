@@ -49,6 +49,7 @@ class LiveTask:
             "result": [],
             "preview": self.preview,
             "error": None,
+            "notes": [],
         }
 
 

@@ -26,7 +26,7 @@ from fooocus_es.events.types import (
 
 COLUMNS = (
     "id", "task_id", "req_params", "in_queue_mills", "start_mills", "finish_mills", "task_status",
-    "progress", "webhook_url", "result", "error",
+    "progress", "webhook_url", "result", "error", "notes",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM generate_record"
 
@@ -50,9 +50,9 @@ def apply(db: Database, seq: int, event: Event) -> None:
             conn.execute("UPDATE generate_record SET task_status = 'skip' WHERE task_id = ?", (event.task_id,))
         case TaskFinished():
             conn.execute(
-                "UPDATE generate_record SET finish_mills = ?, progress = 100, result = ?,"
+                "UPDATE generate_record SET finish_mills = ?, progress = 100, result = ?, notes = ?,"
                 " task_status = CASE task_status WHEN 'skip' THEN 'skip' ELSE 'finished' END WHERE task_id = ?",
-                (event.at_ms, json.dumps(event.result), event.task_id),
+                (event.at_ms, json.dumps(event.result), json.dumps(event.notes) if event.notes else None, event.task_id),
             )
         case TaskStopped():
             _end(db, event.task_id, event.at_ms, "stop", event.result, None)
@@ -91,6 +91,7 @@ def row_to_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     record["req_params"] = json.loads(record["req_params"])
     record["result"] = json.loads(record["result"] or "[]")
     record["error"] = json.loads(record["error"]) if record["error"] else None
+    record["notes"] = json.loads(record["notes"]) if record["notes"] else []
     return record
 
 

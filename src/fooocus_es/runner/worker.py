@@ -20,6 +20,7 @@ import structlog
 
 from fooocus_es.engine.plan import build_plan
 from fooocus_es.engine.plan_types import GenerationPlan
+from fooocus_es.engine.styles import StyleBook
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import (
     Event,
@@ -73,12 +74,14 @@ class Runner:
         data_dir: Path,
         device: str,
         warm_model: str | None = None,
+        style_book: StyleBook | None = None,
     ) -> None:
         self.store = store
         self.engine_factory = engine_factory
         self.data_dir = data_dir
         self.device = device
         self.warm_model = warm_model
+        self.style_book = style_book or StyleBook(data_dir)
         self._engine: EngineLike | None = None
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -175,7 +178,9 @@ class Runner:
         task_log.info("task.started")
         started = time.perf_counter()
         try:
-            plan = build_plan(job.task_id, job.params)
+            plan = build_plan(job.task_id, job.params, data_dir=self.data_dir, styles=self.style_book.styles())
+            if plan.notes:
+                task_log.warning("task.notes", notes=list(plan.notes))
             self._progress(job.task_id, 2, "Loading models ...")
             engine = self._get_engine()
             engine.prepare(plan)
@@ -199,7 +204,7 @@ class Runner:
         elif status == "stopped":
             self._emit(TaskStopped(task_id=job.task_id, at_ms=now_ms(), result=result))
         else:
-            self._emit(TaskFinished(task_id=job.task_id, at_ms=now_ms(), result=result))
+            self._emit(TaskFinished(task_id=job.task_id, at_ms=now_ms(), result=result, notes=list(plan.notes)))
         task_log.info("task.ended", status=status, images=len(result), seconds=elapsed)
 
     def _shutting_down(self) -> bool:
@@ -221,7 +226,7 @@ class Runner:
         result: list[str] = []
         for number, generated in enumerate(images, start=1):
             self._progress(job.task_id, 100, f"Saving image {number}/{len(images)} to system ...")
-            meta = parameters_text(job.params, plan, generated.seed)
+            meta = parameters_text(job.params, plan, generated.seed, generated.image_index)
             data = encode_image(
                 generated.image, fmt, parameters=meta[0] if meta else None, scheme=meta[1] if meta else "fooocus"
             )

@@ -1,0 +1,34 @@
+"""Styles end to end: a user's style file, the applied template in the image metadata, and notes."""
+
+from __future__ import annotations
+
+import json
+
+import requests
+from e2e_helpers import submit, wait_for
+
+from fooocus_es.media.outputs import read_parameters
+
+
+def test_user_style_applies_and_v2_is_noted(make_server, tmp_path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "styles").mkdir(parents=True)
+    style = [{"name": "my-test style", "prompt": "etching of {prompt}, fine lines", "negative_prompt": "colour"}]
+    (data_dir / "styles" / "mine.json").write_text(json.dumps(style))
+    server = make_server(data_dir=data_dir).start()
+    assert "My Test Style" in requests.get(server.url + "/v1/engines/styles", timeout=10).json()
+
+    task = submit(server.url, {"prompt": "a harbour", "negative_prompt": "blur", "image_number": 2,
+                               "style_selections": ["Fooocus V2", "My Test Style"]})  # fmt: skip
+    done = wait_for(server.url, task["task_id"])
+    assert done["task_status"] == "finished" and len(done["result"]) == 2
+    assert any("Fooocus V2" in note for note in done["notes"])
+    parameters, _ = read_parameters(requests.get(done["result"][0], timeout=10).content)
+    meta = json.loads(parameters)
+    assert "etching of a harbour, fine lines" in meta["full_prompt"]
+    assert "colour" in " ".join(meta["full_negative_prompt"]) and "blur" in " ".join(meta["full_negative_prompt"])
+    assert meta["styles"] == ["My Test Style"]  # the styles applied: V2 was skipped (see notes)
+
+    unknown = requests.post(server.url + "/v1/engine/generate/", json={"style_selections": ["Nope"], "async_process": True},
+                            timeout=10)  # fmt: skip
+    assert unknown.status_code == 400 and "style_selections[0]" in unknown.text
