@@ -32,3 +32,18 @@ def test_user_style_applies_and_v2_is_noted(make_server, tmp_path) -> None:
     unknown = requests.post(server.url + "/v1/engine/generate/", json={"style_selections": ["Nope"], "async_process": True},
                             timeout=10)  # fmt: skip
     assert unknown.status_code == 400 and "style_selections[0]" in unknown.text
+
+
+def test_sharpness_changes_pixels_and_lightning_forces_it_off(server) -> None:
+    from e2e_helpers import image_from
+
+    base = {"prompt": "knobs", "image_seed": 5, "performance_selection": "Speed", "overwrite_step": 4}
+
+    def pixels(**extra: object) -> bytes:
+        done = wait_for(server.url, submit(server.url, {**base, **extra})["task_id"])
+        return image_from(done["result"][0]).tobytes()
+
+    plain, sharp, sharp_again = pixels(sharpness=0), pixels(sharpness=20), pixels(sharpness=20)
+    assert plain != sharp and sharp == sharp_again
+    lightning = {**base, "performance_selection": "Lightning"}
+    assert pixels(**lightning, sharpness=0) == pixels(**lightning, sharpness=20)  # forced to 0

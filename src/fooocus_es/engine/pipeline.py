@@ -15,6 +15,7 @@ from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
+from fooocus_es.engine.guided_unet import GuidanceSettings, wrap_unet
 from fooocus_es.engine.models import ModelStore, ModelUnsupported
 from fooocus_es.engine.plan_types import GenerationPlan
 from fooocus_es.engine.preview import latent_preview_jpeg
@@ -63,13 +64,13 @@ class Engine:
         """Validate the plan and load its model, so failures surface before any progress is reported."""
         _validate(plan)
         pipe = self._pipeline(plan)
-        _scheduler(plan, pipe)
+        _with_scheduler(pipe, _scheduler(plan, pipe), _guidance(plan))
 
     def generate(self, plan: GenerationPlan, hooks: GenerationHooks) -> tuple[list[GeneratedImage], Status]:
         """Images for every seed that was neither skipped nor stopped, and whether the task was stopped."""
         _validate(plan)
         pipe = self._pipeline(plan)
-        task_pipe = _with_scheduler(pipe, _scheduler(plan, pipe))
+        task_pipe = _with_scheduler(pipe, _scheduler(plan, pipe), _guidance(plan))
         images: list[GeneratedImage] = []
         with torch.inference_mode():
             for index, seed in enumerate(plan.seeds):
@@ -106,13 +107,31 @@ def _scheduler(plan: GenerationPlan, pipe: StableDiffusionXLPipeline) -> Schedul
         raise GenerationFailed(f"sampler {plan.sampler_name!r} with scheduler {plan.scheduler_name!r}: {exc}") from exc
 
 
-def _with_scheduler(pipe: StableDiffusionXLPipeline, scheduler: SchedulerMixin) -> StableDiffusionXLPipeline:
-    """A pipeline sharing `pipe`'s models but with its own scheduler: the cached one stays untouched.
+def _guidance(plan: GenerationPlan) -> GuidanceSettings:
+    return GuidanceSettings(
+        guidance_scale=plan.guidance_scale,
+        adaptive_cfg=plan.adaptive_cfg,
+        sharpness=plan.sharpness,
+        adm_scaler_positive=plan.adm_scaler_positive,
+        adm_scaler_negative=plan.adm_scaler_negative,
+        adm_scaler_end=plan.adm_scaler_end,
+    )
 
-    Built directly rather than with `from_pipe`, which also re-casts every model and logs about it.
+
+def _with_scheduler(
+    pipe: StableDiffusionXLPipeline, scheduler: SchedulerMixin, guidance: GuidanceSettings
+) -> StableDiffusionXLPipeline:
+    """A pipeline sharing `pipe`'s models but with its own scheduler and guided UNet.
+
+    The cached pipeline stays untouched (the GuidedUNet holds per-task settings). Built directly
+    rather than with `from_pipe`, which also re-casts every model and logs about it.
     """
+    try:  # the bare UNet when every extra is off; ValueError for schedulers it cannot follow (EDM)
+        unet = wrap_unet(pipe.unet, guidance, scheduler, pipe.vae_scale_factor)
+    except ValueError as exc:
+        raise GenerationFailed(str(exc)) from exc
     task_pipe = StableDiffusionXLPipeline(
-        **{**pipe.components, "scheduler": scheduler},
+        **{**pipe.components, "scheduler": scheduler, "unet": unet},
         force_zeros_for_empty_prompt=pipe.config.force_zeros_for_empty_prompt,
         add_watermarker=False,
     )

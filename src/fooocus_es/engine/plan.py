@@ -260,6 +260,11 @@ def build_plan(
         styles=images[0].styles if images else (),
         image_styles=tuple(image.styles for image in images),
         notes=texts.notes,
+        sharpness=float(params["sharpness"]),
+        adaptive_cfg=float(params["adaptive_cfg"]),
+        adm_scaler_positive=float(params["adm_scaler_positive"]),
+        adm_scaler_negative=float(params["adm_scaler_negative"]),
+        adm_scaler_end=float(params["adm_scaler_end"]),
     )
 
 

@@ -35,6 +35,12 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     styles: tuple[str, ...] = ()  # styles applied to image 1 ("Random Style" resolved)
     image_styles: tuple[tuple[str, ...], ...] = ()  # the same, per image
     notes: tuple[str, ...] = ()  # things the plan could not honour, for the task record
+    # Fooocus's guidance extras (engine/guidance.py); the few-step modes force them off.
+    sharpness: float = 2.0
+    adaptive_cfg: float = 7.0
+    adm_scaler_positive: float = 1.5
+    adm_scaler_negative: float = 0.8
+    adm_scaler_end: float = 0.3
 
     def prompt_for(self, index: int) -> str:
         """Image `index`'s positive text; plans built without per-image prompts use `prompt`."""
