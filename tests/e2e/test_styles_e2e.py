@@ -18,8 +18,8 @@ def test_user_style_applies_and_v2_is_noted(make_server, tmp_path) -> None:
     server = make_server(data_dir=data_dir).start()
     assert "My Test Style" in requests.get(server.url + "/v1/engines/styles", timeout=10).json()
 
-    task = submit(server.url, {"prompt": "a harbour", "negative_prompt": "blur", "image_number": 2,
-                               "style_selections": ["Fooocus V2", "My Test Style"]})  # fmt: skip
+    body = {"prompt": "a harbour", "negative_prompt": "blur", "image_number": 2}
+    task = submit(server.url, {**body, "style_selections": ["Fooocus V2", "My Test Style"]})
     done = wait_for(server.url, task["task_id"])
     assert done["task_status"] == "finished" and len(done["result"]) == 2
     assert any("Fooocus V2" in note for note in done["notes"])
@@ -29,8 +29,8 @@ def test_user_style_applies_and_v2_is_noted(make_server, tmp_path) -> None:
     assert "colour" in " ".join(meta["full_negative_prompt"]) and "blur" in " ".join(meta["full_negative_prompt"])
     assert meta["styles"] == ["My Test Style"]  # the styles applied: V2 was skipped (see notes)
 
-    unknown = requests.post(server.url + "/v1/engine/generate/", json={"style_selections": ["Nope"], "async_process": True},
-                            timeout=10)  # fmt: skip
+    bad = {"style_selections": ["Nope"], "async_process": True}
+    unknown = requests.post(server.url + "/v1/engine/generate/", json=bad, timeout=10)
     assert unknown.status_code == 400 and "style_selections[0]" in unknown.text
 
 

@@ -28,7 +28,9 @@ def openapi_config() -> OpenAPIConfig:
         version=__version__,
         description="A FooocusAPI-compatible SDXL image server on diffusers, built on an event-sourced task log.",
         render_plugins=[
-            RedocRenderPlugin(js_url=f"{ASSETS}/redoc/redoc.standalone.js", google_fonts=False, path="/redoc", favicon=_FAVICON),
+            RedocRenderPlugin(
+                js_url=f"{ASSETS}/redoc/redoc.standalone.js", google_fonts=False, path="/redoc", favicon=_FAVICON
+            ),
             SwaggerRenderPlugin(
                 js_url=f"{ASSETS}/swagger/swagger-ui-bundle.js",
                 css_url=f"{ASSETS}/swagger/swagger-ui.css",

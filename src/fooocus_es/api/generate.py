@@ -6,30 +6,25 @@ that disconnects leaves its task running and recorded.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
 import msgspec
-import structlog
 from litestar import Request, Response, post
 from litestar.params import Body
 from litestar.response import Stream
 
 from fooocus_es.api import examples
-from fooocus_es.api.errors import TooManyRequests
-from fooocus_es.api.inputs import store_request_images
+from fooocus_es.api.admission import enqueue, validate_and_store
 from fooocus_es.api.structs import GenerateRequest, StreamMessage, sent_fields
 from fooocus_es.engine import plan as planning
 from fooocus_es.engine import presets
 from fooocus_es.engine.plan import ParamError
 from fooocus_es.events.bus import Subscription
-from fooocus_es.events.types import TaskProgress, TaskQueued, is_terminal
-from fooocus_es.media.limits import ImageLimits
+from fooocus_es.events.types import TaskProgress, is_terminal
 from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
-from fooocus_es.runner.worker import Job, now_ms
 from fooocus_es.services import Services
 
 BINARY_ACCEPT = ("image/png", "image/jpeg", "image/jpg", "image/webp")
@@ -76,34 +71,9 @@ async def generate(
     mode = _mode(request, params)
     if mode == "binary":
         params["image_number"] = 1
-    checkpoints = set(await anyio.to_thread.run_sync(services.model_store.list_checkpoints))
-    planning.validate_names(
-        params,
-        checkpoints=checkpoints,
-        downloadable=services.downloadable_models(),
-        sent=sent,
-        styles=await anyio.to_thread.run_sync(services.style_book.names),
-    )
-    _check_capacity(services)
-    limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
-    params = await anyio.to_thread.run_sync(store_request_images, params, services.settings.inputs_dir, limits)
-    _check_capacity(services)  # the images took time; the queue may have filled meanwhile
-
-    task_id = uuid.uuid4().hex
-    structlog.contextvars.bind_contextvars(task_id=task_id)
-    webhook_url = params.get("webhook_url") or services.settings.webhook_url
-    waiter = services.waiters.expect(task_id)
-    subscription = services.bus.subscribe(task_id, maxsize=64) if mode == "stream" else None
-    try:
-        await services.store.emit_async(
-            TaskQueued(task_id=task_id, at_ms=now_ms(), params=params, webhook_url=webhook_url)
-        )
-    except BaseException:
-        services.waiters.discard(task_id)
-        if subscription is not None:
-            services.bus.unsubscribe(subscription)
-        raise
-    services.runner.submit(Job(task_id, params))
+    params = await validate_and_store(services, params, sent)
+    queued = await enqueue(services, params, stream=mode == "stream")
+    task_id, waiter, subscription = queued.task_id, queued.ended, queued.subscription
 
     if mode == "stream":
         assert subscription is not None
@@ -122,14 +92,6 @@ async def generate(
     if mode == "json":
         return Response(record, headers={"X-Task-Id": task_id})
     return await _binary(services, request, task_id, params["output_format"])
-
-
-def _check_capacity(services: Services) -> None:
-    if services.live.depth >= services.settings.queue_size:
-        raise TooManyRequests(
-            detail=f"the queue is full ({services.settings.queue_size} tasks pending); retry later",
-            headers={"Retry-After": "10"},
-        )
 
 
 async def _binary(services: Services, request: Request, task_id: str, output_format: str) -> Response[Any]:

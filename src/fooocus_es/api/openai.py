@@ -34,7 +34,6 @@ import base64
 import io
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
@@ -53,19 +52,17 @@ from litestar.response import Stream
 from msgspec import Meta, Struct
 from PIL import Image
 
-from fooocus_es.api.errors import NotFound, TooManyRequests
+from fooocus_es.api.admission import Admitted, enqueue, validate_and_store
+from fooocus_es.api.errors import NotFound
 from fooocus_es.api.generate import resolve_request
-from fooocus_es.api.inputs import store_request_images
 from fooocus_es.api.structs import GenerateRequest, sent_fields
 from fooocus_es.engine import aspect, performance
 from fooocus_es.engine import plan as planning
 from fooocus_es.engine.plan import ParamError
-from fooocus_es.events.bus import Subscription
-from fooocus_es.events.types import TaskProgress, TaskQueued, is_terminal
+from fooocus_es.events.types import TaskProgress, is_terminal
 from fooocus_es.media.decode import ALLOWED_FORMATS, decode_image_bytes
 from fooocus_es.media.errors import InputImageError
 from fooocus_es.media.limits import ImageLimits
-from fooocus_es.runner.worker import Job, now_ms
 from fooocus_es.services import Services
 
 log = structlog.get_logger("fooocus_es.openai")
@@ -289,68 +286,21 @@ def _ask(request: ImageGenerationRequest, event_prefix: str) -> _Ask:
     )
 
 
-def _check_capacity(services: Services) -> None:
-    if services.live.depth >= services.settings.queue_size:
-        raise TooManyRequests(
-            detail=f"the queue is full ({services.settings.queue_size} tasks pending); retry later",
-            headers={"Retry-After": "10"},
-        )
-
-
 async def _checkpoints(services: Services) -> set[str]:
     return set(await anyio.to_thread.run_sync(services.model_store.list_checkpoints))
 
 
-@dataclass
-class _Queued:
-    task_id: str
-    params: dict[str, Any]
-    at_ms: int
-    ended: anyio.Event
-    subscription: Subscription | None
-
-
-async def _enqueue(
-    services: Services, sent: dict[str, Any], origin: dict[str, str], checkpoints: set[str], *, stream: bool
-) -> _Queued:
-    """The native path: resolve, validate names, store input images, TaskQueued, runner."""
+async def _enqueue(services: Services, sent: dict[str, Any], origin: dict[str, str], *, stream: bool) -> Admitted:
+    """The native path (api/admission.py), with errors renamed to the OpenAI field they came from."""
     try:
-        params = resolve_request(services, sent)
-        planning.validate_names(
-            params,
-            checkpoints=checkpoints,
-            downloadable=services.downloadable_models(),
-            sent=sent,
-            styles=await anyio.to_thread.run_sync(services.style_book.names),
-        )
-        _check_capacity(services)
-        limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
-        params = await anyio.to_thread.run_sync(store_request_images, params, services.settings.inputs_dir, limits)
+        params = await validate_and_store(services, resolve_request(services, sent), sent)
     except (ParamError, InputImageError) as exc:
         root = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
         param = origin.get(root)
         if param is None:
             raise
         raise OpenAIError(f"{param}: {exc.message}", param=param) from exc
-    _check_capacity(services)  # the images took time; the queue may have filled meanwhile
-
-    task_id = uuid.uuid4().hex
-    structlog.contextvars.bind_contextvars(task_id=task_id)
-    webhook_url = params.get("webhook_url") or services.settings.webhook_url
-    ended = services.waiters.expect(task_id)  # before the task can end
-    subscription = services.bus.subscribe(task_id, maxsize=64) if stream else None
-    at_ms = now_ms()
-    try:
-        await services.store.emit_async(
-            TaskQueued(task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url)
-        )
-    except BaseException:
-        services.waiters.discard(task_id)
-        if subscription is not None:
-            services.bus.unsubscribe(subscription)
-        raise
-    services.runner.submit(Job(task_id, params))
-    return _Queued(task_id, params, at_ms, ended, subscription)
+    return await enqueue(services, params, stream=stream)
 
 
 # -- answers -------------------------------------------------------------------------------------------
@@ -374,7 +324,7 @@ def _task_error(task_id: str, stored: dict[str, Any] | None) -> OpenAIError:
     return OpenAIError(f"task {task_id} ended as {status!r} without images", code=f"task_{status}", status=409)
 
 
-async def _answer(request: Request, services: Services, queued: _Queued, ask: _Ask) -> Response[Any]:
+async def _answer(request: Request, services: Services, queued: Admitted, ask: _Ask) -> Response[Any]:
     headers = {"X-Task-Id": queued.task_id}
     if ask.stream:
         assert queued.subscription is not None
@@ -414,7 +364,7 @@ def partial_steps(steps: int, partial_images: int) -> list[int]:
     return [max(1, round(steps * (index + 1) / (partial_images + 1))) for index in range(partial_images)]
 
 
-async def _stream(services: Services, queued: _Queued, ask: _Ask) -> AsyncIterator[bytes]:
+async def _stream(services: Services, queued: Admitted, ask: _Ask) -> AsyncIterator[bytes]:
     """OpenAI's image stream: partial images from the live previews, then one completed event per image.
 
     A client that goes away only ends this generator; the task runs on and is recorded.
@@ -555,7 +505,7 @@ async def generations(
     checkpoints = await _checkpoints(services)
     mapped, origin = map_request(data, checkpoints)
     sent.update(mapped)
-    queued = await _enqueue(services, sent, origin, checkpoints, stream=bool(data.stream))
+    queued = await _enqueue(services, sent, origin, stream=bool(data.stream))
     return await _answer(request, services, queued, _ask(data, "image_generation"))
 
 
@@ -656,7 +606,7 @@ async def edits(request: Request) -> Response[Any]:
             aspect.parse_aspect_ratio(sent["aspect_ratios_selection"])
         except aspect.AspectRatioError:
             del sent["aspect_ratios_selection"]  # outside 64..4096: the preset's size
-    queued = await _enqueue(services, sent, origin, checkpoints, stream=bool(data.stream))
+    queued = await _enqueue(services, sent, origin, stream=bool(data.stream))
     return await _answer(request, services, queued, _ask(data, "image_edit"))
 
 

@@ -8,7 +8,6 @@ dir's `styles/*.json` load after them, so users can drop in Fooocus's original f
 from __future__ import annotations
 
 import threading
-
 from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources

@@ -52,7 +52,12 @@ def apply(db: Database, seq: int, event: Event) -> None:
             conn.execute(
                 "UPDATE generate_record SET finish_mills = ?, progress = 100, result = ?, notes = ?,"
                 " task_status = CASE task_status WHEN 'skip' THEN 'skip' ELSE 'finished' END WHERE task_id = ?",
-                (event.at_ms, json.dumps(event.result), json.dumps(event.notes) if event.notes else None, event.task_id),
+                (
+                    event.at_ms,
+                    json.dumps(event.result),
+                    json.dumps(event.notes) if event.notes else None,
+                    event.task_id,
+                ),
             )
         case TaskStopped():
             _end(db, event.task_id, event.at_ms, "stop", event.result, None)
@@ -91,7 +96,7 @@ def row_to_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     record["req_params"] = json.loads(record["req_params"])
     record["result"] = json.loads(record["result"] or "[]")
     record["error"] = json.loads(record["error"]) if record["error"] else None
-    record["notes"] = json.loads(record["notes"]) if record["notes"] else []
+    record["notes"] = json.loads(record["notes"] or "null") or []
     return record
 
 

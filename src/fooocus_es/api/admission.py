@@ -1,0 +1,78 @@
+"""Admitting a task, shared by the native and the OpenAI-compatible endpoints.
+
+validate_and_store: names checked, queue capacity checked, input images stored under inputs/.
+enqueue: TaskQueued made durable (with the waiter and optional stream subscription registered
+first, so nothing of the task can be missed), then the runner is told.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from fooocus_es.api.errors import TooManyRequests
+from fooocus_es.api.inputs import store_request_images
+from fooocus_es.engine import plan as planning
+from fooocus_es.events.bus import Subscription
+from fooocus_es.events.types import TaskQueued
+from fooocus_es.media.limits import ImageLimits
+from fooocus_es.runner.worker import Job, now_ms
+from fooocus_es.services import Services
+
+
+@dataclass
+class Admitted:
+    task_id: str
+    params: dict[str, Any]
+    at_ms: int
+    ended: anyio.Event  # set by the task's terminal event
+    subscription: Subscription | None  # the task's live events, when a stream asked for them
+
+
+def check_capacity(services: Services) -> None:
+    if services.live.depth >= services.settings.queue_size:
+        raise TooManyRequests(
+            detail=f"the queue is full ({services.settings.queue_size} tasks pending); retry later",
+            headers={"Retry-After": "10"},
+        )
+
+
+async def validate_and_store(services: Services, params: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """The finalized params, with every image field replaced by its inputs/ path."""
+    planning.validate_names(
+        params,
+        checkpoints=set(await anyio.to_thread.run_sync(services.model_store.list_checkpoints)),
+        downloadable=services.downloadable_models(),
+        sent=sent,
+        styles=await anyio.to_thread.run_sync(services.style_book.names),
+    )
+    check_capacity(services)
+    limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
+    stored = await anyio.to_thread.run_sync(store_request_images, params, services.settings.inputs_dir, limits)
+    check_capacity(services)  # the images took time; the queue may have filled meanwhile
+    return stored
+
+
+async def enqueue(services: Services, params: dict[str, Any], *, stream: bool) -> Admitted:
+    task_id = uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(task_id=task_id)
+    webhook_url = params.get("webhook_url") or services.settings.webhook_url
+    ended = services.waiters.expect(task_id)
+    subscription = services.bus.subscribe(task_id, maxsize=64) if stream else None
+    at_ms = now_ms()
+    try:
+        await services.store.emit_async(
+            TaskQueued(task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url)
+        )
+    except BaseException:
+        services.waiters.discard(task_id)
+        if subscription is not None:
+            services.bus.unsubscribe(subscription)
+        raise
+    services.runner.submit(Job(task_id, params))
+    return Admitted(task_id, params, at_ms, ended, subscription)
