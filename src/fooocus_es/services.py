@@ -120,11 +120,16 @@ class Services:
     def download_missing(self, missing: list[tuple[str, str, str]]) -> None:
         """Worker thread: fetch the preset's files; failures leave the server up and named in /health."""
         for name, url, kind in missing:
+            logged = [-1]  # the last tenth written to the log
 
-            def progress(done: int, total: int | None, name: str = name) -> None:
+            def progress(done: int, total: int | None, name: str = name, logged: list[int] = logged) -> None:
                 text = f"{done / total:.0%}" if total else f"{done} bytes"
                 with self.model_status.lock:
                     self.model_status.downloading[name] = text
+                tenth = done * 10 // total if total else done // (256 * 1024 * 1024)  # 10% or 256 MiB steps
+                if tenth > logged[0]:
+                    logged[0] = tenth
+                    log.info("model.download_progress", file=name, done_bytes=done, total_bytes=total, progress=text)
 
             try:
                 log.info("model.download_started", file=name, url=url)
