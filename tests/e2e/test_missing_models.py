@@ -27,6 +27,7 @@ def test_missing_preset_model_is_named_in_health_and_in_the_failed_task(make_ser
         time.sleep(0.2)
     message = health["missing_models"]["absent.safetensors"]
     assert "absent.safetensors" in message and str(data_dir / "models" / "checkpoints") in message and closed in message
+    assert health["ready"] is False
 
     task = submit(server.url, {"prompt": "needs the model", "performance_selection": "Lightning"})
     failed = wait_for(server.url, task["task_id"])

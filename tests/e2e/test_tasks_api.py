@@ -149,5 +149,7 @@ def test_listings_and_health(server) -> None:
     assert "fooocus_es_demo.safetensors" in models["model_filenames"]
     assert "demo" in requests.get(server.url + "/v1/engines/presets", timeout=10).json()["presets"]
     health = requests.get(server.url + "/health", timeout=10).json()
-    assert health["status"] == "ok" and health["device"] == "cpu" and "queue_depth" in health
+    assert (
+        health["status"] == "ok" and health["ready"] is True and health["device"] == "cpu" and "queue_depth" in health
+    )
     assert requests.get(server.url + "/schema/openapi.json", timeout=10).json()["paths"]["/v1/engine/generate"]

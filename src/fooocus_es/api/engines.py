@@ -56,8 +56,11 @@ async def health(request: Request) -> dict[str, Any]:
     with services.model_status.lock:
         missing = dict(services.model_status.missing)
         downloading = dict(services.model_status.downloading)
+    preset_model = services.preset_defaults.get("base_model_name")
     return {
         "status": "ok",
+        # Ready to generate with the server's preset: its checkpoint is on disk (or made on first use).
+        "ready": preset_model not in missing and services.runner.alive,
         "version": __version__,
         "device": services.device,
         "preset": services.settings.preset,

@@ -191,6 +191,7 @@ HEALTH_RESPONSES = {
             Example(
                 value={
                     "status": "ok",
+                    "ready": True,
                     "version": "0.1.0",
                     "device": "cuda",
                     "preset": "default",

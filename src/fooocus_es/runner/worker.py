@@ -137,6 +137,10 @@ class Runner:
     def busy(self) -> bool:
         return self._current is not None
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     # -- the worker thread ----------------------------------------------------------------------
     def _next_job(self) -> Job | None:
         with self._cond:
