@@ -162,3 +162,8 @@ def test_concurrent_emitters_publish_in_seq_order(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert len(seen) == 600 and seen == sorted(seen)
+
+
+def test_a_missing_migrations_folder_is_an_error_not_an_empty_schema(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        EventLog(tmp_path / "db.sqlite3", migrations_dir=tmp_path / "nowhere")

@@ -20,7 +20,9 @@ Projector = Callable[[Database, int, Event], None]
 
 
 def default_migrations_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "migrations"
+    # fooocus_es/migrations is a symlink to the top-level migrations/ (the design card's place for
+    # them); building a wheel copies the files, so installed packages carry their schema too.
+    return Path(__file__).resolve().parents[1] / "migrations"
 
 
 def connect(path: Path, *, readonly: bool = False) -> Database:
@@ -37,7 +39,10 @@ def connect(path: Path, *, readonly: bool = False) -> Database:
 def migrate(db: Database, folder: Path) -> int:
     """Apply NNNN_*.sql files above PRAGMA user_version, each atomically with its version bump."""
     current = db.execute("PRAGMA user_version").fetchone()[0]
-    for path in sorted(folder.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+    files = sorted(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    if not files:  # a broken install must not start on an empty schema
+        raise FileNotFoundError(f"no migration files in {folder}")
+    for path in files:
         number = int(path.name[:4])
         if number <= current:
             continue
