@@ -30,8 +30,8 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
 COPY pyproject.toml README.md ./
 COPY migrations ./migrations
 COPY src ./src
-# Editable on purpose: the event log reads migrations/ from beside src/ (events/log.py).
-RUN pip install -c /tmp/constraints.txt -e . \
+# migrations/ is needed at build time: src/fooocus_es/migrations links to it and the wheel copies it.
+RUN pip install -c /tmp/constraints.txt . \
     && useradd --create-home --uid 1000 fooocus \
     && mkdir -p /data \
     && chown fooocus:fooocus /data
