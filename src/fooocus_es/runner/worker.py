@@ -18,6 +18,8 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from fooocus_es.engine.models import ModelMissing, ModelUnsupported
+from fooocus_es.engine.pipeline import GenerationFailed
 from fooocus_es.engine.plan import build_plan
 from fooocus_es.engine.plan_types import GenerationPlan
 from fooocus_es.engine.styles import StyleBook
@@ -36,6 +38,8 @@ from fooocus_es.media.metadata import parameters_text
 from fooocus_es.media.outputs import encode_image, save_output
 
 Control = Literal["stop", "skip"]
+# Failures a user can act on from the message alone (missing file, unsupported combination).
+EXPECTED_FAILURES: tuple[type[Exception], ...] = (ModelMissing, ModelUnsupported, GenerationFailed, ValueError)
 
 
 def now_ms() -> int:
@@ -194,7 +198,10 @@ class Runner:
             result = self._save(job, plan, images)
         except Exception as exc:  # a task's failure is a value: it never takes the runner down
             message = str(exc) or type(exc).__name__
-            task_log.exception("task.failed", error=message)
+            if isinstance(exc, EXPECTED_FAILURES):  # the message says it all; no traceback
+                task_log.warning("task.failed", error_type=type(exc).__name__, error=message)
+            else:
+                task_log.exception("task.failed", error=message)
             self._emit(TaskFailed(task_id=job.task_id, at_ms=now_ms(), error_type=type(exc).__name__, message=message))
             return
         elapsed = round(time.perf_counter() - started, 3)
