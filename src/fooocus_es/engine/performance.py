@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+
 PERFORMANCE_NAMES: Final = ("Quality", "Speed", "Extreme Speed", "Lightning", "Hyper-SD")
 
 # txt2img steps, and the step count Fooocus uses for upscale/vary.
@@ -28,6 +30,26 @@ FORCED_OVERRIDES: Final[dict[str, dict[str, Any]]] = {
 }
 
 
+# The distilled modes' LoRA, appended to the task's LoRAs as Fooocus does: (file, weight, download URL).
+PERFORMANCE_LORAS: Final[dict[str, tuple[str, float, str]]] = {
+    "Extreme Speed": (
+        "sdxl_lcm_lora.safetensors",
+        1.0,
+        "https://huggingface.co/lllyasviel/misc/resolve/main/sdxl_lcm_lora.safetensors",
+    ),
+    "Lightning": (
+        "sdxl_lightning_4step_lora.safetensors",
+        1.0,
+        "https://huggingface.co/mashb1t/misc/resolve/main/sdxl_lightning_4step_lora.safetensors",
+    ),
+    "Hyper-SD": (
+        "sdxl_hyper_sd_4step_lora.safetensors",
+        0.8,
+        "https://huggingface.co/mashb1t/misc/resolve/main/sdxl_hyper_sd_4step_lora.safetensors",
+    ),
+}
+
+
 def steps_for(performance: str, overwrite_step: int = -1, *, uov: bool = False) -> int:
     if overwrite_step > 0:
         return overwrite_step
@@ -36,3 +58,23 @@ def steps_for(performance: str, overwrite_step: int = -1, *, uov: bool = False) 
 
 def forced_overrides(performance: str) -> dict[str, Any]:
     return dict(FORCED_OVERRIDES.get(performance, {}))
+
+
+# The demo checkpoint's own tiny performance LoRAs (engine/demo_loras.py): a real file named like
+# Fooocus's would be loaded onto a model it was not made for.
+DEMO_PERFORMANCE_LORAS: Final[dict[str, str]] = {
+    "sdxl_lcm_lora.safetensors": "fooocus_es_demo_lcm_lora.safetensors",
+    "sdxl_lightning_4step_lora.safetensors": "fooocus_es_demo_lightning_lora.safetensors",
+    "sdxl_hyper_sd_4step_lora.safetensors": "fooocus_es_demo_hyper_sd_lora.safetensors",
+}
+
+
+def lora_file_for_model(lora: str, base_model: str) -> str:
+    """The performance LoRA file for `base_model`: the demo model gets its own."""
+    return DEMO_PERFORMANCE_LORAS.get(lora, lora) if base_model == DEMO_CHECKPOINT else lora
+
+
+def performance_lora(performance: str) -> tuple[str, float] | None:
+    """The (file, weight) a few-step mode adds to the task's LoRAs; None for Quality and Speed."""
+    entry = PERFORMANCE_LORAS.get(performance)
+    return (entry[0], entry[1]) if entry else None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fooocus_es.engine import aspect, performance, prompts
-from fooocus_es.engine.plan_types import GenerationPlan
+from fooocus_es.engine.plan_types import GenerationPlan, ImageTask
 from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
 from fooocus_es.engine.styles import Style, load_styles, style_names
 from fooocus_es.engine.wildcards import WildcardDir
@@ -113,6 +113,8 @@ REQUEST_DEFAULTS: Final[dict[str, Any]] = {
     "webhook_url": "",
 }
 MAX_LORAS: Final = 5
+NO_MODEL_NAMES: Final = frozenset({"None", "none", ""})
+DEFAULT_VAE_NAMES: Final = frozenset({"Default (model)", "None", ""})
 
 
 class ParamError(ValueError):
@@ -169,8 +171,15 @@ def validate_names(
     downloadable: set[str],
     sent: dict[str, Any] | None = None,
     styles: Iterable[str] | None = None,
+    loras: set[str] | None = None,
+    vaes: set[str] | None = None,
+    safety_checker: bool = True,
+    inpaint_files: set[str] | None = None,
 ) -> None:
     """Names the type system cannot check: styles, samplers, sizes, model files.
+
+    `loras` / `vaes` are the files on disk (None: not checked); `downloadable` holds names of any
+    kind the server knows a download URL for.
 
     `params` are the finalized ones; `sent` names are checked too, since a performance mode's
     forced sampler would otherwise hide a misspelt one the client sent.
@@ -204,6 +213,37 @@ def validate_names(
     if model not in checkpoints and model not in downloadable:
         listed = ", ".join(sorted(checkpoints)) or "none installed"
         raise ParamError("base_model_name", f"unknown model {model!r}; available: {listed}")
+    refiner = params["refiner_model_name"]
+    if refiner not in NO_MODEL_NAMES and refiner not in checkpoints and refiner not in downloadable:
+        listed = ", ".join(sorted(checkpoints)) or "none installed"
+        raise ParamError("refiner_model_name", f"unknown model {refiner!r}; available: None, {listed}")
+    if loras is not None:
+        for index, lora in enumerate(params["loras"]):
+            name = lora["model_name"]
+            if lora.get("enabled", True) and name not in NO_MODEL_NAMES and name not in loras | downloadable:
+                listed = ", ".join(sorted(loras)) or "none installed"
+                raise ParamError(f"loras[{index}].model_name", f"unknown LoRA {name!r}; available: {listed}")
+    vae = params["vae_name"]
+    if vaes is not None and vae not in DEFAULT_VAE_NAMES and vae not in vaes | downloadable:
+        listed = ", ".join(sorted(vaes)) or "none installed"
+        raise ParamError("vae_name", f"unknown VAE {vae!r}; available: Default (model), {listed}")
+    task = image_task(params)
+    if task is not None and task.kind == "inpaint" and inpaint_files is not None:
+        needed = INPAINT_ENGINE_FILES.get(task.inpaint_engine, ())
+        missing = [name for name in needed if name not in inpaint_files]
+        if missing:
+            raise ParamError(
+                "inpaint_engine",
+                f"inpaint engine {task.inpaint_engine} needs Fooocus's patch files in models/inpaint/, missing: "
+                f"{', '.join(missing)} (from https://huggingface.co/lllyasviel/fooocus_inpaint); "
+                "or send inpaint_engine \"None\" to inpaint with the base model alone",
+            )
+    if params["black_out_nsfw"] and not safety_checker:
+        raise ParamError(
+            "black_out_nsfw",
+            "no safety checker is installed (models/safety_checker/ with config.json, model.safetensors and "
+            "preprocessor_config.json), so NSFW images cannot be blacked out; install one or send false",
+        )
 
 
 def image_seeds(params: dict[str, Any]) -> tuple[int, ...]:
@@ -228,6 +268,10 @@ def build_plan(
         params["aspect_ratios_selection"], params["overwrite_width"], params["overwrite_height"]
     )
     seeds = image_seeds(params)
+    task = image_task(params)
+    uov = task is not None and task.kind in ("vary", "upscale")
+    steps = performance.steps_for(params["performance_selection"], params["overwrite_step"], uov=uov)
+    refiner = refiner_model(params)
     texts = prompts.build_prompts(
         _prompt_with_inpaint_line(params),
         params["negative_prompt"],
@@ -244,7 +288,7 @@ def build_plan(
         negative_prompt=images[0].negative_prompt if images else "",
         width=width,
         height=height,
-        steps=performance.steps_for(params["performance_selection"], params["overwrite_step"]),
+        steps=steps,
         guidance_scale=float(params["guidance_scale"]),
         seeds=seeds,
         base_model=params["base_model_name"],
@@ -265,7 +309,112 @@ def build_plan(
         adm_scaler_positive=float(params["adm_scaler_positive"]),
         adm_scaler_negative=float(params["adm_scaler_negative"]),
         adm_scaler_end=float(params["adm_scaler_end"]),
+        loras=task_loras(params),
+        refiner_model=refiner,
+        refiner_switch_step=refiner_switch_step(params, steps) if refiner else steps,
+        refiner_swap_method=params["refiner_swap_method"],
+        vae_name=None if params["vae_name"] in DEFAULT_VAE_NAMES else params["vae_name"],
+        clip_skip=int(params["clip_skip"]),
+        freeu=_freeu(params),
+        black_out_nsfw=bool(params["black_out_nsfw"]),
+        image_task=task,
     )
+
+
+VARY_STRENGTH: Final = {"Vary (Subtle)": 0.5, "Vary (Strong)": 0.85}
+UPSCALE_STRENGTH: Final = 0.382
+# Fooocus's inpaint engines: the head plus one patch file each, in models/inpaint/.
+INPAINT_ENGINE_FILES: Final[dict[str, tuple[str, ...]]] = {
+    "v1": ("fooocus_inpaint_head.pth", "inpaint.fooocus.patch"),
+    "v2.5": ("fooocus_inpaint_head.pth", "inpaint_v25.fooocus.patch"),
+    "v2.6": ("fooocus_inpaint_head.pth", "inpaint_v26.fooocus.patch"),
+}
+UPSCALE_FACTORS: Final = {"Upscale (1.5x)": 1.5, "Upscale (2x)": 2.0, "Upscale (Fast 2x)": 2.0}
+
+
+def image_task(params: dict[str, Any]) -> ImageTask | None:
+    """The image-to-image work of finalized params, chosen by current_tab and the mixing flags (§1.5)."""
+    tab = params["current_tab"]
+    uov_tab = tab == "uov" or (tab == "ip" and params["mixing_image_prompt_and_vary_upscale"])
+    inpaint_tab = tab == "inpaint" or (tab == "ip" and params["mixing_image_prompt_and_inpaint"])
+    method = params["uov_method"]
+    if uov_tab and params["uov_input_image"] and method != "Disabled":
+        return _uov_task(params, method)
+    if inpaint_tab and params["inpaint_input_image"]:
+        return _inpaint_task(params)
+    return None
+
+
+def _uov_task(params: dict[str, Any], method: str) -> ImageTask:
+    if method in VARY_STRENGTH:
+        overwrite = float(params["overwrite_vary_strength"])
+        denoise = overwrite if overwrite > 0 else VARY_STRENGTH[method]
+        return ImageTask(kind="vary", image=params["uov_input_image"], denoise=denoise)
+    overwrite = float(params["overwrite_upscale_strength"])
+    # FooocusAPI sends Custom as "Upscale (Nx)" with N clamped to 1..5.
+    factor = UPSCALE_FACTORS.get(method, min(5.0, max(1.0, float(params["upscale_multiple"]))))
+    return ImageTask(
+        kind="upscale",
+        image=params["uov_input_image"],
+        denoise=overwrite if overwrite > 0 else UPSCALE_STRENGTH,
+        upscale_factor=factor,
+        fast_upscale=method == "Upscale (Fast 2x)",
+    )
+
+
+def _inpaint_task(params: dict[str, Any]) -> ImageTask:
+    outpaint = tuple(params["outpaint_selections"] or ())
+    # Outpainting forces the whole area at full strength (Fooocus's apply_outpaint).
+    forced = bool(outpaint)
+    distance = tuple(int(v) for v in (params["outpaint_distance"] or (0, 0, 0, 0)))
+    return ImageTask(
+        kind="inpaint",
+        image=params["inpaint_input_image"],
+        mask=params["inpaint_mask_image_upload"] or None,
+        denoise=1.0 if forced else float(params["inpaint_strength"]),
+        respective_field=1.0 if forced else float(params["inpaint_respective_field"]),
+        invert_mask=bool(params["invert_mask_checkbox"]),
+        erode_or_dilate=int(params["inpaint_erode_or_dilate"]),
+        outpaint=outpaint,
+        outpaint_distance=(distance + (0, 0, 0, 0))[:4],  # type: ignore[arg-type]
+        disable_initial_latent=bool(params["inpaint_disable_initial_latent"]),
+        inpaint_engine=str(params["inpaint_engine"]),
+        debug_mask=bool(params["debugging_inpaint_preprocessor"]),
+    )
+
+
+def task_loras(params: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    """Enabled, named, non-zero LoRA slots, then the performance mode's LoRA (Fooocus appends it)."""
+    loras = [
+        (str(lora["model_name"]), float(lora["weight"]))
+        for lora in params["loras"]
+        if lora.get("enabled", True) and lora["model_name"] not in NO_MODEL_NAMES and float(lora["weight"]) != 0.0
+    ]
+    extra = performance.performance_lora(params["performance_selection"])
+    if extra is not None:
+        loras.append((performance.lora_file_for_model(extra[0], params["base_model_name"]), extra[1]))
+    return tuple(loras)
+
+
+def refiner_model(params: dict[str, Any]) -> str | None:
+    """The refiner checkpoint, or None; the base model named again as its refiner would change nothing."""
+    name = params["refiner_model_name"]
+    if name in NO_MODEL_NAMES or name == params["base_model_name"]:
+        return None
+    return str(name)
+
+
+def refiner_switch_step(params: dict[str, Any], steps: int) -> int:
+    """Fooocus: round(steps * refiner_switch), or overwrite_switch when positive; within 1..steps."""
+    overwrite = params["overwrite_switch"]
+    switch = int(overwrite) if overwrite > 0 else int(round(steps * float(params["refiner_switch"])))
+    return max(1, min(steps, switch))
+
+
+def _freeu(params: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    if not params["freeu_enabled"]:
+        return None
+    return tuple(float(params[key]) for key in ("freeu_b1", "freeu_b2", "freeu_s1", "freeu_s2"))  # type: ignore[return-value]
 
 
 def _prompt_with_inpaint_line(params: dict[str, Any]) -> str:

@@ -5,6 +5,25 @@ from __future__ import annotations
 import msgspec
 
 
+class ImageTask(msgspec.Struct, frozen=True, kw_only=True):
+    """Image-to-image work on an input image: Fooocus's upscale/vary and inpaint/outpaint tabs."""
+
+    kind: str  # "vary", "upscale" or "inpaint"
+    image: str  # stored input, relative to the data dir (inputs/<sha256>.png)
+    denoise: float = 1.0  # vary / upscale / inpaint strength
+    upscale_factor: float = 1.0
+    fast_upscale: bool = False  # Upscale (Fast 2x): the super-resolution output, no diffusion
+    mask: str | None = None  # stored mask image; None with outpaint = only the new area
+    invert_mask: bool = False
+    erode_or_dilate: int = 0
+    respective_field: float = 1.0
+    outpaint: tuple[str, ...] = ()
+    outpaint_distance: tuple[int, int, int, int] = (0, 0, 0, 0)  # left, top, right, bottom; 0 = 30%
+    disable_initial_latent: bool = False
+    inpaint_engine: str = "None"
+    debug_mask: bool = False  # debugging_inpaint_preprocessor: return the processed mask instead
+
+
 class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the pipeline needs to produce a task's images, already resolved.
 
@@ -41,6 +60,16 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     adm_scaler_positive: float = 1.5
     adm_scaler_negative: float = 0.8
     adm_scaler_end: float = 0.3
+    # (file under models/loras, weight), the performance mode's LoRA last; disabled and weight-0 slots dropped.
+    loras: tuple[tuple[str, float], ...] = ()
+    refiner_model: str | None = None  # checkpoint the sampling switches to at `refiner_switch_step`
+    refiner_switch_step: int = 0  # steps run on the base model before the switch
+    refiner_swap_method: str = "joint"
+    vae_name: str | None = None  # file under models/vae; None = the checkpoint's own VAE
+    clip_skip: int = 2  # Fooocus's: CLIP hidden layer -clip_skip (2 = penultimate, SDXL's default)
+    freeu: tuple[float, float, float, float] | None = None  # (b1, b2, s1, s2) when enabled
+    black_out_nsfw: bool = False
+    image_task: ImageTask | None = None  # None: text to image at width x height
 
     def prompt_for(self, index: int) -> str:
         """Image `index`'s positive text; plans built without per-image prompts use `prompt`."""

@@ -61,6 +61,10 @@ class Job:
     params: dict[str, Any]
 
 
+# Downloads the plan's missing model files it knows URLs for; reports progress as text lines.
+ModelFetcher = Callable[[GenerationPlan, Callable[[str], None]], None]
+
+
 @dataclass
 class _Current:
     task_id: str
@@ -79,6 +83,7 @@ class Runner:
         device: str,
         warm_model: str | None = None,
         style_book: StyleBook | None = None,
+        fetch_models: ModelFetcher | None = None,
     ) -> None:
         self.store = store
         self.engine_factory = engine_factory
@@ -86,6 +91,7 @@ class Runner:
         self.device = device
         self.warm_model = warm_model
         self.style_book = style_book or StyleBook(data_dir)
+        self.fetch_models = fetch_models
         self._engine: EngineLike | None = None
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -189,6 +195,8 @@ class Runner:
             plan = build_plan(job.task_id, job.params, data_dir=self.data_dir, styles=self.style_book.styles())
             if plan.notes:
                 task_log.warning("task.notes", notes=list(plan.notes))
+            if self.fetch_models is not None:  # files a preset or performance mode knows a URL for
+                self.fetch_models(plan, lambda message: self._progress(job.task_id, 1, message))
             self._progress(job.task_id, 2, "Loading models ...")
             engine = self._get_engine()
             engine.prepare(plan)
