@@ -31,7 +31,9 @@ COPY pyproject.toml README.md ./
 COPY migrations ./migrations
 COPY src ./src
 # migrations/ is needed at build time: src/fooocus_es/migrations links to it and the wheel copies it.
+# spandrel without its torchvision requirement (see NO_DEPS in noxfile.py).
 RUN pip install -c /tmp/constraints.txt . \
+    && pip install --no-deps "spandrel==0.4.1" \
     && useradd --create-home --uid 1000 fooocus \
     && mkdir -p /data \
     && chown fooocus:fooocus /data
