@@ -32,6 +32,8 @@ ROUTES = [
     files.outputs,
     files.inputs,
     engines.all_models,
+    engines.memory,
+    engines.clean_vram,
     engines.styles,
     engines.preset_list,
     engines.health,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,11 @@ from anyio.abc import TaskGroup
 from fooocus_es.api.urls import UrlSigner
 from fooocus_es.engine import presets
 from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+from fooocus_es.engine.performance import DEMO_PERFORMANCE_LORAS, PERFORMANCE_LORAS
+from fooocus_es.engine.plan_types import GenerationPlan
+from fooocus_es.engine.safety import safety_checker_installed
 from fooocus_es.engine.styles import StyleBook
+from fooocus_es.engine.upscalers import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.log import EventLog
 from fooocus_es.events.store import EventStore
@@ -68,12 +73,21 @@ class Services:
         from fooocus_es.engine.models import ModelStore
         from fooocus_es.engine.pipeline import Engine
 
-        self.model_store = ModelStore(settings.models_dir, device=self.device)
+        cache_mb = settings.model_cache_mb
+        self.model_store = ModelStore(
+            settings.models_dir, device=self.device, cache_bytes=cache_mb * 1024 * 1024 if cache_mb else None
+        )
         self._engine_class = Engine
-        self._downloadable: set[str] | None = None
+        self._downloads: dict[str, tuple[str, str]] | None = None
         warm = self.preset_defaults.get("base_model_name")
         self.runner = Runner(
-            self.store, self._make_engine, settings.data_dir, self.device, warm_model=warm, style_book=self.style_book
+            self.store,
+            self._make_engine,
+            settings.data_dir,
+            self.device,
+            warm_model=warm,
+            style_book=self.style_book,
+            fetch_models=self.fetch_plan_models,
         )
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
@@ -88,23 +102,81 @@ class Services:
             import torch
 
             torch.set_num_threads(self.settings.torch_threads)
-        return self._engine_class(self.model_store)
+        return self._engine_class(self.model_store, self.settings.data_dir)
 
     def downloadable_models(self) -> set[str]:
-        """Checkpoint names a task may name although they are not on disk yet (read once at start)."""
-        if self._downloadable is None:
-            self._downloadable = self._scan_downloadable()
-        return self._downloadable
+        """Model names of any kind a task may name although they are not on disk yet."""
+        return set(self.download_urls()) | {DEMO_CHECKPOINT, *DEMO_PERFORMANCE_LORAS.values()}
 
-    def _scan_downloadable(self) -> set[str]:
-        names = {DEMO_CHECKPOINT}
+    def download_urls(self) -> dict[str, tuple[str, str]]:
+        """file name -> (URL, models sub-folder), from every preset and the performance modes (read once)."""
+        if self._downloads is None:
+            self._downloads = self._scan_downloads()
+        return self._downloads
+
+    def _scan_downloads(self) -> dict[str, tuple[str, str]]:
+        urls = {name: (url, "loras") for name, _weight, url in PERFORMANCE_LORAS.values()}
+        urls[DEFAULT_UPSCALER] = (DEFAULT_UPSCALER_URL, UPSCALE_DIR)
         for data_dir_preset in presets.list_presets(self.settings.data_dir):
             try:
                 loaded = presets.load_preset(data_dir_preset, self.settings.data_dir)
             except (presets.PresetError, ValueError):
                 continue
-            names.update(name for name, _url, kind in presets.preset_downloads(loaded) if kind == "checkpoints")
-        return names
+            urls.update((name, (url, kind)) for name, url, kind in presets.preset_downloads(loaded))
+        return urls
+
+    def plan_files(self, plan: GenerationPlan) -> list[tuple[str, str]]:
+        """(name, models sub-folder) of every file `plan` needs, demo files excepted (they are generated)."""
+        files = [(plan.base_model, "checkpoints")]
+        files += [(plan.refiner_model, "checkpoints")] if plan.refiner_model else []
+        files += [(name, "loras") for name, _weight in plan.loras]
+        files += [(plan.vae_name, "vae")] if plan.vae_name else []
+        if plan.image_task is not None and plan.image_task.kind == "upscale" and plan.base_model != DEMO_CHECKPOINT:
+            files.append((DEFAULT_UPSCALER, UPSCALE_DIR))
+        generated = {DEMO_CHECKPOINT, *DEMO_PERFORMANCE_LORAS.values()}
+        return [(name, kind) for name, kind in files if name not in generated]
+
+    def fetch_plan_models(self, plan: GenerationPlan, report: Callable[[str], None]) -> None:
+        """Runner thread: download the plan's missing files that have a known URL, reporting progress.
+
+        Files with no known URL are left to the engine, whose error names the file and its folder.
+        """
+        urls = self.download_urls()
+        for name, kind in self.plan_files(plan):
+            if (self.settings.models_dir / kind / name).exists() or name not in urls:
+                continue
+            url = urls[name][0]
+            shown = [-1]  # the last percentage reported
+
+            def progress(done: int, total: int | None, name: str = name, shown: list[int] = shown) -> None:
+                percent = done * 100 // total if total else -1
+                if percent >= shown[0] + 5 or (percent == -1 and done // (64 << 20) > shown[0]):
+                    shown[0] = percent if total else done // (64 << 20)
+                    amount = f"{percent}%" if total else f"{done >> 20} MiB"
+                    report(f"Downloading {name}: {amount}")
+                with self.model_status.lock:
+                    self.model_status.downloading[name] = f"{percent}%" if total else f"{done} bytes"
+
+            log.info("model.download_started", file=name, url=url)
+            try:
+                self.model_store.download(name, url, kind, progress)  # type: ignore[arg-type]
+            finally:
+                with self.model_status.lock:
+                    self.model_status.downloading.pop(name, None)
+            log.info("model.downloaded", file=name)
+
+    def admission_names(self) -> dict[str, Any]:
+        """What validate_names checks requests against, read from disk (blocking: call in a thread)."""
+        store = self.model_store
+        inpaint_dir = self.settings.models_dir / "inpaint"
+        return {
+            "checkpoints": set(store.list_checkpoints()),
+            "loras": set(store.list_loras()),
+            "vaes": set(store.list_vaes()),
+            "safety_checker": safety_checker_installed(self.settings.models_dir),
+            "inpaint_files": {p.name for p in inpaint_dir.iterdir()} if inpaint_dir.is_dir() else set(),
+            "styles": self.style_book.names(),
+        }
 
     def check_preset_models(self) -> list[tuple[str, str, str]]:
         """The server preset's files that are missing: (name, url, models sub-folder)."""

@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_retries: int = 3
     webhook_timeout_s: float = 5.0
     torch_threads: int = 0  # 0: leave torch's default
+    model_cache_mb: int | None = None  # loaded models kept within this many MiB; None/0: one checkpoint at a time
 
     # Derived locations: the design card puts outputs/ and inputs/ beside each other.
     @property

@@ -70,7 +70,7 @@ def test_the_pipeline_is_cached_and_freed(store: ModelStore) -> None:
 
 def test_listing(tmp_path: Path, demo_models: Path) -> None:
     store = ModelStore(tmp_path / "models")
-    assert {p.name for p in (tmp_path / "models").iterdir()} == {"checkpoints", "loras", "vae"}
+    assert {p.name for p in (tmp_path / "models").iterdir()} == {"checkpoints", "loras", "vae", "safety_checker"}
     (store.folder("checkpoints") / "b.safetensors").write_bytes(b"")
     (store.folder("checkpoints") / "c.safetensors.part").write_bytes(b"")  # an interrupted download
     (store.folder("checkpoints") / ".a.safetensors.tmp").write_bytes(b"")  # an atomic write in progress

@@ -18,6 +18,7 @@ import structlog
 from fooocus_es.api.errors import TooManyRequests
 from fooocus_es.api.inputs import store_request_images
 from fooocus_es.engine import plan as planning
+from fooocus_es.engine.image_inputs import check_inpaint_mask
 from fooocus_es.events.bus import Subscription
 from fooocus_es.events.types import TaskQueued
 from fooocus_es.media.limits import ImageLimits
@@ -44,16 +45,12 @@ def check_capacity(services: Services) -> None:
 
 async def validate_and_store(services: Services, params: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
     """The finalized params, with every image field replaced by its inputs/ path."""
-    planning.validate_names(
-        params,
-        checkpoints=set(await anyio.to_thread.run_sync(services.model_store.list_checkpoints)),
-        downloadable=services.downloadable_models(),
-        sent=sent,
-        styles=await anyio.to_thread.run_sync(services.style_book.names),
-    )
+    names = await anyio.to_thread.run_sync(services.admission_names)
+    planning.validate_names(params, downloadable=services.downloadable_models(), sent=sent, **names)
     check_capacity(services)
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     stored = await anyio.to_thread.run_sync(store_request_images, params, services.settings.inputs_dir, limits)
+    await anyio.to_thread.run_sync(check_inpaint_mask, stored, services.settings.data_dir)
     check_capacity(services)  # the images took time; the queue may have filled meanwhile
     return stored
 

@@ -1,11 +1,13 @@
-"""Models, styles, presets and health."""
+"""Models (files and memory), styles, presets and health."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import anyio.to_thread
-from litestar import Request, get
+from litestar import HttpMethod, Request, get, route
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 
 from fooocus_es import __version__
 from fooocus_es.api import examples
@@ -26,6 +28,72 @@ async def all_models(request: Request) -> dict[str, list[str]]:
         }
 
     return await anyio.to_thread.run_sync(scan)
+
+
+_MEMORY_EXAMPLE: dict[str, Any] = {
+    "device": "cuda",
+    "budget_bytes": 12884901888,
+    "cached_bytes": 6938040682,
+    "models": [{"kind": "checkpoints", "name": "juggernautXL_v8Rundiffusion.safetensors", "bytes": 6938040682}],
+    "process_rss_bytes": 3221225472,
+    "process_peak_rss_bytes": 9663676416,
+    "cuda": {"allocated_bytes": 7046430720, "reserved_bytes": 7369392128, "free_bytes": 16441131008,
+             "total_bytes": 25386352640},
+}  # fmt: skip
+_FREED = [{"kind": "checkpoints", "name": "juggernautXL_v8Rundiffusion.safetensors", "bytes": 6938040682}]
+MEMORY_RESPONSES = {
+    200: ResponseSpec(data_container=dict[str, Any], generate_examples=False, examples=[Example(value=_MEMORY_EXAMPLE)])
+}
+CLEAN_VRAM_RESPONSES = {
+    200: ResponseSpec(
+        data_container=dict[str, Any],
+        generate_examples=False,
+        examples=[
+            Example(
+                value={
+                    "message": "ok",
+                    "freed": _FREED,
+                    "memory": {
+                        **_MEMORY_EXAMPLE,
+                        "cached_bytes": 0,
+                        "models": [],
+                        "cuda": {**_MEMORY_EXAMPLE["cuda"], "allocated_bytes": 0, "reserved_bytes": 0},
+                    },
+                }
+            )
+        ],
+    )
+}
+
+
+@get(
+    "/v1/engines/memory",
+    summary="Loaded models, the model cache budget, process and CUDA memory",
+    tags=["engines"],
+    responses=MEMORY_RESPONSES,
+)
+async def memory(request: Request) -> dict[str, Any]:
+    services: Services = request.app.state.services
+    return await anyio.to_thread.run_sync(services.model_store.memory_report)
+
+
+@route(
+    "/v1/engines/clean_vram",
+    http_method=[HttpMethod.GET, HttpMethod.POST],
+    status_code=200,
+    summary="Unload every cached model (FooocusAPI's clean_vram); a running task keeps what it uses",
+    tags=["engines"],
+    responses=CLEAN_VRAM_RESPONSES,
+)
+async def clean_vram(request: Request) -> dict[str, Any]:
+    services: Services = request.app.state.services
+    store = services.model_store
+
+    def clean() -> dict[str, Any]:
+        freed = store.free()["freed"]
+        return {"message": "ok", "freed": freed, "memory": store.memory_report()}  # message: FooocusAPI's answer
+
+    return await anyio.to_thread.run_sync(clean)
 
 
 @get("/v1/engines/styles", summary="Every style name", tags=["engines"], responses=examples.STYLES_RESPONSES)

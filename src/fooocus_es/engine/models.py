@@ -1,4 +1,4 @@
-"""Model files on disk, their downloads, and the one loaded pipeline kept in memory.
+"""Model files on disk, their downloads, and the loaded models kept in memory within a budget.
 
 Layout (Fooocus's): `models/checkpoints`, `models/loras`, `models/vae`. A checkpoint is a single
 `.safetensors` file in the original LDM layout (what users download), or a diffusers folder.
@@ -9,23 +9,37 @@ in `engine/sdxl/`, picked by the tensor shapes in the file's header.
 from __future__ import annotations
 
 import gc
+import math
 import os
+import resource
+import sys
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import httpx
 import huggingface_hub.constants
+import structlog
 import torch
-from diffusers import StableDiffusionXLPipeline
+from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 from diffusers.utils import logging as diffusers_logging
 from safetensors import safe_open
 from transformers.utils import logging as transformers_logging
 
 from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, ensure_demo_checkpoint
+from fooocus_es.engine.safety import (
+    SAFETY_CHECKER_FILES,
+    SafetyChecker,
+    safety_checker_folder,
+    safety_checker_installed,
+)
 
 ModelKind = Literal["checkpoints", "loras", "vae"]
+CacheKind = Literal["checkpoints", "vae", "safety_checker"]
+SAFETY_CHECKER: Final = "safety_checker"  # the checker's name in the cache, in `keep=` and in reports
 MODEL_KINDS: Final[tuple[ModelKind, ...]] = ("checkpoints", "loras", "vae")
 MODEL_SUFFIX: Final = ".safetensors"
 SDXL_CONFIGS: Final = Path(__file__).resolve().parent / "sdxl"
@@ -34,8 +48,16 @@ SDXL_CONFIGS: Final = Path(__file__).resolve().parent / "sdxl"
 _UNET_CONV_IN: Final = "model.diffusion_model.input_blocks.0.0.weight"
 _UNET_ADD_EMBEDDING: Final = "model.diffusion_model.label_emb.0.0.weight"
 _CONFIG_BY_SHAPE: Final[dict[tuple[int, int], str]] = {(320, 2816): "base", (32, 80): "tiny"}
+# SDXL VAEs by (encoder conv_in width, encoder conv_out channels = 2 x latent channels). Standalone
+# files carry bare LDM (or diffusers) keys; some keep the checkpoint's `first_stage_model.` prefix.
+_VAE_PREFIXES: Final = ("", "first_stage_model.", "vae.")
+_VAE_CONV_IN: Final = "encoder.conv_in.weight"
+_VAE_CONV_OUT: Final = "encoder.conv_out.weight"
+_VAE_CONFIG_BY_SHAPE: Final[dict[tuple[int, int], str]] = {(128, 8): "base", (8, 8): "tiny"}
 
 _DOWNLOAD_TIMEOUT: Final = httpx.Timeout(30.0, connect=10.0)
+
+log = structlog.get_logger("fooocus_es.models")
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -61,21 +83,48 @@ class ModelUnsupported(Exception):
         super().__init__(f"cannot load {name!r} ({path}): {detail}")
 
 
-class ModelStore:
-    """Files under `models_dir`, and a cache of one loaded pipeline (SDXL does not fit twice on most GPUs)."""
+@dataclass
+class _Cached:
+    kind: CacheKind
+    name: str
+    model: Any  # StableDiffusionXLPipeline | AutoencoderKL | SafetyChecker; None once released
+    nbytes: int
 
-    def __init__(self, models_dir: Path, device: str = "cpu", dtype: torch.dtype | None = None) -> None:
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "bytes": self.nbytes}
+
+
+class ModelStore:
+    """Files under `models_dir`, and the loaded models: pipelines, VAEs and the safety checker.
+
+    Loaded models stay cached, least recently used first out, within `cache_bytes` (parameter and
+    buffer sizes). None (or 0) keeps only what the current load needs, so two SDXL models are
+    never held at once: the safe default on a GPU. The cache only forgets models: a task that
+    still holds a pipeline keeps using it, and the memory returns once the task lets go.
+    """
+
+    def __init__(
+        self,
+        models_dir: Path,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        cache_bytes: int | None = None,
+    ) -> None:
         self.models_dir = models_dir
         self.device = device
         self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
+        self.cache_bytes = cache_bytes or None
         for kind in MODEL_KINDS:
             (models_dir / kind).mkdir(parents=True, exist_ok=True)
+        safety_checker_folder(models_dir).mkdir(parents=True, exist_ok=True)
         _force_hub_offline()
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
+        # Two locks: _load_lock makes loads one at a time (minutes, for a large model); _lock guards
+        # the cache itself and is held only briefly, so memory reports and free() never wait for a load.
+        self._load_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._pipe: StableDiffusionXLPipeline | None = None
-        self._loaded_name: str | None = None
+        self._cache: OrderedDict[tuple[CacheKind, str], _Cached] = OrderedDict()  # oldest use first
 
     # -- files -----------------------------------------------------------------------------------
     def folder(self, kind: ModelKind) -> Path:
@@ -90,6 +139,9 @@ class ModelStore:
 
     def list_vaes(self) -> list[str]:
         return sorted(self._files("vae"))
+
+    def safety_checker_installed(self) -> bool:
+        return safety_checker_installed(self.models_dir)
 
     def _files(self, kind: ModelKind) -> list[str]:
         # Dot-files are our in-progress writes; .part files are interrupted downloads.
@@ -114,31 +166,126 @@ class ModelStore:
             raise ModelMissing(name, path)
         return path
 
-    # -- the loaded pipeline ---------------------------------------------------------------------
+    def vae_path(self, name: str) -> Path:
+        path = self.path("vae", name)
+        if not path.is_file():
+            raise ModelMissing(name, path)
+        return path
+
+    def safety_checker_path(self) -> Path:
+        folder = safety_checker_folder(self.models_dir)
+        if not self.safety_checker_installed():
+            raise ModelMissing(SAFETY_CHECKER, folder, "a Hugging Face folder with " + ", ".join(SAFETY_CHECKER_FILES))
+        return folder
+
+    # -- loaded models ---------------------------------------------------------------------------
     @property
     def loaded_name(self) -> str | None:
-        return self._loaded_name
-
-    def load_pipeline(self, name: str) -> StableDiffusionXLPipeline:
-        """The pipeline for checkpoint `name`, loading it (and dropping any other) when needed."""
+        """The checkpoint used last, if it is still loaded."""
         with self._lock:
-            if self._pipe is not None and self._loaded_name == name:
-                return self._pipe
-            path = self.checkpoint_path(name)
-            self._free_locked()  # before loading: two SDXL models rarely fit at once
-            pipe = self._load(name, path)
-            self._pipe, self._loaded_name = pipe, name
-            return pipe
+            names = [name for kind, name in self._cache if kind == "checkpoints"]
+        return names[-1] if names else None
 
-    def free(self) -> None:
+    def load_pipeline(self, name: str, *, keep: Collection[str] = ()) -> StableDiffusionXLPipeline:
+        """The pipeline for checkpoint `name`, loaded unless cached; models named in `keep` stay cached."""
+        return self._cached_or_load("checkpoints", name, keep, self.checkpoint_path, self._load)
+
+    def load_vae(self, name: str, *, keep: Collection[str] = ()) -> AutoencoderKL:
+        """The VAE file `name` from `models/vae/`, loaded unless cached; models named in `keep` stay cached."""
+        return self._cached_or_load("vae", name, keep, self.vae_path, self._load_vae)
+
+    def load_safety_checker(self, *, keep: Collection[str] = ()) -> SafetyChecker:
+        """The checker in `models/safety_checker/` (cached under the name SAFETY_CHECKER)."""
+        return self._cached_or_load(
+            "safety_checker", SAFETY_CHECKER, keep, lambda _name: self.safety_checker_path(), self._load_checker
+        )
+
+    def free(self) -> dict[str, Any]:
+        """Forget every loaded model: {"freed": [{kind, name, bytes}, ...], "freed_bytes": total}."""
         with self._lock:
-            self._free_locked()
+            entries = list(self._cache.values())
+            self._cache.clear()
+        freed = [entry.describe() for entry in entries]
+        self._release(entries)
+        return {"freed": freed, "freed_bytes": sum(item["bytes"] for item in freed)}
 
-    def _free_locked(self) -> None:
-        if self._pipe is None:
+    def memory_report(self) -> dict[str, Any]:
+        """Loaded models (least recently used first), the budget, the process's RSS and CUDA memory."""
+        with self._lock:
+            models = [entry.describe() for entry in self._cache.values()]
+        rss = _process_rss_bytes()
+        return {
+            "device": self.device,
+            "budget_bytes": self.cache_bytes,
+            "cached_bytes": sum(item["bytes"] for item in models),
+            "models": models,
+            "process_rss_bytes": rss,
+            # The kernel updates its high-water mark lazily: it can lag behind the current RSS.
+            "process_peak_rss_bytes": max(_process_peak_rss_bytes(), rss or 0),
+            "cuda": _cuda_memory(self.device),
+        }
+
+    def _cached_or_load(
+        self,
+        kind: CacheKind,
+        name: str,
+        keep: Collection[str],
+        locate: Callable[[str], Path],
+        load: Callable[[str, Path], Any],
+    ) -> Any:
+        key = (kind, name)
+        protected = {*keep, name}
+        with self._load_lock:
+            cached = self._touch(key)
+            if cached is not None:
+                return cached
+            path = locate(name)
+            # Room first, from the size the file's header promises: a GPU cannot hold old and new at once.
+            self._release(self._evict(self._limit(_estimated_bytes(path, self.dtype)), protected))
+            model = load(name, path)
+            entry = _Cached(kind, name, model, model_bytes(model))
+            with self._lock:
+                self._cache[key] = entry
+            log.info("model.loaded", kind=kind, model=name, bytes=entry.nbytes)
+            self._release(self._evict(self._limit(0), protected))  # the real size may exceed the estimate
+            return model
+
+    def _touch(self, key: tuple[CacheKind, str]) -> Any | None:
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                return None
+            self._cache.move_to_end(key)
+            return entry.model
+
+    def _limit(self, incoming: int) -> int:
+        """Bytes the cache may keep while `incoming` more are loaded; 0 without a budget (only `keep` stays)."""
+        return 0 if self.cache_bytes is None else self.cache_bytes - incoming
+
+    def _evict(self, limit: int, protected: set[str]) -> list[_Cached]:
+        """Drop least recently used entries not named in `protected` until the cache holds `limit` bytes or less."""
+        evicted: list[_Cached] = []
+        with self._lock:
+            total = sum(entry.nbytes for entry in self._cache.values())
+            for key, entry in list(self._cache.items()):
+                if total <= limit:
+                    break
+                if entry.name in protected:
+                    continue
+                del self._cache[key]
+                total -= entry.nbytes
+                evicted.append(entry)
+        return evicted
+
+    def _release(self, entries: list[_Cached]) -> None:
+        """Drop the cache's references and give the memory back, if nothing else holds those models."""
+        if not entries:
             return
-        pipe, self._pipe, self._loaded_name = self._pipe, None, None
-        del pipe
+        for entry in entries:
+            # Logged: a cache too small for the workload shows up as models unloaded and loaded again.
+            log.info("model.unloaded", kind=entry.kind, model=entry.name, bytes=entry.nbytes)
+            entry.model = None
+        entries.clear()
         gc.collect()
         if self.device.startswith("cuda") and torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -156,6 +303,26 @@ class ModelStore:
             pipe.vae.float()
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self.device)
+
+    def _load_vae(self, name: str, path: Path) -> AutoencoderKL:
+        config = vae_config_for(name, path)
+        upcast = self.dtype == torch.float16 and AutoencoderKL.load_config(config / "vae").get("force_upcast", False)
+        try:
+            vae = AutoencoderKL.from_single_file(
+                str(path), config=str(config), subfolder="vae", dtype=torch.float32 if upcast else self.dtype,
+                local_files_only=True,
+            )  # fmt: skip
+        except Exception as exc:  # diffusers raises assorted errors for tensors that do not fit the config
+            raise ModelUnsupported(name, path, f"not a loadable SDXL VAE: {exc}") from exc
+        if any(parameter.is_meta for parameter in vae.parameters()):
+            raise ModelUnsupported(name, path, "some VAE weights are missing from the file")
+        return vae.to(self.device).eval()
+
+    def _load_checker(self, name: str, path: Path) -> SafetyChecker:
+        try:
+            return SafetyChecker.load(path, self.device, self.dtype)
+        except Exception as exc:  # transformers raises assorted errors for a broken folder
+            raise ModelUnsupported(name, path, f"not a loadable safety checker: {exc}") from exc
 
     # -- downloads -------------------------------------------------------------------------------
     def download(self, name: str, url: str, kind: ModelKind, on_progress: ProgressCallback | None = None) -> Path:
@@ -201,6 +368,91 @@ def sdxl_config_for(name: str, path: Path) -> Path:
             name, path, f"unknown SDXL variant (UNet width {conv_in[0]}, size embedding {add_embedding[1]})"
         )
     return SDXL_CONFIGS / variant
+
+
+def vae_config_for(name: str, path: Path) -> Path:
+    """The shipped config folder (its `vae/` subfolder) matching a VAE file, judged from its header only."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = set(handle.keys())
+            prefix = next((p for p in _VAE_PREFIXES if p + _VAE_CONV_IN in keys and p + _VAE_CONV_OUT in keys), None)
+            if prefix is None:
+                raise ModelUnsupported(name, path, f"no VAE encoder in this file ({_VAE_CONV_IN} missing)")
+            conv_in = handle.get_slice(prefix + _VAE_CONV_IN).get_shape()
+            conv_out = handle.get_slice(prefix + _VAE_CONV_OUT).get_shape()
+    except ModelUnsupported:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ModelUnsupported(name, path, f"not a readable .safetensors file: {exc}") from exc
+    variant = _VAE_CONFIG_BY_SHAPE.get((conv_in[0], conv_out[0]))
+    if variant is None:
+        raise ModelUnsupported(
+            name, path, f"not an SDXL VAE (encoder width {conv_in[0]}, {conv_out[0] // 2} latent channels)"
+        )
+    return SDXL_CONFIGS / variant
+
+
+def model_bytes(model: Any) -> int:
+    """Parameter and buffer bytes of a pipeline, a torch module or a SafetyChecker (shared tensors once)."""
+    seen: set[int] = set()
+    total = 0
+    for module in _torch_modules(model):
+        for tensor in (*module.parameters(), *module.buffers()):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _torch_modules(model: Any) -> list[torch.nn.Module]:
+    if isinstance(model, torch.nn.Module):
+        return [model]
+    if isinstance(model, SafetyChecker):
+        return [model.model]
+    components = getattr(model, "components", {})  # a diffusers pipeline
+    return [part for part in components.values() if isinstance(part, torch.nn.Module)]
+
+
+def _estimated_bytes(path: Path, dtype: torch.dtype) -> int:
+    """What loading `path` in `dtype` will take, from the .safetensors headers (0 when unreadable)."""
+    files = [path] if path.is_file() else sorted(path.rglob(f"*{MODEL_SUFFIX}"))
+    try:
+        return dtype.itemsize * sum(_tensor_elements(file) for file in files)
+    except Exception:  # the loader reports broken files properly; an estimate just gives up
+        return 0
+
+
+def _tensor_elements(path: Path) -> int:
+    with safe_open(str(path), framework="pt") as handle:
+        names = handle.keys()  # safe_open handles are not iterable
+        return sum(math.prod(handle.get_slice(key).get_shape()) for key in names)
+
+
+def _process_rss_bytes() -> int | None:
+    """Resident memory now (Linux), None where /proc is not there."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _process_peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def _cuda_memory(device: str) -> dict[str, int] | None:
+    """The torch allocator's view of the device, None off CUDA."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return {
+        "allocated_bytes": torch.cuda.memory_allocated(device),
+        "reserved_bytes": torch.cuda.memory_reserved(device),
+        "free_bytes": free,
+        "total_bytes": total,
+    }
 
 
 def _force_hub_offline() -> None:

@@ -7,87 +7,157 @@ Denoising returns latents; the VAE decode happens here, only for images that ran
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from PIL import Image
 
-from fooocus_es.engine.guided_unet import GuidanceSettings, wrap_unet
-from fooocus_es.engine.models import ModelStore, ModelUnsupported
+from fooocus_es.engine.demo_loras import ensure_demo_lora
+from fooocus_es.engine.guided_unet import GuidanceSettings, GuidedUNet
+from fooocus_es.engine.image_to_image import ImageToImage
+from fooocus_es.engine.loras import LoraSpec, LoraUnsupported, activate_loras
+from fooocus_es.engine.models import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported
 from fooocus_es.engine.plan_types import GenerationPlan
-from fooocus_es.engine.preview import latent_preview_jpeg
+from fooocus_es.engine.sampling import (
+    Aborted,
+    ConditioningCache,
+    Control,
+    GeneratedImage,
+    GenerationFailed,
+    GenerationHooks,
+    Status,
+    StepCallback,
+    decode_latents,
+    prompt_parts,
+    scale_latents,
+    task_pipeline,
+    unscale_latents,
+)
 from fooocus_es.engine.schedulers import make_scheduler, prepare_for_image, step_eta
 
-Control = Literal["stop", "skip"]
-Status = Literal["finished", "stopped"]
+__all__ = ["Control", "Engine", "GeneratedImage", "GenerationFailed", "GenerationHooks", "Status"]
 
 
-class GenerationHooks(Protocol):
-    """The engine's view of its caller: progress out, control in. Called on the engine's thread."""
+@dataclass
+class _TaskModels:
+    """The loaded models one task runs on; the store may evict them later, this keeps them alive meanwhile."""
 
-    def on_step(self, image_index: int, step: int, steps: int, preview_jpeg: bytes | None) -> None:
-        """After each completed step; `step` is 1-based, `preview_jpeg` None when previews are off."""
-
-    def poll_control(self) -> Control | None:
-        """Asked after every step: "skip" abandons the current image, "stop" the whole task."""
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    image_index: int  # position in plan.seeds
-    seed: int
-    image: Image.Image  # RGB
-
-
-class GenerationFailed(Exception):
-    """The plan cannot run on this model/engine; the message says why, for the task's error."""
-
-
-class _Aborted(Exception):
-    """Raised inside the step callback to leave diffusers' loop at once (no decode of a half image)."""
-
-    def __init__(self, action: Control) -> None:
-        super().__init__(action)
-        self.action = action
+    base: StableDiffusionXLPipeline
+    refiner: StableDiffusionXLPipeline | None
+    vae: Any  # AutoencoderKL: the override from models/vae, or the base checkpoint's own
+    safety: Any = None  # SafetyChecker when the task blacks out NSFW images
 
 
 class Engine:
     """Runs plans on the pipelines of a ModelStore. One engine per device, used from one thread."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, data_dir: Path | None = None) -> None:
         self.store = store
+        # Image tasks read their inputs (inputs/...) relative to the data dir.
+        self.image_to_image = ImageToImage(store.models_dir, data_dir or Path.cwd(), store.device, store.dtype)
 
     def prepare(self, plan: GenerationPlan) -> None:
-        """Validate the plan and load its model, so failures surface before any progress is reported."""
+        """Validate the plan and load its models and LoRAs, so failures surface before any progress."""
         _validate(plan)
-        pipe = self._pipeline(plan)
-        _with_scheduler(pipe, _scheduler(plan, pipe), _guidance(plan))
+        models = self._models(plan)
+        self._configure(models, plan)
+        task_pipeline(models.base, _scheduler(plan, models.base), _guidance(plan), models.vae)
 
     def generate(self, plan: GenerationPlan, hooks: GenerationHooks) -> tuple[list[GeneratedImage], Status]:
         """Images for every seed that was neither skipped nor stopped, and whether the task was stopped."""
         _validate(plan)
-        pipe = self._pipeline(plan)
-        task_pipe = _with_scheduler(pipe, _scheduler(plan, pipe), _guidance(plan))
-        images: list[GeneratedImage] = []
+        models = self._models(plan)
+        self._configure(models, plan)
+        if plan.image_task is not None:
+            images, status = self._image_task(plan, models, hooks)
+        else:
+            images, status = self._text_to_image(plan, models, hooks)
+        if models.safety is not None and images:
+            checked, _flags = models.safety.black_out([generated.image for generated in images])
+            images = [replace(generated, image=image) for generated, image in zip(images, checked, strict=True)]
+        return images, status
+
+    def _image_task(
+        self, plan: GenerationPlan, models: _TaskModels, hooks: GenerationHooks
+    ) -> tuple[list[GeneratedImage], Status]:
+        def make_pipe(pipeline_class: type[Any]) -> Any:
+            scheduler = _scheduler(plan, models.base)
+            return task_pipeline(models.base, scheduler, _guidance(plan), models.vae, pipeline_class)
+
         with torch.inference_mode():
+            conditioning = ConditioningCache(models.base, plan.clip_skip)
+            return self.image_to_image.generate(plan, make_pipe, models.vae, conditioning, hooks)
+
+    def _text_to_image(
+        self, plan: GenerationPlan, models: _TaskModels, hooks: GenerationHooks
+    ) -> tuple[list[GeneratedImage], Status]:
+        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), _guidance(plan), models.vae)
+        images: list[GeneratedImage] = []
+        status: Status = "finished"
+        with torch.inference_mode():
+            conditioning = ConditioningCache(models.base, plan.clip_skip)
+            refiner = _RefinerSwitch(plan, models, conditioning) if models.refiner is not None else None
             for index, seed in enumerate(plan.seeds):
                 try:
-                    latents = _denoise(task_pipe, plan, index, seed, hooks)
-                except _Aborted as aborted:
+                    latents = _denoise(task_pipe, plan, index, seed, hooks, conditioning, refiner)
+                except Aborted as aborted:
                     if aborted.action == "stop":
-                        return images, "stopped"
+                        status = "stopped"
+                        break
                     continue  # skip: this image is dropped, the next one starts
-                images.append(GeneratedImage(image_index=index, seed=seed, image=_decode(task_pipe, latents)))
-        return images, "finished"
+                finally:
+                    if refiner is not None:
+                        refiner.restore(task_pipe)
+                vae = refiner.decode_vae if refiner is not None and refiner.swapped_vae else models.vae
+                image = decode_latents(task_pipe, vae, latents)
+                images.append(GeneratedImage(image_index=index, seed=seed, image=image))
+        return images, status
 
-    def _pipeline(self, plan: GenerationPlan) -> StableDiffusionXLPipeline:
+    # -- models ----------------------------------------------------------------------------------
+    def _models(self, plan: GenerationPlan) -> _TaskModels:
+        keep = {name for name in (plan.base_model, plan.refiner_model, plan.vae_name) if name}
+        if plan.black_out_nsfw:
+            keep.add(SAFETY_CHECKER)
         try:
-            return self.store.load_pipeline(plan.base_model)
+            base = self.store.load_pipeline(plan.base_model, keep=keep)
+            refiner = self.store.load_pipeline(plan.refiner_model, keep=keep) if plan.refiner_model else None
+            vae = self.store.load_vae(plan.vae_name, keep=keep) if plan.vae_name else base.vae
+            safety = self.store.load_safety_checker(keep=keep) if plan.black_out_nsfw else None
         except ModelUnsupported as exc:
             raise GenerationFailed(str(exc)) from exc
+        if refiner is not None:
+            _check_refiner(plan.refiner_model or "", base, refiner)
+        return _TaskModels(base=base, refiner=refiner, vae=vae, safety=safety)
+
+    def _configure(self, models: _TaskModels, plan: GenerationPlan) -> None:
+        """Per-task state on the shared models: exactly this task's LoRAs and FreeU (or none)."""
+        specs = [LoraSpec(name, weight) for name, weight in plan.loras]
+        try:
+            activate_loras(models.base, specs, self._lora_path)
+        except LoraUnsupported as exc:
+            raise GenerationFailed(str(exc)) from exc
+        for pipe in (models.base, models.refiner):
+            if pipe is not None:
+                _set_freeu(pipe.unet, plan.freeu)
+        if models.refiner is not None:
+            # Fooocus patches the refiner with the LoRAs that fit it; a LoRA made for the base's
+            # architecture fits a base-architecture refiner too.
+            try:
+                activate_loras(models.refiner, specs, self._lora_path)
+            except LoraUnsupported as exc:
+                raise GenerationFailed(f"refiner {plan.refiner_model!r}: {exc}") from exc
+
+    def _lora_path(self, name: str) -> Path:
+        path = self.store.path("loras", name)
+        if not path.is_file():
+            demo = ensure_demo_lora(self.store.folder("loras"), name)
+            if demo is not None:
+                return demo
+            raise ModelMissing(name, path)
+        return path
 
 
 def _validate(plan: GenerationPlan) -> None:
@@ -118,38 +188,113 @@ def _guidance(plan: GenerationPlan) -> GuidanceSettings:
     )
 
 
-def _with_scheduler(
-    pipe: StableDiffusionXLPipeline, scheduler: SchedulerMixin, guidance: GuidanceSettings
-) -> StableDiffusionXLPipeline:
-    """A pipeline sharing `pipe`'s models but with its own scheduler and guided UNet.
+def _set_freeu(unet: Any, freeu: tuple[float, float, float, float] | None) -> None:
+    """FreeU lives on the shared UNet's up blocks, so every task sets it: on with its values, or off."""
+    if freeu is None:
+        unet.disable_freeu()
+    else:
+        b1, b2, s1, s2 = freeu
+        unet.enable_freeu(s1=s1, s2=s2, b1=b1, b2=b2)
 
-    The cached pipeline stays untouched (the GuidedUNet holds per-task settings). Built directly
-    rather than with `from_pipe`, which also re-casts every model and logs about it.
+
+def _check_refiner(name: str, base: StableDiffusionXLPipeline, refiner: StableDiffusionXLPipeline) -> None:
+    """Refiners are SDXL models of the base's architecture (what joint swapping needs)."""
+    if refiner.unet.config.cross_attention_dim != base.unet.config.cross_attention_dim or (
+        refiner.unet.config.addition_time_embed_dim != base.unet.config.addition_time_embed_dim
+    ):
+        raise GenerationFailed(
+            f"refiner {name!r} does not share the base model's architecture (text context "
+            f"{refiner.unet.config.cross_attention_dim} vs {base.unet.config.cross_attention_dim}); "
+            "use an SDXL base-architecture checkpoint as refiner, or None"
+        )
+
+
+class _RefinerSwitch:
+    """Hands the sampling over to the refiner after `plan.refiner_switch_step` steps (Fooocus's swap methods).
+
+    joint: the refiner's UNet continues the same schedule on the same conditioning.
+    separate: the same, with the prompts re-encoded by the refiner's own text encoders.
+    vae: like separate, and the latents go through the base VAE's decoder and the refiner VAE's encoder.
     """
-    try:  # the bare UNet when every extra is off; ValueError for schedulers it cannot follow (EDM)
-        unet = wrap_unet(pipe.unet, guidance, scheduler, pipe.vae_scale_factor)
-    except ValueError as exc:
-        raise GenerationFailed(str(exc)) from exc
-    task_pipe = StableDiffusionXLPipeline(
-        **{**pipe.components, "scheduler": scheduler, "unet": unet},
-        force_zeros_for_empty_prompt=pipe.config.force_zeros_for_empty_prompt,
-        add_watermarker=False,
-    )
-    task_pipe.set_progress_bar_config(disable=True)
-    return task_pipe
+
+    def __init__(self, plan: GenerationPlan, models: _TaskModels, base_conditioning: ConditioningCache) -> None:
+        assert models.refiner is not None
+        self.plan = plan
+        self.models = models
+        self.refiner: StableDiffusionXLPipeline = models.refiner
+        self.method = plan.refiner_swap_method
+        self.own_conditioning = ConditioningCache(self.refiner, plan.clip_skip) if self.method != "joint" else None
+        self.swapped_vae = False
+        self._base_unet: Any = None
+
+    @property
+    def decode_vae(self) -> Any:
+        return self.refiner.vae
+
+    def active_for(self, plan: GenerationPlan) -> bool:
+        return plan.refiner_switch_step < plan.steps
+
+    def swap(self, pipe: StableDiffusionXLPipeline, index: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Called from the step callback once the base has run its steps; edits `tensors` in place."""
+        holder = pipe.unet if isinstance(pipe.unet, GuidedUNet) else None
+        self._base_unet = holder.unet if holder is not None else pipe.unet
+        if holder is not None:
+            holder.unet = self.refiner.unet
+        else:
+            pipe.unet = self.refiner.unet
+        if self.own_conditioning is not None:
+            cond = self.own_conditioning.get(*prompt_parts(self.plan, index))
+            both = pipe.do_classifier_free_guidance
+            tensors["prompt_embeds"] = _stack(cond.negative_prompt_embeds, cond.prompt_embeds, both)
+            tensors["add_text_embeds"] = _stack(cond.negative_pooled_prompt_embeds, cond.pooled_prompt_embeds, both)
+        if self.method == "vae":
+            tensors["latents"] = _reencode(tensors["latents"], self.models.vae, self.refiner.vae, pipe)
+            self.swapped_vae = True
+
+    def restore(self, pipe: StableDiffusionXLPipeline) -> None:
+        """Back to the base UNet for the task's next image."""
+        if self._base_unet is None:
+            return
+        if isinstance(pipe.unet, GuidedUNet):
+            pipe.unet.unet = self._base_unet
+        else:
+            pipe.unet = self._base_unet
+        self._base_unet = None
+
+
+def _stack(negative: torch.Tensor, positive: torch.Tensor, cfg: bool) -> torch.Tensor:
+    return torch.cat([negative, positive]) if cfg else positive
+
+
+def _reencode(latents: torch.Tensor, source_vae: Any, target_vae: Any, pipe: StableDiffusionXLPipeline) -> torch.Tensor:
+    """Latents decoded by one VAE and encoded by another (Fooocus's `vae` refiner swap)."""
+    pixels = source_vae.decode(unscale_latents(latents.to(source_vae.dtype), source_vae), return_dict=False)[0]
+    encoded = target_vae.encode(pixels.to(target_vae.dtype)).latent_dist.mean
+    return scale_latents(encoded, target_vae).to(latents.dtype)
 
 
 def _denoise(
-    pipe: StableDiffusionXLPipeline, plan: GenerationPlan, index: int, seed: int, hooks: GenerationHooks
+    pipe: StableDiffusionXLPipeline,
+    plan: GenerationPlan,
+    index: int,
+    seed: int,
+    hooks: GenerationHooks,
+    conditioning: ConditioningCache,
+    refiner: _RefinerSwitch | None = None,
 ) -> torch.Tensor:
-    """Latents of one finished image; raises _Aborted when the caller skips or stops it."""
+    """Latents of one finished image; raises Aborted when the caller skips or stops it."""
     # A CPU generator even on CUDA: the seed gives the same initial noise on every device and GPU model.
     generator = torch.Generator(device="cpu").manual_seed(seed)
     prepare_for_image(pipe.scheduler, seed)
+    # Fooocus's encoding (emphasis, chunks past 77 tokens, clip_skip, parts); an empty negative is
+    # encoded like any other text, not zeroed as diffusers' SDXL default would.
+    cond = conditioning.get(*prompt_parts(plan, index))
+    switch = refiner if refiner is not None and refiner.active_for(plan) else None
     output = pipe(
-        prompt=plan.prompt_for(index),
-        # Fooocus encodes an empty negative prompt like any other; None would zero it (diffusers' SDXL default).
-        negative_prompt=plan.negative_prompt_for(index),
+        prompt_embeds=cond.prompt_embeds,
+        pooled_prompt_embeds=cond.pooled_prompt_embeds,
+        negative_prompt_embeds=cond.negative_prompt_embeds,
+        negative_pooled_prompt_embeds=cond.negative_pooled_prompt_embeds,
         width=plan.width,
         height=plan.height,
         num_inference_steps=plan.steps,
@@ -157,55 +302,14 @@ def _denoise(
         generator=generator,
         eta=step_eta(pipe.scheduler),
         output_type="latent",
-        callback_on_step_end=_StepCallback(hooks, index, plan.steps, preview=not plan.disable_preview),
-        callback_on_step_end_tensor_inputs=["latents"],
+        callback_on_step_end=StepCallback(
+            hooks,
+            index,
+            plan.steps,
+            preview=not (plan.disable_preview or plan.black_out_nsfw),  # Fooocus hides previews too
+            switch_at=plan.refiner_switch_step if switch is not None else None,
+            on_switch=switch.swap if switch is not None else None,
+        ),
+        callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", "add_text_embeds"],
     )
     return output.images
-
-
-class _StepCallback:
-    """diffusers' `callback_on_step_end`: reports completed steps, then asks whether to go on.
-
-    Second-order schedulers (Heun, DPM2, DPM++ SDE) call back twice per step; like diffusers'
-    own progress bar, a step counts as done every `scheduler.order` calls and at the last one.
-    """
-
-    def __init__(self, hooks: GenerationHooks, image_index: int, steps: int, preview: bool) -> None:
-        self.hooks = hooks
-        self.image_index = image_index
-        self.steps = steps
-        self.preview = preview
-        self.done = 0
-
-    def __call__(
-        self, pipe: StableDiffusionXLPipeline, i: int, t: Any, tensors: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        if not (i == pipe.num_timesteps - 1 or (i + 1) % pipe.scheduler.order == 0):
-            return tensors
-        self.done += 1
-        jpeg = latent_preview_jpeg(tensors["latents"]) if self.preview else None
-        self.hooks.on_step(self.image_index, self.done, self.steps, jpeg)
-        action = self.hooks.poll_control()
-        if action is not None:
-            raise _Aborted(action)
-        return tensors
-
-
-def _decode(pipe: StableDiffusionXLPipeline, latents: torch.Tensor) -> Image.Image:
-    """Latents -> RGB image, as the SDXL pipeline decodes (float32 VAE when it would overflow)."""
-    if not torch.isfinite(latents).all():
-        # Decoding would give a black image; say what happened instead (fp16 overflow, broken sampler).
-        raise GenerationFailed("denoising produced non-finite latents (NaN/inf); try another sampler or float32")
-    vae = pipe.vae
-    if vae.dtype == torch.float16 and vae.config.force_upcast:
-        vae.float()  # left in float32: the store keeps it that way anyway (see ModelStore._load)
-    latents = latents.to(device=vae.device, dtype=vae.dtype)
-    mean, std = vae.config.get("latents_mean"), vae.config.get("latents_std")
-    if mean is not None and std is not None:  # Playground-style VAEs normalise their latents
-        mean_t = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
-        latents = latents * std_t / vae.config.scaling_factor + mean_t
-    else:
-        latents = latents / vae.config.scaling_factor
-    decoded = vae.decode(latents, return_dict=False)[0]
-    return pipe.image_processor.postprocess(decoded, output_type="pil")[0].convert("RGB")

@@ -349,13 +349,14 @@ def _uov_task(params: dict[str, Any], method: str) -> ImageTask:
     if method in VARY_STRENGTH:
         overwrite = float(params["overwrite_vary_strength"])
         denoise = overwrite if overwrite > 0 else VARY_STRENGTH[method]
-        return ImageTask(kind="vary", image=params["uov_input_image"], denoise=denoise)
+        return ImageTask(kind="vary", image=params["uov_input_image"], method=method, denoise=denoise)
     overwrite = float(params["overwrite_upscale_strength"])
     # FooocusAPI sends Custom as "Upscale (Nx)" with N clamped to 1..5.
     factor = UPSCALE_FACTORS.get(method, min(5.0, max(1.0, float(params["upscale_multiple"]))))
     return ImageTask(
         kind="upscale",
         image=params["uov_input_image"],
+        method=method,
         denoise=overwrite if overwrite > 0 else UPSCALE_STRENGTH,
         upscale_factor=factor,
         fast_upscale=method == "Upscale (Fast 2x)",

@@ -10,6 +10,7 @@ class ImageTask(msgspec.Struct, frozen=True, kw_only=True):
 
     kind: str  # "vary", "upscale" or "inpaint"
     image: str  # stored input, relative to the data dir (inputs/<sha256>.png)
+    method: str = ""  # the uov_method, for upscale's size rules
     denoise: float = 1.0  # vary / upscale / inpaint strength
     upscale_factor: float = 1.0
     fast_upscale: bool = False  # Upscale (Fast 2x): the super-resolution output, no diffusion

@@ -23,6 +23,7 @@ from fooocus_es.engine.pipeline import GenerationFailed
 from fooocus_es.engine.plan import build_plan
 from fooocus_es.engine.plan_types import GenerationPlan
 from fooocus_es.engine.styles import StyleBook
+from fooocus_es.engine.upscalers import UpscalerMissing, UpscalerUnsupported
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import (
     Event,
@@ -39,7 +40,14 @@ from fooocus_es.media.outputs import encode_image, save_output
 
 Control = Literal["stop", "skip"]
 # Failures a user can act on from the message alone (missing file, unsupported combination).
-EXPECTED_FAILURES: tuple[type[Exception], ...] = (ModelMissing, ModelUnsupported, GenerationFailed, ValueError)
+EXPECTED_FAILURES: tuple[type[Exception], ...] = (
+    ModelMissing,
+    ModelUnsupported,
+    UpscalerMissing,
+    UpscalerUnsupported,
+    GenerationFailed,
+    ValueError,
+)
 
 
 def now_ms() -> int:
