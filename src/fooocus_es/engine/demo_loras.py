@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from fooocus_es.engine.demo_model import TINY_CONFIG_DIR
-from fooocus_es.engine.performance import PERFORMANCE_LORAS
+from fooocus_es.engine.performance import DEMO_PERFORMANCE_LORAS
 
 if TYPE_CHECKING:
     import torch
 
-DEMO_LORA_NAMES: Final[tuple[str, ...]] = tuple(entry[0] for entry in PERFORMANCE_LORAS.values())
+# Their own names (not Fooocus's): a real checkpoint must never pick up these tiny files.
+DEMO_LORA_NAMES: Final[tuple[str, ...]] = tuple(DEMO_PERFORMANCE_LORAS.values())
 UNET_ATTENTION_TARGETS: Final = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_ATTENTION_TARGETS: Final = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
 _DEMO_SCALE: Final = 0.1  # entries of ~0.02 in each weight delta: visible, and images stay finite

@@ -162,7 +162,7 @@ class _Run:
             image = load_rgb(self.owner.data_dir / self.task.image)
             width, height = vary_size(image.shape[1], image.shape[0])
             self._source = crop_to_multiple(resample_image(image, width, height), 8)
-        latents = self._denoise(index, seed, Image.fromarray(self._source), self.task.denoise)
+        latents = self._denoise(index, seed, self._encode(self._source), self.task.denoise)
         return decode_latents(self.pipe, self.vae, latents)
 
     # -- upscale ---------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class _Run:
             number = next(counter)
             offset = number * self.plan.steps
             latents = self._denoise(
-                index, seed, Image.fromarray(tile), task.denoise, offset=offset, total=tiles * self.plan.steps
+                index, seed, self._encode(tile), task.denoise, offset=offset, total=tiles * self.plan.steps
             )
             return np.asarray(decode_latents(self.pipe, self.vae, latents))
 
@@ -240,7 +240,7 @@ class _Run:
         self,
         index: int,
         seed: int,
-        image: Image.Image | torch.Tensor,
+        latents: torch.Tensor,
         denoise: float,
         *,
         blend: Callable[[Any, int, dict[str, torch.Tensor]], None] | None = None,
@@ -252,14 +252,14 @@ class _Run:
         prepare_for_image(pipe.scheduler, seed)
         schedule, strength = fooocus_schedule(plan.steps, denoise)
         cond = self.conditioning.get(*prompt_parts(plan, index))
-        if isinstance(image, torch.Tensor):
-            image = image.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
+        # Latents, not pixels: diffusers' own encode would re-cast the shared VAE around every call.
+        initial = latents.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
         output = pipe(
             prompt_embeds=cond.prompt_embeds,
             pooled_prompt_embeds=cond.pooled_prompt_embeds,
             negative_prompt_embeds=cond.negative_prompt_embeds,
             negative_pooled_prompt_embeds=cond.negative_pooled_prompt_embeds,
-            image=image,
+            image=initial,
             strength=strength,
             num_inference_steps=schedule,
             guidance_scale=plan.guidance_scale,

@@ -143,12 +143,11 @@ class Engine:
             if pipe is not None:
                 _set_freeu(pipe.unet, plan.freeu)
         if models.refiner is not None:
-            # Fooocus patches the refiner with the LoRAs that fit it; a LoRA made for the base's
-            # architecture fits a base-architecture refiner too.
+            # Fooocus patches the refiner with the LoRAs that fit it and skips the others.
             try:
                 activate_loras(models.refiner, specs, self._lora_path)
-            except LoraUnsupported as exc:
-                raise GenerationFailed(f"refiner {plan.refiner_model!r}: {exc}") from exc
+            except LoraUnsupported:
+                activate_loras(models.refiner, [], self._lora_path)
 
     def _lora_path(self, name: str) -> Path:
         path = self.store.path("loras", name)

@@ -1,0 +1,143 @@
+"""Upscale/vary and inpaint/outpaint through Engine.generate on the demo model, with files on disk.
+
+Every non-fast task diffuses at Fooocus's ~1024 px, so each run takes seconds on a CPU: the cases
+here are the ones whose outcome a rule decides (sizes, untouched pixels, what is diffused at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fooocus_es.engine import plan as planning
+from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+from fooocus_es.engine.imaging.outpaint import outpaint_pads
+from fooocus_es.engine.imaging.sizes import plan_upscale, vae_crop_size, vary_size
+from fooocus_es.engine.models import ModelStore
+from fooocus_es.engine.pipeline import Engine, GenerationFailed
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+WIDTH, HEIGHT = 160, 128
+FEATHER = 32  # Fooocus's paste-back feathers the mask over 32 px (morphological_open)
+
+
+@dataclass
+class Hooks:
+    steps: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def on_step(self, image_index: int, step: int, steps: int, preview_jpeg: bytes | None) -> None:
+        self.steps.append((image_index, step, steps))
+
+    def poll_control(self) -> str | None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("image-tasks")
+    (root / "inputs").mkdir()
+    rng = np.random.default_rng(7)
+    Image.fromarray((rng.random((HEIGHT, WIDTH, 3)) * 255).astype(np.uint8)).save(root / "inputs" / "photo.png")
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    mask[50:74, 60:90] = 255
+    Image.fromarray(mask).save(root / "inputs" / "mask.png")
+    Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(root / "inputs" / "blank.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine(demo_models: Path, data_dir: Path) -> Engine:
+    torch.set_num_threads(2)
+    return Engine(ModelStore(demo_models), data_dir)
+
+
+def run(engine: Engine, data_dir: Path, **sent: Any) -> tuple[list[np.ndarray], Hooks]:
+    body = {"base_model_name": DEMO_CHECKPOINT, "image_seed": 11, "overwrite_step": 2, "style_selections": []}
+    params = planning.finalize(planning.merge_layers({**body, "inpaint_engine": "None", **sent}))
+    hooks = Hooks()
+    images, status = engine.generate(planning.build_plan("t", params, data_dir=data_dir), hooks)
+    assert status == "finished"
+    return [np.asarray(image.image) for image in images], hooks
+
+
+def source() -> np.ndarray:
+    return np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+
+
+def test_vary_diffuses_at_fooocus_size_and_strength_matters(engine: Engine, data_dir: Path) -> None:
+    subtle, hooks = run(engine, data_dir, uov_method="Vary (Subtle)", uov_input_image="inputs/photo.png")
+    width, height = vae_crop_size(*vary_size(WIDTH, HEIGHT))
+    assert subtle[0].shape == (height, width, 3)
+    assert [s for _, s, _ in hooks.steps] == [1, 2]  # overwrite_step steps run, whatever the strength
+    strong, _ = run(engine, data_dir, uov_method="Vary (Strong)", uov_input_image="inputs/photo.png")
+    again, _ = run(engine, data_dir, uov_method="Vary (Subtle)", uov_input_image="inputs/photo.png")
+    assert np.array_equal(subtle[0], again[0])
+    assert not np.array_equal(subtle[0], strong[0])
+
+
+def test_fast_upscale_is_the_super_resolution_output_without_diffusion(engine: Engine, data_dir: Path) -> None:
+    images, hooks = run(engine, data_dir, uov_method="Upscale (Fast 2x)", uov_input_image="inputs/photo.png", image_number=3)
+    expected = plan_upscale(WIDTH, HEIGHT, "Upscale (Fast 2x)")
+    assert len(images) == 1 and images[0].shape == (expected.height, expected.width, 3)
+    assert hooks.steps == []
+
+
+def test_upscale_runs_the_tiled_pass_at_the_target_size(engine: Engine, data_dir: Path) -> None:
+    images, hooks = run(engine, data_dir, uov_method="Upscale (1.5x)", uov_input_image="inputs/photo.png")
+    expected = plan_upscale(WIDTH, HEIGHT, "Upscale (1.5x)")
+    assert images[0].shape == (*reversed(vae_crop_size(expected.width, expected.height)), 3)
+    total = hooks.steps[-1][2]
+    assert total % 2 == 0 and [s for _, s, _ in hooks.steps] == list(range(1, total + 1))
+
+
+def test_inpaint_changes_the_mask_and_keeps_far_pixels_bit_identical(engine: Engine, data_dir: Path) -> None:
+    original = np.asarray(Image.open(data_dir / "inputs" / "photo.png").convert("RGB"))
+    sent = {"inpaint_input_image": "inputs/photo.png", "inpaint_mask_image_upload": "inputs/mask.png"}
+    images, _ = run(engine, data_dir, **sent)
+    result = images[0]
+    assert result.shape == original.shape
+    far = np.ones((HEIGHT, WIDTH), bool)
+    far[50 - FEATHER : 74 + FEATHER, 60 - FEATHER : 90 + FEATHER] = False
+    assert np.array_equal(result[far], original[far])
+    assert np.any(result[50:74, 60:90] != original[50:74, 60:90], axis=2).mean() > 0.9
+    from_noise, _ = run(engine, data_dir, **sent, inpaint_disable_initial_latent=True)
+    assert not np.array_equal(from_noise[0], result)
+    assert np.array_equal(from_noise[0][far], original[far])
+
+
+def test_outpaint_extends_the_image_and_keeps_the_far_original(engine: Engine, data_dir: Path) -> None:
+    images, _ = run(engine, data_dir, inpaint_input_image="inputs/photo.png", outpaint_selections=["Left", "Bottom"])
+    pads = outpaint_pads(WIDTH, HEIGHT, ["Left", "Bottom"])
+    assert pads.left == int(WIDTH * 0.3) and pads.bottom == int(HEIGHT * 0.3)
+    result = images[0]
+    assert result.shape == (HEIGHT + pads.bottom, WIDTH + pads.left, 3)
+    original = np.asarray(Image.open(data_dir / "inputs" / "photo.png").convert("RGB"))
+    kept = result[: HEIGHT - FEATHER, pads.left + FEATHER :]
+    assert np.array_equal(kept, original[: HEIGHT - FEATHER, FEATHER:])
+
+
+def test_debug_preprocessor_returns_the_processed_mask(engine: Engine, data_dir: Path) -> None:
+    images, hooks = run(
+        engine,
+        data_dir,
+        inpaint_input_image="inputs/photo.png",
+        inpaint_mask_image_upload="inputs/mask.png",
+        inpaint_erode_or_dilate=4,
+        debugging_inpaint_preprocessor=True,
+    )
+    mask = images[0][:, :, 0]
+    assert hooks.steps == []
+    assert mask[50:74, 60:90].min() == 255 and mask[46:78, 56:94].min() == 255  # dilated by 4
+    assert mask[:40].max() == 0
+
+
+def test_an_empty_mask_fails_instead_of_silently_generating(engine: Engine, data_dir: Path) -> None:
+    with pytest.raises(GenerationFailed, match="selects nothing"):
+        run(engine, data_dir, inpaint_input_image="inputs/photo.png", inpaint_mask_image_upload="inputs/blank.png")
