@@ -272,6 +272,10 @@ def build_plan(
     uov = task is not None and task.kind in ("vary", "upscale")
     steps = performance.steps_for(params["performance_selection"], params["overwrite_step"], uov=uov)
     refiner = refiner_model(params)
+    notes: tuple[str, ...] = ()
+    if refiner and task is not None:
+        notes = (f"refiner {refiner!r} not applied: image-to-image tasks run on the base model only",)
+        refiner = None
     texts = prompts.build_prompts(
         _prompt_with_inpaint_line(params),
         params["negative_prompt"],
@@ -303,7 +307,7 @@ def build_plan(
         resolved_negative_prompts=tuple(image.user_negative_prompt for image in images),
         styles=images[0].styles if images else (),
         image_styles=tuple(image.styles for image in images),
-        notes=texts.notes,
+        notes=texts.notes + notes,
         sharpness=float(params["sharpness"]),
         adaptive_cfg=float(params["adaptive_cfg"]),
         adm_scaler_positive=float(params["adm_scaler_positive"]),

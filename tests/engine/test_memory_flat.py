@@ -1,0 +1,172 @@
+"""Memory stays flat over many tasks that switch checkpoints and LoRAs (the leak a server would show).
+
+50 tasks run on one Engine whose ModelStore has the default cache (one pipeline: every checkpoint
+switch unloads the other one and loads from disk again), alternating the demo checkpoint and a
+second checkpoint in pairs (A A B B ...: the second task of a pair finds the first one's adapters
+still loaded on the UNet), each task with 1 or 2 of 4 kohya LoRAs at varying weights.
+
+The tasks run in a fresh Python process, so that nothing the other tests loaded sits in the
+measured RSS. The process's resident set (/proc/self/statm, after gc.collect()) is read after
+every task; task 10's value is the reference: by then both checkpoints, every LoRA and every code
+path have been loaded at least twice, so the allocator pools and lazily imported modules are warm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fooocus_es.engine.demo_loras import write_kohya_lora
+from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, TINY_CONFIG_DIR
+from fooocus_es.engine.ldm_convert import UNET_PREFIX
+
+TASKS = 50
+REFERENCE_TASK = 10
+SECOND = "second_demo.safetensors"
+LORAS = tuple(f"lora_{i}.safetensors" for i in range(4))
+MIB = 1024 * 1024
+# A leak of one pipeline per reload would add ~28 MiB per switch (~560 MiB over tasks 10..50); one
+# adapter set per task a few MiB per task. 32 MiB is far below either, and well above the few MiB
+# of allocator noise (glibc arenas, torch's CPU caching) a flat process shows between two readings.
+MAX_GROWTH_BYTES = 32 * MIB
+
+SCRIPT = textwrap.dedent(
+    """
+    import gc, json, os, sys, time
+    from pathlib import Path
+
+    import torch
+
+    torch.set_num_threads(1)
+    from fooocus_es.engine import plan as planning
+    from fooocus_es.engine.models import ModelStore
+    from fooocus_es.engine.pipeline import Engine
+
+    models = Path(sys.argv[1])
+    spec = json.loads(sys.argv[2])
+
+    class Hooks:
+        def on_step(self, image_index, step, steps, preview_jpeg):
+            pass
+
+        def poll_control(self):
+            return None
+
+    def rss():
+        gc.collect()
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    store = ModelStore(models)  # the default cache: one pipeline
+    engine = Engine(store, models.parent)
+    readings, adapters, started = [], [], time.monotonic()
+    for task in spec["tasks"]:
+        params = planning.finalize(planning.merge_layers({
+            "base_model_name": task["checkpoint"], "prompt": "a photo of a cat", "image_seed": task["seed"],
+            "overwrite_step": 1, "overwrite_width": 64, "overwrite_height": 64, "style_selections": [],
+            "loras": [{"enabled": True, "model_name": name, "weight": weight} for name, weight in task["loras"]],
+        }))
+        images, status = engine.generate(planning.build_plan("t", params, data_dir=models.parent), Hooks())
+        assert status == "finished" and len(images) == 1, status
+        del images
+        pipe = store.load_pipeline(task["checkpoint"])  # a cache hit: the task's own pipeline
+        adapters.append({part: len(names) for part, names in pipe.get_list_adapters().items()})
+        del pipe
+        readings.append(rss())
+    report = store.memory_report()
+    print(json.dumps({
+        "rss": readings, "adapters": adapters, "models": report["models"],
+        "seconds": time.monotonic() - started,
+    }))
+    """
+)
+
+
+def _meta_models() -> dict[str, torch.nn.Module]:
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    with torch.device("meta"):
+        return {
+            "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(TINY_CONFIG_DIR / "unet")),
+            "te1": CLIPTextModel(CLIPTextConfig.from_pretrained(TINY_CONFIG_DIR / "text_encoder")),
+            "te2": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(TINY_CONFIG_DIR / "text_encoder_2")),
+        }
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Path:
+    """The demo checkpoint, a second one (perturbed UNet) and four kohya LoRAs (one with text encoders)."""
+    folder = tmp_path_factory.mktemp("memory-models")
+    demo = folder / "checkpoints" / DEMO_CHECKPOINT
+    demo.parent.mkdir(parents=True)
+    shutil.copyfile(demo_models / "checkpoints" / DEMO_CHECKPOINT, demo)
+    state = load_file(str(demo))
+    generator = torch.Generator().manual_seed(3)
+    for key, tensor in state.items():
+        if key.startswith(UNET_PREFIX) and tensor.is_floating_point():
+            state[key] = tensor + 0.05 * torch.randn(tensor.shape, generator=generator)
+    save_file(state, str(folder / "checkpoints" / SECOND), metadata={"format": "pt"})
+    meta = _meta_models()
+    for seed, name in enumerate(LORAS):
+        encoders = [meta["te1"], meta["te2"]] if seed == 0 else []
+        write_kohya_lora(folder / "loras" / name, meta["unet"], seed=seed, scale=0.1, text_encoders=encoders)
+    return folder
+
+
+def schedule() -> list[dict[str, object]]:
+    tasks = []
+    for i in range(TASKS):
+        checkpoint = DEMO_CHECKPOINT if (i // 2) % 2 == 0 else SECOND
+        loras = [(LORAS[i % 4], 0.5 + 0.1 * (i % 5))]
+        if i % 3 == 0:
+            loras.append((LORAS[(i + 1) % 4], 0.7))
+        tasks.append({"checkpoint": checkpoint, "seed": i, "loras": loras})
+    return tasks
+
+
+def test_memory_stays_flat_over_50_tasks_switching_checkpoints_and_loras(
+    models: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tasks = schedule()
+    assert sum(a["checkpoint"] != b["checkpoint"] for a, b in zip(tasks, tasks[1:])) == 24  # 24 reloads
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(models), json.dumps({"tasks": tasks})],
+        capture_output=True, text=True, env=env, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rss = result["rss"]
+    assert len(rss) == TASKS
+    at_reference, at_end = rss[REFERENCE_TASK - 1], rss[-1]
+    growth = at_end - at_reference
+    later = rss[REFERENCE_TASK - 1 :]
+    with capsys.disabled():
+        print(
+            f"\nmemory over {TASKS} tasks ({result['seconds']:.1f} s): RSS after task 1 {rss[0] / MIB:.1f} MiB, "
+            f"task {REFERENCE_TASK} {at_reference / MIB:.1f} MiB, task {TASKS} {at_end / MIB:.1f} MiB, "
+            f"growth {growth / MIB:+.1f} MiB; tasks {REFERENCE_TASK}..{TASKS} min {min(later) / MIB:.1f} "
+            f"max {max(later) / MIB:.1f} MiB; adapters per component max "
+            f"{max(max(a.values(), default=0) for a in result['adapters'])}"
+        )
+    assert growth < MAX_GROWTH_BYTES, f"RSS grew {growth / MIB:.1f} MiB from task {REFERENCE_TASK} to {TASKS}"
+    # No step-wise climb hidden by a lucky last reading either.
+    assert max(later) - min(later) < MAX_GROWTH_BYTES
+    # One pipeline held at the end (the default cache), the last task's checkpoint.
+    assert [(m["kind"], m["name"]) for m in result["models"]] == [("checkpoints", tasks[-1]["checkpoint"])]
+    # Adapters stay bounded: each reload starts bare, and loras.py keeps at most 8 per UNet anyway.
+    for task, adapters in zip(tasks, result["adapters"], strict=True):
+        assert 1 <= adapters["unet"] <= 4 and adapters["unet"] <= 8
+        uses_text_lora = any(name == LORAS[0] for name, _ in task["loras"])
+        if uses_text_lora:
+            assert adapters.get("text_encoder", 0) >= 1
