@@ -57,7 +57,6 @@ def test_inpaint_requests_are_checked_before_queueing(server) -> None:
     cases = [
         ({"inpaint_input_image": image, "inpaint_mask_image_upload": blank, "inpaint_engine": "None"}, "inpaint_mask"),
         ({"inpaint_input_image": image, "inpaint_engine": "None"}, "inpaint_mask_image_upload"),
-        ({"inpaint_input_image": image, "outpaint_selections": ["Top"], "inpaint_engine": "v2.6"}, "inpaint_v26"),
         ({"loras": [{"enabled": True, "model_name": "nope.safetensors", "weight": 0.5}]}, "loras[0].model_name"),
         ({"vae_name": "nope.safetensors"}, "vae_name"),
         ({"black_out_nsfw": True}, "safety checker"),

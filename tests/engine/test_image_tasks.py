@@ -83,7 +83,9 @@ def test_vary_diffuses_at_fooocus_size_and_strength_matters(engine: Engine, data
 
 
 def test_fast_upscale_is_the_super_resolution_output_without_diffusion(engine: Engine, data_dir: Path) -> None:
-    images, hooks = run(engine, data_dir, uov_method="Upscale (Fast 2x)", uov_input_image="inputs/photo.png", image_number=3)
+    images, hooks = run(
+        engine, data_dir, uov_method="Upscale (Fast 2x)", uov_input_image="inputs/photo.png", image_number=3
+    )
     expected = plan_upscale(WIDTH, HEIGHT, "Upscale (Fast 2x)")
     assert len(images) == 1 and images[0].shape == (expected.height, expected.width, 3)
     assert hooks.steps == []
@@ -110,6 +112,21 @@ def test_inpaint_changes_the_mask_and_keeps_far_pixels_bit_identical(engine: Eng
     from_noise, _ = run(engine, data_dir, **sent, inpaint_disable_initial_latent=True)
     assert not np.array_equal(from_noise[0], result)
     assert np.array_equal(from_noise[0][far], original[far])
+
+
+def test_fooocus_inpaint_engine_patches_the_unet_only_for_the_task(engine: Engine, data_dir: Path) -> None:
+    """v2.6 on the demo model: its tiny head + patch files are generated and applied, then removed."""
+    original = np.asarray(Image.open(data_dir / "inputs" / "photo.png").convert("RGB"))
+    sent = {"inpaint_input_image": "inputs/photo.png", "inpaint_mask_image_upload": "inputs/mask.png"}
+    unet = engine.store.load_pipeline(DEMO_CHECKPOINT).unet
+    before = {name: tensor.clone() for name, tensor in unet.state_dict().items()}
+    plain, _ = run(engine, data_dir, **sent, overwrite_step=5)
+    patched, _ = run(engine, data_dir, **sent, overwrite_step=5, inpaint_engine="v2.6")
+    assert not np.array_equal(plain[0], patched[0])
+    far = np.ones((HEIGHT, WIDTH), bool)
+    far[50 - FEATHER : 74 + FEATHER, 60 - FEATHER : 90 + FEATHER] = False
+    assert np.array_equal(patched[0][far], original[far])
+    assert all(torch.equal(before[name], tensor) for name, tensor in unet.state_dict().items())
 
 
 def test_outpaint_extends_the_image_and_keeps_the_far_original(engine: Engine, data_dir: Path) -> None:

@@ -141,4 +141,6 @@ def test_known_names_pass_and_missing_inpaint_files_are_named() -> None:
     validate({"inpaint_input_image": "inputs/i.png", "inpaint_engine": "None"}, inpaint_files=set())
     with pytest.raises(planning.ParamError, match="inpaint_v26.fooocus.patch"):
         validate({"inpaint_input_image": "inputs/i.png"}, inpaint_files={"fooocus_inpaint_head.pth"})
-    validate({"inpaint_input_image": "inputs/i.png"}, inpaint_files={"fooocus_inpaint_head.pth", "inpaint_v26.fooocus.patch"})
+    validate(
+        {"inpaint_input_image": "inputs/i.png"}, inpaint_files={"fooocus_inpaint_head.pth", "inpaint_v26.fooocus.patch"}
+    )

@@ -600,6 +600,7 @@ async def edits(request: Request) -> Response[Any]:
     sent.update(mapped)
     sent.update(fields)
     origin.update({"inpaint_input_image": "image", "inpaint_mask_image_upload": "mask"})
+    sent["inpaint_engine"] = await anyio.to_thread.run_sync(_edit_inpaint_engine, services)
     if "aspect_ratios_selection" not in sent:  # the result has the input's size, as an edit should
         try:
             sent["aspect_ratios_selection"] = f"{width}*{height}"
@@ -608,6 +609,17 @@ async def edits(request: Request) -> Response[Any]:
             del sent["aspect_ratios_selection"]  # outside 64..4096: the preset's size
     queued = await _enqueue(services, sent, origin, stream=bool(data.stream))
     return await _answer(request, services, queued, _ask(data, "image_edit"))
+
+
+def _edit_inpaint_engine(services: Services) -> str:
+    """The preset's inpaint engine when its Fooocus patch files are installed, else the base model alone.
+
+    OpenAI clients cannot choose an engine, so an edit must not fail on files nobody asked for.
+    """
+    engine = str(services.preset_defaults.get("inpaint_engine", planning.REQUEST_DEFAULTS["inpaint_engine"]))
+    folder = services.settings.models_dir / "inpaint"
+    needed = planning.INPAINT_ENGINE_FILES.get(engine, ())
+    return engine if all((folder / name).is_file() for name in needed) else "None"
 
 
 class Model(Struct):

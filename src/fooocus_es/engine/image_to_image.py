@@ -25,6 +25,7 @@ import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline
 from PIL import Image
 
+from fooocus_es.engine.demo_inpaint_patch import write_demo_inpaint_files
 from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
 from fooocus_es.engine.demo_upscaler import ensure_demo_upscaler
 from fooocus_es.engine.image_inputs import inpaint_image_and_mask, load_rgb
@@ -32,6 +33,16 @@ from fooocus_es.engine.imaging.inpaint_area import InpaintJob, paste_back, prepa
 from fooocus_es.engine.imaging.masks import mask_is_empty
 from fooocus_es.engine.imaging.resample import resample_image
 from fooocus_es.engine.imaging.sizes import crop_to_multiple, plan_upscale, vary_size
+from fooocus_es.engine.inpaint_patch import (
+    InpaintFilesMissing,
+    InpaintPatch,
+    InpaintPatchUnsupported,
+    fooocus_latent_mask,
+    head_input,
+    load_inpaint_patch,
+    neutral_masked_pixels,
+    unwrap_unet,
+)
 from fooocus_es.engine.plan_types import GenerationPlan, ImageTask
 from fooocus_es.engine.sampling import (
     Aborted,
@@ -51,6 +62,8 @@ from fooocus_es.engine.upscalers import DEFAULT_UPSCALER, UPSCALE_DIR, UpscalerM
 
 DIFFUSION_TILE = 1024  # SDXL's native size: the tiled upscale pass diffuses 1024-px tiles
 DIFFUSION_OVERLAP = 128
+INPAINT_DIR = "inpaint"  # Fooocus's inpaint head and patch files, under models/
+SYNTHETIC_REFINER_SWITCH = 0.8  # Fooocus drops the inpaint patch for the last 20% of the steps
 MAX_SCHEDULE = 1000  # a schedule longer than the 1000 training timesteps is not defined
 _BLEND_NOISE_SEED = 0x5EED  # the re-noising of kept latents must not replay the sampler's noise
 
@@ -81,6 +94,7 @@ class ImageToImage:
         self.device = device
         self.dtype = dtype
         self._upscaler: UpscalerModel | None = None
+        self._patch: tuple[str, Path, int, InpaintPatch] | None = None  # version, folder, id(unet), patch
 
     def upscaler_path(self, base_model: str) -> Path:
         """The SR model: Fooocus's file, or the demo model's own tiny one (generated on first use)."""
@@ -96,6 +110,26 @@ class ImageToImage:
             self._upscaler = None  # drop the old one before loading the next
             self._upscaler = load_upscaler(path, self.device, self.dtype)
         return self._upscaler
+
+    def inpaint_patch(self, version: str, base_model: str, unet: Any) -> InpaintPatch:
+        """Fooocus's inpaint head + patch for `version`, one resident at a time (~1.3 GB for SDXL).
+
+        The demo model gets its own tiny files, in a folder of their own so that they can never
+        stand in for the real ones.
+        """
+        folder = self.models_dir / INPAINT_DIR
+        if base_model == DEMO_CHECKPOINT:
+            folder = folder / "demo"
+            write_demo_inpaint_files(folder, version)
+        real = unwrap_unet(unet)
+        cached = self._patch
+        if cached is None or cached[:3] != (version, folder, id(real)):
+            self._patch = None  # free the old one before loading the next
+            try:
+                self._patch = (version, folder, id(real), load_inpaint_patch(folder, version, unet))
+            except (InpaintFilesMissing, InpaintPatchUnsupported) as exc:
+                raise GenerationFailed(f"inpaint_engine {version}: {exc}") from exc
+        return self._patch[3]
 
     def generate(
         self,
@@ -215,11 +249,44 @@ class _Run:
         job = self._job
         original = self._encode(job.crop_image)
         initial = torch.zeros_like(original) if task.disable_initial_latent else self._encode(job.crop_fill)
-        latent_mask = _latent_mask(job.crop_mask, original)
+        pixel_mask = torch.from_numpy((job.crop_mask > 127).astype(np.float32))
+        latent_mask = fooocus_latent_mask(pixel_mask, tuple(original.shape[-2:])).to(original.device)
         blend = _KeepUnmasked(original, latent_mask, seed)
-        latents = self._denoise(index, seed, initial, task.denoise, blend=blend)
+        if task.inpaint_engine == "None":
+            latents = self._denoise(index, seed, initial, task.denoise, blend=blend)
+        else:
+            latents = self._denoise_patched(index, seed, initial, blend, job.crop_image, pixel_mask, latent_mask)
         generated = np.asarray(decode_latents(self.pipe, self.vae, latents))
         return Image.fromarray(paste_back(job, generated)), False
+
+    def _denoise_patched(
+        self,
+        index: int,
+        seed: int,
+        initial: torch.Tensor,
+        blend: _KeepUnmasked,
+        crop: np.ndarray,
+        pixel_mask: torch.Tensor,
+        latent_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Fooocus's inpaint engine: the patched UNet + head for the first 80% of the steps, then the plain one.
+
+        The head sees the original crop with its masked pixels greyed out; Fooocus's "synthetic
+        refiner" (the unpatched base model) takes over after round(steps * 0.8) steps.
+        """
+        patch = self.owner.inpaint_patch(self.task.inpaint_engine, self.plan.base_model, self.pipe.unet)
+        pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(torch.float32) / 127.5 - 1.0
+        masked = self._encode_tensor(neutral_masked_pixels(pixels, pixel_mask))
+        switch = int(round(self.plan.steps * SYNTHETIC_REFINER_SWITCH))
+        with patch.applied(self.pipe.unet, head_input(latent_mask, masked)) as applied:
+
+            def blend_then_switch(pipe: Any, i: int, tensors: dict[str, torch.Tensor]) -> None:
+                blend(pipe, i, tensors)
+                order = pipe.scheduler.order
+                if (i + 1) % order == 0 and (i + 1) // order == switch:
+                    applied.restore()  # steps from here on run on the unpatched UNet
+
+            return self._denoise(index, seed, initial, self.task.denoise, blend=blend_then_switch)
 
     def _sr_model(self) -> UpscalerModel | None:
         """Fooocus super-resolves small crops before diffusing them; without an SR model, plain resampling."""
@@ -229,10 +296,13 @@ class _Run:
 
     def _encode(self, pixels: np.ndarray) -> torch.Tensor:
         """HxWx3 uint8 -> diffusion latents (the VAE's mean: no sampling noise in the kept area)."""
-        vae = self.vae
         tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].to(torch.float32)
-        tensor = (tensor / 127.5 - 1.0).to(device=vae.device, dtype=vae.dtype)
-        encoded = vae.encode(tensor).latent_dist.mean
+        return self._encode_tensor(tensor / 127.5 - 1.0)
+
+    def _encode_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) in [-1, 1] -> diffusion latents."""
+        vae = self.vae
+        encoded = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mean
         return scale_latents(encoded, vae).to(torch.float32)
 
     # -- one diffusion pass ----------------------------------------------------------------------
@@ -278,14 +348,6 @@ class _Run:
             callback_on_step_end_tensor_inputs=["latents"],
         )
         return output.images
-
-
-def _latent_mask(mask: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """1 where a latent cell touches the mask (max-pooled over each 8x8 cell), as Fooocus's latent mask."""
-    pixels = torch.from_numpy((mask > 127).astype(np.float32))[None, None]
-    pooled = torch.nn.functional.max_pool2d(pixels, kernel_size=8, stride=8, ceil_mode=True)
-    pooled = torch.nn.functional.interpolate(pooled, size=like.shape[-2:], mode="nearest")
-    return pooled.to(device=like.device, dtype=like.dtype)
 
 
 class _KeepUnmasked:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fooocus_es.engine import aspect, performance, prompts
+from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
 from fooocus_es.engine.plan_types import GenerationPlan, ImageTask
 from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
 from fooocus_es.engine.styles import Style, load_styles, style_names
@@ -228,7 +229,8 @@ def validate_names(
         listed = ", ".join(sorted(vaes)) or "none installed"
         raise ParamError("vae_name", f"unknown VAE {vae!r}; available: Default (model), {listed}")
     task = image_task(params)
-    if task is not None and task.kind == "inpaint" and inpaint_files is not None:
+    demo = params["base_model_name"] == DEMO_CHECKPOINT  # the demo model's tiny patch files are generated
+    if task is not None and task.kind == "inpaint" and inpaint_files is not None and not demo:
         needed = INPAINT_ENGINE_FILES.get(task.inpaint_engine, ())
         missing = [name for name in needed if name not in inpaint_files]
         if missing:
@@ -236,7 +238,7 @@ def validate_names(
                 "inpaint_engine",
                 f"inpaint engine {task.inpaint_engine} needs Fooocus's patch files in models/inpaint/, missing: "
                 f"{', '.join(missing)} (from https://huggingface.co/lllyasviel/fooocus_inpaint); "
-                "or send inpaint_engine \"None\" to inpaint with the base model alone",
+                'or send inpaint_engine "None" to inpaint with the base model alone',
             )
     if params["black_out_nsfw"] and not safety_checker:
         raise ParamError(
