@@ -81,7 +81,7 @@ def _write_refiner(path: Path, demo: Path) -> None:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Path:
     """A models/ folder of this module's own: the demo checkpoint and the files the tests add."""
-    folder = tmp_path_factory.mktemp("feature-models")
+    folder = tmp_path_factory.mktemp("feature-data") / "models"  # data dir: its parent
     demo = folder / "checkpoints" / DEMO_CHECKPOINT
     demo.parent.mkdir(parents=True)
     shutil.copyfile(demo_models / "checkpoints" / DEMO_CHECKPOINT, demo)
@@ -210,7 +210,9 @@ def test_no_stale_lora_weights_across_tasks(engine: Engine, models: Path, baseli
 
 def test_a_kohya_lora_written_into_models_loras_loads_by_name(engine: Engine, models: Path) -> None:
     meta = _meta_models()
-    write_kohya_lora(models / "loras" / "my_style.safetensors", meta["unet"], seed=7, scale=0.2, unet_targets=FEW_LAYERS)
+    write_kohya_lora(
+        models / "loras" / "my_style.safetensors", meta["unet"], seed=7, scale=0.2, unet_targets=FEW_LAYERS
+    )
     assert "my_style.safetensors" in engine.store.list_loras()
     styled = run(engine, models, loras=[lora("my_style.safetensors", 1.0)])
     assert not same(styled, run(engine, models))
@@ -384,4 +386,3 @@ def test_black_out_nsfw_with_a_flag_everything_checker(
     black = images_of(engine, plan_for(models, black_out_nsfw=True, image_number=2))
     assert all(image.shape == (64, 64, 3) and not image.any() for image in black)
     assert same(run(engine, models), baseline)  # only the tasks that ask are checked
-

@@ -7,8 +7,9 @@ still loaded on the UNet), each task with 1 or 2 of 4 kohya LoRAs at varying wei
 
 The tasks run in a fresh Python process, so that nothing the other tests loaded sits in the
 measured RSS. The process's resident set (/proc/self/statm) is read after every task, and after
-gc.collect() at tasks 1, 10, 20, ..., 50; task 10's value is the reference: by then both checkpoints, every LoRA and every code
-path have been loaded at least twice, so the allocator pools and lazily imported modules are warm.
+gc.collect() at tasks 1, 10, 20, ..., 50. Task 10's reading is the reference: by then both
+checkpoints, every LoRA and every code path have been loaded at least twice, so the allocator
+pools and lazily imported modules are warm.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ SECOND = "second_demo.safetensors"
 LORAS = tuple(f"lora_{i}.safetensors" for i in range(4))
 FEW_LAYERS = ("attn1.to_k", "attn2.to_v")  # peft's injection time grows with the adapted layers
 MIB = 1024 * 1024
-# A leak of one pipeline per reload would add ~28 MiB per switch (~560 MiB over tasks 10..50); one
-# adapter set per task a few MiB per task. 32 MiB is far below either, and well above the few MiB
-# of allocator noise (glibc arenas, torch's CPU caching) a flat process shows between two readings.
-MAX_GROWTH_BYTES = 32 * MIB
+# One demo pipeline is 27.6 MiB of weights: a bound below it fails even if a single extra pipeline
+# (let alone one per reload: ~550 MiB over tasks 10..50) is still held at the end. A flat process
+# shows a few MiB between readings here (glibc arenas, torch's CPU allocator: +1..4 MiB over tasks
+# 10..50, ~+5 MiB over 140 tasks in a longer run), so 24 MiB leaves a wide margin for noise.
+MAX_GROWTH_BYTES = 24 * MIB
 
 SCRIPT = textwrap.dedent(
     """
@@ -109,7 +111,7 @@ def _meta_models() -> dict[str, torch.nn.Module]:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Path:
     """The demo checkpoint, a second one (perturbed UNet) and four kohya LoRAs (one with text encoders)."""
-    folder = tmp_path_factory.mktemp("memory-models")
+    folder = tmp_path_factory.mktemp("memory-data") / "models"  # data dir: its parent
     demo = folder / "checkpoints" / DEMO_CHECKPOINT
     demo.parent.mkdir(parents=True)
     shutil.copyfile(demo_models / "checkpoints" / DEMO_CHECKPOINT, demo)
@@ -144,7 +146,7 @@ def test_memory_stays_flat_over_50_tasks_switching_checkpoints_and_loras(
     models: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tasks = schedule()
-    assert sum(a["checkpoint"] != b["checkpoint"] for a, b in zip(tasks, tasks[1:])) == 24  # 24 reloads
+    assert sum(a["checkpoint"] != b["checkpoint"] for a, b in zip(tasks, tasks[1:], strict=False)) == 24
     src = Path(__file__).resolve().parents[2] / "src"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
@@ -172,9 +174,13 @@ def test_memory_stays_flat_over_50_tasks_switching_checkpoints_and_loras(
     assert max(later) - min(later) < MAX_GROWTH_BYTES
     # One pipeline held at the end (the default cache), the last task's checkpoint.
     assert [(m["kind"], m["name"]) for m in result["models"]] == [("checkpoints", tasks[-1]["checkpoint"])]
-    # Adapters stay bounded: each reload starts bare, and loras.py keeps at most 8 per UNet anyway.
-    for task, adapters in zip(tasks, result["adapters"], strict=True):
-        assert 1 <= adapters["unet"] <= 4 and adapters["unet"] <= 8
-        uses_text_lora = any(name == LORAS[0] for name, _ in task["loras"])
-        if uses_text_lora:
-            assert adapters.get("text_encoder", 0) >= 1
+    # Adapters stay bounded: a reload starts bare, so a UNet carries exactly the LoRAs used since its
+    # checkpoint was loaded (at most 3 here; loras.py would evict beyond 8 anyway).
+    since_load: set[str] = set()
+    for index, (task, adapters) in enumerate(zip(tasks, result["adapters"], strict=True)):
+        if index == 0 or task["checkpoint"] != tasks[index - 1]["checkpoint"]:
+            since_load = set()
+        since_load |= {name for name, _ in task["loras"]}  # type: ignore[attr-defined]
+        assert adapters["unet"] == len(since_load) <= 8, (index, adapters, since_load)
+        text_adapters = 1 if LORAS[0] in since_load else 0
+        assert adapters.get("text_encoder", 0) == adapters.get("text_encoder_2", 0) == text_adapters, (index, adapters)
