@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from engine_helpers import FLAG_ALL, Hooks, meta_demo_models, write_safety_checker
 from safetensors.torch import load_file, save_file
 
 from fooocus_es.engine import plan as planning
 from fooocus_es.engine.demo_loras import write_kohya_lora
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, TINY_CONFIG_DIR, build_demo_models
+from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, build_demo_models
 from fooocus_es.engine.ldm_convert import UNET_PREFIX, save_checkpoint, vae_to_ldm
 from fooocus_es.engine.models import ModelMissing, ModelStore
 from fooocus_es.engine.performance import DEMO_PERFORMANCE_LORAS, PERFORMANCE_LORAS, forced_overrides
@@ -40,30 +40,6 @@ NO_UNET = "not_a_checkpoint.safetensors"  # a LoRA-like file: no UNet at all
 VAE_SAME = "same_vae.safetensors"  # the demo checkpoint's own VAE, as a separate file
 VAE_OTHER = "other_vae.safetensors"  # the same with perturbed decoder weights
 FEW_LAYERS = ("attn1.to_k", "attn2.to_v")  # peft injection time grows with the adapted layers
-
-
-@dataclass
-class Hooks:
-    steps: list[tuple[int, int, int]] = field(default_factory=list)
-
-    def on_step(self, image_index: int, step: int, steps: int, preview_jpeg: bytes | None) -> None:
-        self.steps.append((image_index, step, steps))
-
-    def poll_control(self) -> str | None:
-        return None
-
-
-def _meta_models() -> dict[str, torch.nn.Module]:
-    """The demo layout (names and shapes only) for writing LoRAs: no memory, no RNG use."""
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    with torch.device("meta"):
-        return {
-            "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(TINY_CONFIG_DIR / "unet")),
-            "te1": CLIPTextModel(CLIPTextConfig.from_pretrained(TINY_CONFIG_DIR / "text_encoder")),
-            "te2": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(TINY_CONFIG_DIR / "text_encoder_2")),
-        }
 
 
 def _write_refiner(path: Path, demo: Path) -> None:
@@ -92,7 +68,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Path:
     }
     save_checkpoint(sd15_unet, folder / "checkpoints" / NOT_SDXL)
     save_checkpoint({"lora_unet_x.lora_down.weight": torch.zeros(4, 4)}, folder / "checkpoints" / NO_UNET)
-    meta = _meta_models()
+    meta = meta_demo_models()
     loras = folder / "loras"
     write_kohya_lora(loras / "a.safetensors", meta["unet"], seed=1, scale=0.2, unet_targets=FEW_LAYERS,
                      text_encoders=[meta["te1"], meta["te2"]])  # fmt: skip
@@ -209,7 +185,7 @@ def test_no_stale_lora_weights_across_tasks(engine: Engine, models: Path, baseli
 
 
 def test_a_kohya_lora_written_into_models_loras_loads_by_name(engine: Engine, models: Path) -> None:
-    meta = _meta_models()
+    meta = meta_demo_models()
     write_kohya_lora(
         models / "loras" / "my_style.safetensors", meta["unet"], seed=7, scale=0.2, unet_targets=FEW_LAYERS
     )
@@ -333,35 +309,9 @@ def test_emphasis_and_long_prompts(engine: Engine, models: Path, baseline: np.nd
 
 
 # -- NSFW ------------------------------------------------------------------------------------------
-def write_flag_everything_checker(folder: Path) -> Path:
-    """A tiny StableDiffusionSafetyChecker whose every concept threshold (-2) any cosine passes."""
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessorPil
-
-    config = CLIPConfig(
-        text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4},
-        vision_config={
-            "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "image_size": 32, "patch_size": 8,
-        },
-        projection_dim=16,
-    )  # fmt: skip
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1234)
-        checker = StableDiffusionSafetyChecker(config).eval()
-        with torch.no_grad():
-            checker.concept_embeds.normal_()
-            checker.special_care_embeds.normal_()
-            checker.concept_embeds_weights.fill_(-2.0)
-            checker.special_care_embeds_weights.fill_(-2.0)
-    checker.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture
 def safety_checker(models: Path) -> Iterator[Path]:
-    folder = write_flag_everything_checker(models / "safety_checker")
+    folder = write_safety_checker(models / "safety_checker", FLAG_ALL)
     yield folder
     shutil.rmtree(folder)
     folder.mkdir()

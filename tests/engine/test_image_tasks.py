@@ -6,13 +6,13 @@ here are the ones whose outcome a rule decides (sizes, untouched pixels, what is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from engine_helpers import Hooks
 from PIL import Image
 
 from fooocus_es.engine import plan as planning
@@ -26,17 +26,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 WIDTH, HEIGHT = 160, 128
 FEATHER = 32  # Fooocus's paste-back feathers the mask over 32 px (morphological_open)
-
-
-@dataclass
-class Hooks:
-    steps: list[tuple[int, int, int]] = field(default_factory=list)
-
-    def on_step(self, image_index: int, step: int, steps: int, preview_jpeg: bytes | None) -> None:
-        self.steps.append((image_index, step, steps))
-
-    def poll_control(self) -> str | None:
-        return None
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_helpers import meta_demo_models
 from safetensors.torch import load_file, save_file
 
 from fooocus_es.engine.demo_loras import write_kohya_lora
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, TINY_CONFIG_DIR
+from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
 from fooocus_es.engine.ldm_convert import UNET_PREFIX
 
 TASKS = 50
@@ -96,19 +97,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _meta_models() -> dict[str, torch.nn.Module]:
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    with torch.device("meta"):
-        return {
-            "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(TINY_CONFIG_DIR / "unet")),
-            "te1": CLIPTextModel(CLIPTextConfig.from_pretrained(TINY_CONFIG_DIR / "text_encoder")),
-            "te2": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(TINY_CONFIG_DIR / "text_encoder_2")),
-        }
-
-
-@pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Path:
     """The demo checkpoint, a second one (perturbed UNet) and four kohya LoRAs (one with text encoders)."""
     folder = tmp_path_factory.mktemp("memory-data") / "models"  # data dir: its parent
@@ -121,7 +109,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Path:
         if key.startswith(UNET_PREFIX) and tensor.is_floating_point():
             state[key] = tensor + 0.05 * torch.randn(tensor.shape, generator=generator)
     save_file(state, str(folder / "checkpoints" / SECOND), metadata={"format": "pt"})
-    meta = _meta_models()
+    meta = meta_demo_models()
     for seed, name in enumerate(LORAS):
         encoders = [meta["te1"], meta["te2"]] if seed == 0 else []
         write_kohya_lora(

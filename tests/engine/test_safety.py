@@ -6,49 +6,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_helpers import FLAG_ALL, FLAG_NONE, write_safety_checker
 from PIL import Image
 
 from fooocus_es.engine.models import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported, model_bytes
 from fooocus_es.engine.safety import SAFETY_CHECKER_FILES, SafetyChecker, safety_checker_installed
 
+
 # A cosine distance lies in [-1, 1]: a threshold of -2 is always passed, one of 10 never.
-FLAG_ALL, FLAG_NONE = -2.0, 10.0
-
-
-def write_checker(folder: Path, threshold: float) -> Path:
-    """A tiny StableDiffusionSafetyChecker with fixed random weights and every concept at `threshold`."""
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPImageProcessorPil
-
-    config = CLIPConfig(
-        text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4},
-        vision_config={
-            "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "image_size": 32, "patch_size": 8,
-        },
-        projection_dim=16,
-    )  # fmt: skip
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1234)
-        checker = StableDiffusionSafetyChecker(config).eval()
-        with torch.no_grad():
-            checker.concept_embeds.normal_()
-            checker.special_care_embeds.normal_()
-            checker.concept_embeds_weights.fill_(threshold)
-            checker.special_care_embeds_weights.fill_(threshold)
-    checker.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def flag_all(tmp_path_factory: pytest.TempPathFactory) -> SafetyChecker:
-    return SafetyChecker.load(write_checker(tmp_path_factory.mktemp("all"), FLAG_ALL), "cpu", torch.float32)
+    return SafetyChecker.load(write_safety_checker(tmp_path_factory.mktemp("all"), FLAG_ALL), "cpu", torch.float32)
 
 
 @pytest.fixture(scope="module")
 def flag_none(tmp_path_factory: pytest.TempPathFactory) -> SafetyChecker:
-    return SafetyChecker.load(write_checker(tmp_path_factory.mktemp("none"), FLAG_NONE), "cpu", torch.float32)
+    return SafetyChecker.load(write_safety_checker(tmp_path_factory.mktemp("none"), FLAG_NONE), "cpu", torch.float32)
 
 
 def sample_images() -> list[Image.Image]:
@@ -58,7 +31,7 @@ def sample_images() -> list[Image.Image]:
 def test_installed_needs_all_three_files(tmp_path: Path) -> None:
     models = tmp_path / "models"
     assert not safety_checker_installed(models)
-    write_checker(models / "safety_checker", FLAG_NONE)
+    write_safety_checker(models / "safety_checker", FLAG_NONE)
     assert safety_checker_installed(models)
     for name in SAFETY_CHECKER_FILES:
         (models / "safety_checker" / name).rename(tmp_path / name)
@@ -89,7 +62,7 @@ def test_the_store_loads_and_caches_the_checker(tmp_path: Path) -> None:
     assert not store.safety_checker_installed()
     with pytest.raises(ModelMissing, match="model.safetensors"):
         store.load_safety_checker()
-    write_checker(store.models_dir / "safety_checker", FLAG_ALL)
+    write_safety_checker(store.models_dir / "safety_checker", FLAG_ALL)
     checker = store.load_safety_checker()
     assert store.load_safety_checker() is checker
     assert checker.check(sample_images()[:1]) == [True]
