@@ -97,6 +97,8 @@ def test_tab_rules_pick_uov_before_inpaint_and_mixing_flags_gate_image_prompts()
     assert plan_for(**both, controlnet_image=image_prompt).image_task is None
     mixed = plan_for(**both, controlnet_image=image_prompt, mixing_image_prompt_and_inpaint=True)
     assert mixed.image_task is not None and mixed.image_task.kind == "inpaint"
+    assert any("controlnet_image" in note for note in mixed.notes)  # said, not silently dropped
+    assert any("refiner" in note for note in plan_for(**both, refiner_model_name="r").notes)
 
 
 def test_outpaint_forces_full_strength_and_field() -> None:

@@ -275,8 +275,12 @@ def build_plan(
     steps = performance.steps_for(params["performance_selection"], params["overwrite_step"], uov=uov)
     refiner = refiner_model(params)
     notes: tuple[str, ...] = ()
+    if any(item.get("cn_img") for item in params.get("controlnet_image") or []):
+        notes += ("image prompts (controlnet_image) are not applied by this server yet",)
+    if params.get("enhance_checkbox") and params.get("enhance_input_image"):
+        notes += ("enhance is not applied by this server yet",)
     if refiner and task is not None:
-        notes = (f"refiner {refiner!r} not applied: image-to-image tasks run on the base model only",)
+        notes += (f"refiner {refiner!r} not applied: image-to-image tasks run on the base model only",)
         refiner = None
     texts = prompts.build_prompts(
         _prompt_with_inpaint_line(params),
