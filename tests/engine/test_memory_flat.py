@@ -97,6 +97,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Path:
     """The demo checkpoint, a second one (perturbed UNet) and four kohya LoRAs (one with text encoders)."""
     folder = tmp_path_factory.mktemp("memory-data") / "models"  # data dir: its parent
