@@ -104,9 +104,11 @@ class Services:
             torch.set_num_threads(self.settings.torch_threads)
         return self._engine_class(self.model_store, self.settings.data_dir)
 
-    def downloadable_models(self) -> set[str]:
-        """Model names of any kind a task may name although they are not on disk yet."""
-        return set(self.download_urls()) | {DEMO_CHECKPOINT, *DEMO_PERFORMANCE_LORAS.values()}
+    def downloadable_models(self, kind: str = "checkpoints") -> set[str]:
+        """Names of `kind` a task may name although they are not on disk yet (fetched or generated on use)."""
+        names = {name for name, (_url, of_kind) in self.download_urls().items() if of_kind == kind}
+        generated = {"checkpoints": {DEMO_CHECKPOINT}, "loras": set(DEMO_PERFORMANCE_LORAS.values())}
+        return names | generated.get(kind, set())
 
     def download_urls(self) -> dict[str, tuple[str, str]]:
         """file name -> (URL, models sub-folder), from every preset and the performance modes (read once)."""
@@ -143,8 +145,8 @@ class Services:
         """
         urls = self.download_urls()
         for name, kind in self.plan_files(plan):
-            if (self.settings.models_dir / kind / name).exists() or name not in urls:
-                continue
+            if (self.settings.models_dir / kind / name).exists() or urls.get(name, ("", ""))[1] != kind:
+                continue  # on disk, or no URL for a file of this kind
             url = urls[name][0]
             shown = [-1]  # the last percentage reported
 
@@ -171,8 +173,8 @@ class Services:
         inpaint_dir = self.settings.models_dir / "inpaint"
         return {
             "checkpoints": set(store.list_checkpoints()),
-            "loras": set(store.list_loras()),
-            "vaes": set(store.list_vaes()),
+            "loras": set(store.list_loras()) | self.downloadable_models("loras"),
+            "vaes": set(store.list_vaes()) | self.downloadable_models("vae"),
             "safety_checker": safety_checker_installed(self.settings.models_dir),
             "inpaint_files": {p.name for p in inpaint_dir.iterdir()} if inpaint_dir.is_dir() else set(),
             "styles": self.style_book.names(),
