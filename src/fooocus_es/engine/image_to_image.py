@@ -179,6 +179,7 @@ class _Run:
         self.hooks = hooks
         self._source: np.ndarray | None = None  # the prepared input, the same for every seed
         self._job: InpaintJob | None = None
+        self._latents: dict[str, torch.Tensor] = {}  # VAE encodings of the prepared input, shared by every seed
 
     def image(self, index: int, seed: int) -> tuple[Image.Image, bool]:
         kind = self.task.kind
@@ -196,7 +197,8 @@ class _Run:
             image = load_rgb(self.owner.data_dir / self.task.image)
             width, height = vary_size(image.shape[1], image.shape[0])
             self._source = crop_to_multiple(resample_image(image, width, height), 8)
-        latents = self._denoise(index, seed, self._encode(self._source), self.task.denoise)
+        source = self._source
+        latents = self._denoise(index, seed, self._encoded("source", lambda: _unit_tensor(source)), self.task.denoise)
         return decode_latents(self.pipe, self.vae, latents)
 
     # -- upscale ---------------------------------------------------------------------------------
@@ -221,9 +223,8 @@ class _Run:
         def diffuse_tile(tile: np.ndarray) -> np.ndarray:
             number = next(counter)
             offset = number * self.plan.steps
-            latents = self._denoise(
-                index, seed, self._encode(tile), task.denoise, offset=offset, total=tiles * self.plan.steps
-            )
+            initial = self._encode(_unit_tensor(tile))
+            latents = self._denoise(index, seed, initial, task.denoise, offset=offset, total=tiles * self.plan.steps)
             return np.asarray(decode_latents(self.pipe, self.vae, latents))
 
         result = tiled_map(
@@ -247,8 +248,11 @@ class _Run:
                 image, mask, task.respective_field, task.denoise, upscaler=upscaler, sr_scale=scale
             )
         job = self._job
-        original = self._encode(job.crop_image)
-        initial = torch.zeros_like(original) if task.disable_initial_latent else self._encode(job.crop_fill)
+        original = self._encoded("original", lambda: _unit_tensor(job.crop_image))
+        if task.disable_initial_latent:
+            initial = torch.zeros_like(original)
+        else:
+            initial = self._encoded("fill", lambda: _unit_tensor(job.crop_fill))
         pixel_mask = torch.from_numpy((job.crop_mask > 127).astype(np.float32))
         latent_mask = fooocus_latent_mask(pixel_mask, tuple(original.shape[-2:])).to(original.device)
         blend = _KeepUnmasked(original, latent_mask, seed)
@@ -275,8 +279,7 @@ class _Run:
         refiner" (the unpatched base model) takes over after round(steps * 0.8) steps.
         """
         patch = self.owner.inpaint_patch(self.task.inpaint_engine, self.plan.base_model, self.pipe.unet)
-        pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(torch.float32) / 127.5 - 1.0
-        masked = self._encode_tensor(neutral_masked_pixels(pixels, pixel_mask))
+        masked = self._encoded("masked", lambda: neutral_masked_pixels(_unit_tensor(crop), pixel_mask))
         switch = int(round(self.plan.steps * SYNTHETIC_REFINER_SWITCH))
         with patch.applied(self.pipe.unet, head_input(latent_mask, masked)) as applied:
 
@@ -294,13 +297,14 @@ class _Run:
             return None
         return self.owner.load_upscaler(self.plan.base_model)
 
-    def _encode(self, pixels: np.ndarray) -> torch.Tensor:
-        """HxWx3 uint8 -> diffusion latents (the VAE's mean: no sampling noise in the kept area)."""
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].to(torch.float32)
-        return self._encode_tensor(tensor / 127.5 - 1.0)
+    def _encoded(self, key: str, pixels: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The latents of one of the task's inputs, encoded once for all its seeds."""
+        if key not in self._latents:
+            self._latents[key] = self._encode(pixels())
+        return self._latents[key]
 
-    def _encode_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) in [-1, 1] -> diffusion latents."""
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) in [-1, 1] -> diffusion latents (the VAE's mean: no sampling noise in the kept area)."""
         vae = self.vae
         encoded = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mean
         return scale_latents(encoded, vae).to(torch.float32)
@@ -348,6 +352,12 @@ class _Run:
             callback_on_step_end_tensor_inputs=["latents"],
         )
         return output.images
+
+
+def _unit_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> (1, 3, H, W) float32 in [-1, 1], the VAE's input range."""
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].to(torch.float32)
+    return tensor / 127.5 - 1.0
 
 
 class _KeepUnmasked:
