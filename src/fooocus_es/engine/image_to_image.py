@@ -53,7 +53,6 @@ from fooocus_es.engine.sampling import (
     Status,
     StepCallback,
     decode_latents,
-    prompt_parts,
     scale_latents,
 )
 from fooocus_es.engine.schedulers import prepare_for_image, step_eta
@@ -325,14 +324,10 @@ class _Run:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         prepare_for_image(pipe.scheduler, seed)
         schedule, strength = fooocus_schedule(plan.steps, denoise)
-        cond = self.conditioning.get(*prompt_parts(plan, index))
         # Latents, not pixels: diffusers' own encode would re-cast the shared VAE around every call.
         initial = latents.to(device=pipe.unet.device, dtype=pipe.unet.dtype)
         output = pipe(
-            prompt_embeds=cond.prompt_embeds,
-            pooled_prompt_embeds=cond.pooled_prompt_embeds,
-            negative_prompt_embeds=cond.negative_prompt_embeds,
-            negative_pooled_prompt_embeds=cond.negative_pooled_prompt_embeds,
+            **self.conditioning.pipeline_kwargs(plan, index),
             image=initial,
             strength=strength,
             num_inference_steps=schedule,

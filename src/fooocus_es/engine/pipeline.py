@@ -285,15 +285,11 @@ def _denoise(
     # A CPU generator even on CUDA: the seed gives the same initial noise on every device and GPU model.
     generator = torch.Generator(device="cpu").manual_seed(seed)
     prepare_for_image(pipe.scheduler, seed)
-    # Fooocus's encoding (emphasis, chunks past 77 tokens, clip_skip, parts); an empty negative is
-    # encoded like any other text, not zeroed as diffusers' SDXL default would.
-    cond = conditioning.get(*prompt_parts(plan, index))
     switch = refiner if refiner is not None and refiner.active_for(plan) else None
     output = pipe(
-        prompt_embeds=cond.prompt_embeds,
-        pooled_prompt_embeds=cond.pooled_prompt_embeds,
-        negative_prompt_embeds=cond.negative_prompt_embeds,
-        negative_pooled_prompt_embeds=cond.negative_pooled_prompt_embeds,
+        # Fooocus's encoding (emphasis, chunks past 77 tokens, clip_skip, parts); an empty negative is
+        # encoded like any other text, not zeroed as diffusers' SDXL default would.
+        **conditioning.pipeline_kwargs(plan, index),
         width=plan.width,
         height=plan.height,
         num_inference_steps=plan.steps,

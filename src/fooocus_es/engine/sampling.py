@@ -67,6 +67,16 @@ class ConditioningCache:
             self._cache[key] = encode_conditioning(self.pipe, positive, negative, clip_skip=self.clip_skip)
         return self._cache[key]
 
+    def pipeline_kwargs(self, plan: GenerationPlan, index: int) -> dict[str, torch.Tensor]:
+        """Image `index`'s four conditioning tensors, as diffusers' SDXL pipelines take them."""
+        cond = self.get(*prompt_parts(plan, index))
+        return {
+            "prompt_embeds": cond.prompt_embeds,
+            "pooled_prompt_embeds": cond.pooled_prompt_embeds,
+            "negative_prompt_embeds": cond.negative_prompt_embeds,
+            "negative_pooled_prompt_embeds": cond.negative_pooled_prompt_embeds,
+        }
+
 
 def prompt_parts(plan: GenerationPlan, index: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Image `index`'s prompt parts; plans built without parts encode their joined texts."""
