@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -17,6 +18,7 @@ from fooocus_es.api.urls import UrlSigner
 from fooocus_es.engine import presets
 from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
 from fooocus_es.engine.performance import DEMO_PERFORMANCE_LORAS, PERFORMANCE_LORAS
+from fooocus_es.engine.plan import INPAINT_DIR
 from fooocus_es.engine.plan_types import GenerationPlan
 from fooocus_es.engine.safety import safety_checker_installed
 from fooocus_es.engine.styles import StyleBook
@@ -33,6 +35,11 @@ from fooocus_es.subscribers.waiters import Waiters
 from fooocus_es.subscribers.webhooks import WebhookSender
 
 log = structlog.get_logger("fooocus_es")
+
+# Demo files the engine writes itself when first used: never downloaded, always available.
+GENERATED_FILES: Final[Mapping[str, str]] = MappingProxyType(
+    {DEMO_CHECKPOINT: "checkpoints", **dict.fromkeys(DEMO_PERFORMANCE_LORAS.values(), "loras")}
+)
 
 
 def resolve_device(requested: str) -> str:
@@ -107,8 +114,7 @@ class Services:
     def downloadable_models(self, kind: str = "checkpoints") -> set[str]:
         """Names of `kind` a task may name although they are not on disk yet (fetched or generated on use)."""
         names = {name for name, (_url, of_kind) in self.download_urls().items() if of_kind == kind}
-        generated = {"checkpoints": {DEMO_CHECKPOINT}, "loras": set(DEMO_PERFORMANCE_LORAS.values())}
-        return names | generated.get(kind, set())
+        return names | {name for name, of_kind in GENERATED_FILES.items() if of_kind == kind}
 
     def download_urls(self) -> dict[str, tuple[str, str]]:
         """file name -> (URL, models sub-folder), from every preset and the performance modes (read once)."""
@@ -135,8 +141,7 @@ class Services:
         files += [(plan.vae_name, "vae")] if plan.vae_name else []
         if plan.image_task is not None and plan.image_task.kind == "upscale" and plan.base_model != DEMO_CHECKPOINT:
             files.append((DEFAULT_UPSCALER, UPSCALE_DIR))
-        generated = {DEMO_CHECKPOINT, *DEMO_PERFORMANCE_LORAS.values()}
-        return [(name, kind) for name, kind in files if name not in generated]
+        return [(name, kind) for name, kind in files if name not in GENERATED_FILES]
 
     def fetch_plan_models(self, plan: GenerationPlan, report: Callable[[str], None]) -> None:
         """Runner thread: download the plan's missing files that have a known URL, reporting progress.
@@ -170,7 +175,7 @@ class Services:
     def admission_names(self) -> dict[str, Any]:
         """What validate_names checks requests against, read from disk (blocking: call in a thread)."""
         store = self.model_store
-        inpaint_dir = self.settings.models_dir / "inpaint"
+        inpaint_dir = self.settings.models_dir / INPAINT_DIR
         return {
             "checkpoints": set(store.list_checkpoints()),
             "loras": set(store.list_loras()) | self.downloadable_models("loras"),

@@ -617,7 +617,7 @@ def _edit_inpaint_engine(services: Services) -> str:
     OpenAI clients cannot choose an engine, so an edit must not fail on files nobody asked for.
     """
     engine = str(services.preset_defaults.get("inpaint_engine", planning.REQUEST_DEFAULTS["inpaint_engine"]))
-    folder = services.settings.models_dir / "inpaint"
+    folder = services.settings.models_dir / planning.INPAINT_DIR
     needed = planning.INPAINT_ENGINE_FILES.get(engine, ())
     return engine if all((folder / name).is_file() for name in needed) else "None"
 

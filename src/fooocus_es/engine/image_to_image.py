@@ -43,6 +43,7 @@ from fooocus_es.engine.inpaint_patch import (
     neutral_masked_pixels,
     unwrap_unet,
 )
+from fooocus_es.engine.plan import INPAINT_DIR
 from fooocus_es.engine.plan_types import GenerationPlan, ImageTask
 from fooocus_es.engine.sampling import (
     Aborted,
@@ -61,7 +62,6 @@ from fooocus_es.engine.upscalers import DEFAULT_UPSCALER, UPSCALE_DIR, UpscalerM
 
 DIFFUSION_TILE = 1024  # SDXL's native size: the tiled upscale pass diffuses 1024-px tiles
 DIFFUSION_OVERLAP = 128
-INPAINT_DIR = "inpaint"  # Fooocus's inpaint head and patch files, under models/
 SYNTHETIC_REFINER_SWITCH = 0.8  # Fooocus drops the inpaint patch for the last 20% of the steps
 MAX_SCHEDULE = 1000  # a schedule longer than the 1000 training timesteps is not defined
 _BLEND_NOISE_SEED = 0x5EED  # the re-noising of kept latents must not replay the sampler's noise

@@ -334,6 +334,7 @@ def build_plan(
 VARY_STRENGTH: Final = {"Vary (Subtle)": 0.5, "Vary (Strong)": 0.85}
 UPSCALE_STRENGTH: Final = 0.382
 # Fooocus's inpaint engines: the head plus one patch file each, in models/inpaint/.
+INPAINT_DIR: Final = "inpaint"
 INPAINT_ENGINE_FILES: Final[dict[str, tuple[str, ...]]] = {
     "v1": ("fooocus_inpaint_head.pth", "inpaint.fooocus.patch"),
     "v2.5": ("fooocus_inpaint_head.pth", "inpaint_v25.fooocus.patch"),
