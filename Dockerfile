@@ -7,10 +7,11 @@
 # (which would carry a second copy of those libraries).
 FROM python:3.11-slim-bookworm
 
-# pyproject pins torch==2.13.0 (the CPU wheel in local dev); here the same version comes from the
-# PyTorch index of the CUDA build you want (cu126, cu128, ...).
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+# pyproject pins torch==2.14.1 and torchvision==0.29.1 (PyPI's CUDA 13 builds); another CUDA build of
+# the same versions can come from the PyTorch index of your choice (cu126, cu128, cu130, ...).
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -24,16 +25,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # torch first (its own layer: gigabytes that rarely change), then the project with torch held to it.
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
-    && echo "torch==${TORCH_VERSION}" > /tmp/constraints.txt
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+    && printf 'torch==%s\ntorchvision==%s\n' "${TORCH_VERSION}" "${TORCHVISION_VERSION}" > /tmp/constraints.txt
 
 COPY pyproject.toml README.md ./
 COPY migrations ./migrations
 COPY src ./src
 # migrations/ is needed at build time: src/fooocus_es/migrations links to it and the wheel copies it.
-# spandrel without its torchvision requirement (see NO_DEPS in noxfile.py).
 RUN pip install -c /tmp/constraints.txt . \
-    && pip install --no-deps "spandrel==0.4.1" \
     && useradd --create-home --uid 1000 fooocus \
     && mkdir -p /data \
     && chown fooocus:fooocus /data

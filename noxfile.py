@@ -20,12 +20,9 @@ nox.options.sessions = ["tests"]
 ROOT = pathlib.Path(__file__).parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
-# torch first and pinned: the CPU wheel is taken as is, and nothing later may pull a CUDA build.
-TORCH = "torch==2.13.0"
-# Installed without its dependencies: spandrel requires torchvision, and the only torchvision for
-# torch 2.13 here is a CUDA build whose missing ops break transformers' imports. Our loader never
-# needs torchvision (engine/upscalers.py stands in for the one import spandrel makes).
-NO_DEPS = ("spandrel==0.4.1",)
+# torch first and pinned with its torchvision (the CUDA 13 builds, which also run on the CPU), so that
+# nothing installed later can pull another multi-GB build.
+TORCH = ("torch==2.14.1", "torchvision==0.29.1")
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -37,9 +34,8 @@ def _venv(session: nox.Session) -> str:
     stamp = VENV / ".deps.sha256"
     if not stamp.exists() or stamp.read_text() != digest:
         pip = [str(PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        session.run(*pip, TORCH, external=True)
-        session.run(*pip, "-e", f"{ROOT}[test]", TORCH, external=True)
-        session.run(*pip, "--no-deps", *NO_DEPS, external=True)
+        session.run(*pip, *TORCH, external=True)
+        session.run(*pip, "-e", f"{ROOT}[test]", *TORCH, external=True)
         stamp.write_text(digest)
     session.env["VIRTUAL_ENV"] = str(VENV)
     session.env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}"

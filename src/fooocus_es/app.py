@@ -14,6 +14,7 @@ from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 
 from fooocus_es.api import docs, engines, files, generate, tasks
 from fooocus_es.api.auth import api_key_guard
+from fooocus_es.api.cors import cors_config
 from fooocus_es.api.errors import EXCEPTION_HANDLERS
 from fooocus_es.api.openai import OPENAI_ROUTES
 from fooocus_es.api.web import WEB_ROUTES
@@ -40,6 +41,7 @@ ROUTES = [
     *WEB_ROUTES,
     *OPENAI_ROUTES,
     MetricsController,
+    docs.swagger_page,
     *docs.asset_routers(),
 ]
 
@@ -79,6 +81,7 @@ def create_app(settings: Settings) -> Litestar:
         plugins=[StructlogPlugin(config=logging)],
         middleware=[prometheus_config().middleware],
         openapi_config=docs.openapi_config(),
+        cors_config=cors_config(settings),
         request_max_body_size=64 * 1024 * 1024,  # inline base64 images
     )
     app.state.services = services

@@ -34,10 +34,24 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="what result URLs start with (host or full URL)")
     parser.add_argument("--queue-size", type=int, help="pending tasks accepted before 429 (default 100)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    parser.add_argument(
+        "--sync-response",
+        choices=["image", "json"],
+        help="what a blocking generate (both flags false) answers: image bytes (default, the seed's rule) "
+        "or the task record as JSON (FooocusAPI since July 2024)",
+    )
+    parser.add_argument("--stream-rate", type=float, help="progress events per second on a stream, at most (default 10)")
+    parser.add_argument(
+        "--cors-origins",
+        help="comma-separated origins allowed by CORS, or '*' (default: local pages; any origin once an API key is set)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("host", "port", "data_dir", "preset", "api_key", "webhook_url", "base_url", "queue_size", "device")
+    keys = (
+        "host", "port", "data_dir", "preset", "api_key", "webhook_url", "base_url", "queue_size", "device",
+        "sync_response", "stream_rate", "cors_origins",
+    )  # fmt: skip
     return settings_from_env(**{key: getattr(args, key, None) for key in keys})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -27,6 +27,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_timeout_s: float = 5.0
     torch_threads: int = 0  # 0: leave torch's default
     model_cache_mb: int | None = None  # loaded models kept within this many MiB; None/0: one checkpoint at a time
+    # A blocking generate (both flags false): image bytes (the seed's rule) or the record as JSON
+    # (FooocusAPI since 2024-07); `Accept: application/json` always gets JSON.
+    sync_response: Literal["image", "json"] = "image"
+    stream_rate: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 10.0  # progress events a second on a stream
+    cors_origins: str = ""  # "" = local pages (any origin with an API key); "*" or a comma-separated list
 
     # Derived locations: the design card puts outputs/ and inputs/ beside each other.
     @property

@@ -55,7 +55,9 @@ async def validate_and_store(services: Services, params: dict[str, Any], sent: d
     return stored
 
 
-async def enqueue(services: Services, params: dict[str, Any], *, stream: bool) -> Admitted:
+async def enqueue(
+    services: Services, params: dict[str, Any], *, stream: bool, notes: list[str] | None = None
+) -> Admitted:
     task_id = uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(task_id=task_id)
     webhook_url = params.get("webhook_url") or services.settings.webhook_url
@@ -64,7 +66,7 @@ async def enqueue(services: Services, params: dict[str, Any], *, stream: bool) -
     at_ms = now_ms()
     try:
         await services.store.emit_async(
-            TaskQueued(task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url)
+            TaskQueued(task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url, notes=notes or [])
         )
     except BaseException:
         services.waiters.discard(task_id)

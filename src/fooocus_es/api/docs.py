@@ -1,4 +1,4 @@
-"""Offline API docs: /schema (ReDoc) and /schema/swagger, with their scripts served locally.
+"""Offline API docs: /schema (ReDoc), /schema/swagger and /docs (Swagger), with their scripts served locally.
 
 Litestar's doc pages load their JavaScript from CDNs by default, which leaves them blank on a
 server without internet; here ReDoc is vendored (docs_assets/) and Swagger UI comes from a pinned
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import swagger_ui_bundle
+from litestar import MediaType, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.router import Router
@@ -49,3 +50,12 @@ def asset_routers() -> list[Router]:
         )
 
     return [router("redoc", _REDOC_DIR), router("swagger", swagger_ui_bundle.swagger_ui_path)]
+
+
+@get(["/docs", "/docs/"], include_in_schema=False, media_type=MediaType.HTML)
+async def swagger_page(request: Request) -> Response[bytes]:
+    """FastAPI's /docs, where FooocusAPI serves Swagger: readiness probes and users look there."""
+    config = request.app.openapi_config
+    assert config is not None
+    swagger = next(plugin for plugin in config.render_plugins if isinstance(plugin, SwaggerRenderPlugin))
+    return Response(swagger.render(request, request.app.openapi_schema.to_schema()), media_type=MediaType.HTML)

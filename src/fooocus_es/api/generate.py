@@ -19,6 +19,7 @@ from litestar.response import Stream
 from fooocus_es.api import examples
 from fooocus_es.api.admission import enqueue, validate_and_store
 from fooocus_es.api.structs import GenerateRequest, StreamMessage, sent_fields
+from fooocus_es.api.tolerance import drop_empty_image_prompts, ignored_fields, ignored_header, ignored_note
 from fooocus_es.engine import plan as planning
 from fooocus_es.engine import presets
 from fooocus_es.engine.plan import ParamError
@@ -30,16 +31,20 @@ from fooocus_es.services import Services
 BINARY_ACCEPT = ("image/png", "image/jpeg", "image/jpg", "image/webp")
 
 
-def _mode(request: Request, params: dict[str, Any]) -> str:
-    """FooocusAPI's priority: Accept image/* > stream_output > async_process > blocking."""
+def _mode(request: Request, params: dict[str, Any], sync_response: str) -> str:
+    """FooocusAPI's priority: Accept image/* > stream_output > async_process > blocking.
+
+    A blocking request answers image bytes (the seed's "both flags false") unless it asks for JSON
+    or the server runs with --sync-response json (FooocusAPI since July 2024).
+    """
     accept = request.headers.get("accept", "")
-    if any(kind in accept for kind in ("image/png", "image/jpeg", "image/jpg", "image/webp", "image/*")):
+    if any(kind in accept for kind in (*BINARY_ACCEPT, "image/*")):
         return "binary"
     if params["stream_output"]:
         return "stream"
     if params["async_process"]:
         return "async"
-    return "json" if "application/json" in accept else "binary"
+    return "json" if "application/json" in accept or sync_response == "json" else "binary"
 
 
 def resolve_request(services: Services, sent: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +61,7 @@ def resolve_request(services: Services, sent: dict[str, Any]) -> dict[str, Any]:
 
 
 @post(
-    "/v1/engine/generate/",
+    ["/v1/engine/generate/", "/v1/engine/generate"],
     status_code=200,
     summary="Generate images (FooocusAPI)",
     tags=["generate"],
@@ -66,39 +71,43 @@ async def generate(
     request: Request, data: Annotated[GenerateRequest, Body(examples=examples.GENERATE_BODIES)]
 ) -> Response[Any]:
     services: Services = request.app.state.services
-    sent = sent_fields(data)
+    ignored = ignored_fields(await request.json(), GenerateRequest)
+    sent = drop_empty_image_prompts(sent_fields(data))
     params = resolve_request(services, sent)
-    mode = _mode(request, params)
+    mode = _mode(request, params, services.settings.sync_response)
     if mode == "binary":
         params["image_number"] = 1
     params = await validate_and_store(services, params, sent)
-    queued = await enqueue(services, params, stream=mode == "stream")
+    queued = await enqueue(services, params, stream=mode == "stream", notes=ignored_note(ignored))
     task_id, waiter, subscription = queued.task_id, queued.ended, queued.subscription
+    headers = {"X-Task-Id": task_id, **ignored_header(ignored)}
 
     if mode == "stream":
         assert subscription is not None
         return Stream(
             _stream(services, task_id, subscription, waiter),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Task-Id": task_id},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
         )
     if mode == "async":
         services.waiters.discard(task_id)
         record = await services.record(task_id)
-        return Response(record, headers={"X-Task-Id": task_id})
+        return Response(record, headers=headers)
     await waiter.wait()
     record = await services.final_record(task_id)
     assert record is not None
     if mode == "json":
-        return Response(record, headers={"X-Task-Id": task_id})
-    return await _binary(services, request, task_id, params["output_format"])
+        return Response(record, headers=headers)
+    return await _binary(services, request, task_id, params["output_format"], headers)
 
 
-async def _binary(services: Services, request: Request, task_id: str, output_format: str) -> Response[Any]:
+async def _binary(
+    services: Services, request: Request, task_id: str, output_format: str, headers: dict[str, str]
+) -> Response[Any]:
     stored = await services.stored_record(task_id)
     if not stored or not stored["result"]:
         error = (stored or {}).get("error") or {}
-        headers = {"X-Task-Id": task_id, "X-Task-Status": str((stored or {}).get("task_status"))}
+        headers = {**headers, "X-Task-Status": str((stored or {}).get("task_status"))}
         if error:
             return Response({"detail": error.get("message"), "error": error}, status_code=500, headers=headers)
         return Response(b"", status_code=204, headers=headers)
@@ -108,7 +117,7 @@ async def _binary(services: Services, request: Request, task_id: str, output_for
         content, media_type = converted
     else:
         content, media_type = await anyio.to_thread.run_sync(path.read_bytes), MEDIA_TYPES[output_format]
-    return Response(content, media_type=media_type, headers={"X-Task-Id": task_id})
+    return Response(content, media_type=media_type, headers=headers)
 
 
 def _sse(message: StreamMessage | dict[str, Any]) -> bytes:

@@ -35,20 +35,20 @@ def _d(text: str, **kw: Any) -> Meta:
 Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
 
 
-class Lora(Struct, kw_only=True, forbid_unknown_fields=True):
+class Lora(Struct, kw_only=True):
     enabled: bool = True
     model_name: Annotated[str, Meta(max_length=255)] = "None"
     weight: Annotated[float, Meta(ge=-2.0, le=2.0)] = 0.5
 
 
-class ImagePrompt(Struct, kw_only=True, forbid_unknown_fields=True):
+class ImagePrompt(Struct, kw_only=True):
     cn_img: ImageField = None
     cn_stop: Unit = 0.6
     cn_weight: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.6
     cn_type: ControlNetType = "ImagePrompt"
 
 
-class EnhanceCtrlNets(Struct, kw_only=True, forbid_unknown_fields=True):
+class EnhanceCtrlNets(Struct, kw_only=True):
     enhance_enabled: bool = False
     enhance_mask_dino_prompt: str = ""
     enhance_prompt: str = ""
@@ -70,7 +70,7 @@ class EnhanceCtrlNets(Struct, kw_only=True, forbid_unknown_fields=True):
     enhance_mask_invert: bool = False
 
 
-class GenerateRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+class GenerateRequest(Struct, kw_only=True):
     """POST /v1/engine/generate/ — FooocusAPI's CommonRequest, every field optional."""
 
     prompt: (

@@ -161,8 +161,14 @@ async def delete_task(request: Request, task_id: str) -> dict[str, Any]:
     tags=["generate"],
     responses=examples.CONTROL_RESPONSES,
 )
-async def control(request: Request, action: str) -> ControlResponse:
+async def control(request: Request, action: str | None = None) -> ControlResponse:
+    """`action` from the query string (upstream), or from a JSON body `{"action": ...}` (some clients)."""
     services: Services = request.app.state.services
+    if action is None:
+        body = await request.json() if await request.body() else None
+        action = body.get("action") if isinstance(body, dict) else None
+    if action is None:
+        raise ValidationException("action: required (stop or skip), in the query string or a JSON body")
     if action not in ("stop", "skip"):
         return ControlResponse("Invalid control action")
     task_id = services.runner.control(action)  # type: ignore[arg-type]

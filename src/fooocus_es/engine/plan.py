@@ -142,6 +142,8 @@ def finalize(params: dict[str, Any], *, rng: random.Random | None = None) -> dic
     params.update(performance.forced_overrides(params["performance_selection"]))
     if params["output_format"] == "jpg":
         params["output_format"] = "jpeg"
+    # Clients copy Fooocus's UI label ("1152×896"); the record keeps the canonical W*H.
+    params["aspect_ratios_selection"] = params["aspect_ratios_selection"].replace("×", "*")
     params["input_image_checkbox"] = True
     seed = params["image_seed"]
     if not 0 <= seed <= MAX_SEED:

@@ -46,11 +46,10 @@ class SafetyChecker:
     def load(cls, folder: Path, device: str, dtype: torch.dtype) -> SafetyChecker:
         """Load offline from a Hugging Face folder; raises what transformers raises for a broken one."""
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-        from transformers import CLIPImageProcessorPil
+        from transformers import CLIPImageProcessor
 
         model = StableDiffusionSafetyChecker.from_pretrained(folder, dtype=dtype, local_files_only=True)
-        # The PIL backend: same resize/crop/normalise as CLIPImageProcessor, without needing torchvision.
-        processor = CLIPImageProcessorPil.from_pretrained(folder, local_files_only=True)
+        processor = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
         return cls(model.to(device).eval(), processor, device, dtype)
 
     def check(self, images: list[Image.Image]) -> list[bool]:

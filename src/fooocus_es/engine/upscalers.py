@@ -11,14 +11,10 @@ weights_only off in torch) and .pt with `torch.jit.load` (TorchScript runs code)
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import pickle
 import re
-import sys
-import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -86,54 +82,6 @@ class UpscalerModel:
         return max(1, self.descriptor.size_requirements.multiple_of)
 
 
-# -- spandrel import -------------------------------------------------------------------------------
-
-
-def _stand_in_unavailable(*_args: object, **_kwargs: object) -> None:
-    raise RuntimeError("torchvision is not importable in this environment; this model cannot run")
-
-
-@contextlib.contextmanager
-def _torchvision_stand_in() -> Iterator[None]:
-    """Temporarily make `torchvision.transforms.functional` importable as a stub.
-
-    spandrel imports every architecture up front, and two of them (LaMa, RestoreFormer, neither a
-    SR model) import torchvision names they only use when run. A torchvision wheel built for
-    another torch (the CUDA wheel beside the CPU torch) fails on import, which would take all of
-    spandrel down with it. The stub is removed again once spandrel is imported.
-    """
-    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
-    saved = {name: sys.modules[name] for name in names if name in sys.modules}
-    modules = [types.ModuleType(name) for name in names]
-    functional = modules[2]
-    functional.InterpolationMode = enum.Enum("InterpolationMode", "NEAREST BILINEAR BICUBIC")  # type: ignore[attr-defined]
-    functional.rotate = functional.normalize = _stand_in_unavailable  # type: ignore[attr-defined]
-    modules[0].transforms = modules[1]  # type: ignore[attr-defined]
-    modules[1].functional = functional  # type: ignore[attr-defined]
-    sys.modules.update(zip(names, modules, strict=True))
-    try:
-        yield
-    finally:
-        for name in names:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
-
-
-def import_spandrel() -> types.ModuleType:
-    """`import spandrel`, working around a torchvision that cannot load (see `_torchvision_stand_in`)."""
-    if "spandrel" in sys.modules:
-        return sys.modules["spandrel"]
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # a broken binary raises RuntimeError/OSError, not just ImportError
-        with _torchvision_stand_in():
-            import spandrel
-        return spandrel
-    import spandrel
-
-    return spandrel
-
-
 # -- files -----------------------------------------------------------------------------------------
 
 
@@ -180,7 +128,8 @@ def _fooocus_key_names(state_dict: dict[str, object]) -> dict[str, object]:
 
 
 def _describe(path: Path, state_dict: dict[str, object]) -> ImageModelDescriptor:
-    spandrel = import_spandrel()
+    import spandrel
+
     state_dict = _fooocus_key_names(spandrel.canonicalize_state_dict(state_dict))
     try:
         descriptor = spandrel.ModelLoader("cpu").load_from_state_dict(state_dict)

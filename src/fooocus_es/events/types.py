@@ -20,6 +20,7 @@ class TaskQueued(_Event, tag="TaskQueued"):
 
     params: dict[str, Any]
     webhook_url: str = ""
+    notes: list[str] = []  # what admission ignored or changed (unknown fields, ...)
 
 
 class TaskStarted(_Event, tag="TaskStarted"):

@@ -34,6 +34,7 @@ class LiveTask:
     message: str = ""
     preview: str | None = None
     skipped: bool = False
+    notes: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -49,7 +50,7 @@ class LiveTask:
             "result": [],
             "preview": self.preview,
             "error": None,
-            "notes": [],
+            "notes": self.notes,
         }
 
 
@@ -68,6 +69,7 @@ class LiveTasks:
                     req_params=event.params,
                     in_queue_mills=event.at_ms,
                     webhook_url=event.webhook_url,
+                    notes=list(event.notes),
                 )
             case TaskStarted():
                 task = self.pending.pop(event.task_id, None)

@@ -37,8 +37,11 @@ def apply(db: Database, seq: int, event: Event) -> None:
         case TaskQueued():
             conn.execute(
                 "INSERT INTO generate_record (id, task_id, req_params, in_queue_mills, task_status, progress,"
-                " webhook_url, result) VALUES (?, ?, ?, ?, 'pending', 0, ?, '[]')",
-                (seq, event.task_id, json.dumps(event.params), event.at_ms, event.webhook_url),
+                " webhook_url, result, notes) VALUES (?, ?, ?, ?, 'pending', 0, ?, '[]', ?)",
+                (
+                    seq, event.task_id, json.dumps(event.params), event.at_ms, event.webhook_url,
+                    json.dumps(event.notes) if event.notes else None,
+                ),  # fmt: skip
             )
         case TaskStarted():
             conn.execute(
@@ -49,15 +52,14 @@ def apply(db: Database, seq: int, event: Event) -> None:
             # FooocusAPI reports a task with a skipped image as status "skip" when it ends.
             conn.execute("UPDATE generate_record SET task_status = 'skip' WHERE task_id = ?", (event.task_id,))
         case TaskFinished():
+            (queued_notes,) = conn.execute(
+                "SELECT notes FROM generate_record WHERE task_id = ?", (event.task_id,)
+            ).fetchone() or (None,)
+            notes = [*(json.loads(queued_notes or "null") or []), *event.notes]
             conn.execute(
                 "UPDATE generate_record SET finish_mills = ?, progress = 100, result = ?, notes = ?,"
                 " task_status = CASE task_status WHEN 'skip' THEN 'skip' ELSE 'finished' END WHERE task_id = ?",
-                (
-                    event.at_ms,
-                    json.dumps(event.result),
-                    json.dumps(event.notes) if event.notes else None,
-                    event.task_id,
-                ),
+                (event.at_ms, json.dumps(event.result), json.dumps(notes) if notes else None, event.task_id),
             )
         case TaskStopped():
             _end(db, event.task_id, event.at_ms, "stop", event.result, None)
