@@ -43,6 +43,16 @@ def latents(pipe) -> torch.Tensor:
     return out.images
 
 
+# A pipeline whose LoRA layers are disabled still runs peft's wrappers, and torch 2.14's CPU GEMMs
+# may then round differently from a never-wrapped pipeline's (measured: at most 7e-6 on latents of
+# magnitude ~3). A LoRA left active even at weight 0.01 moves them by 1.5e-2, so 1e-4 tells them apart.
+CLEAN_ATOL = 1e-4
+
+
+def matches_clean(out: torch.Tensor, clean: dict[str, torch.Tensor]) -> bool:
+    return torch.allclose(out, clean["latents"], rtol=0, atol=CLEAN_ATOL)
+
+
 def prompt_embeds(pipe) -> torch.Tensor:
     with torch.no_grad():
         embeds, _, pooled, _ = pipe.encode_prompt(PROMPT, device="cpu", do_classifier_free_guidance=False)
@@ -102,18 +112,18 @@ def all_adapters(pipe) -> set[str]:
 
 # -- weights and switching -----------------------------------------------------------------------
 def test_weight_zero_and_no_loras_match_a_pipeline_that_never_saw_one(pipe, clean, loras: Path) -> None:
-    assert torch.equal(run_with(pipe, loras, ("a.safetensors", 0.0)), clean["latents"])
+    assert matches_clean(run_with(pipe, loras, ("a.safetensors", 0.0)), clean)
     assert torch.equal(
         run_with(pipe, loras, ("a.safetensors", 1.0), ("b.safetensors", 0)),
         run_with(pipe, loras, ("a.safetensors", 1.0)),
     )
-    assert torch.equal(run_with(pipe, loras, ("None", 1.0)), clean["latents"])
-    assert torch.equal(run_with(pipe, loras), clean["latents"])
+    assert matches_clean(run_with(pipe, loras, ("None", 1.0)), clean)
+    assert matches_clean(run_with(pipe, loras), clean)
     # disabled adapters stay loaded, and a later task switches them back on
     assert any(name.startswith("a_") for name in unet_adapters(pipe))
-    assert not torch.equal(run_with(pipe, loras, ("a.safetensors", 1.0)), clean["latents"])
+    assert not matches_clean(run_with(pipe, loras, ("a.safetensors", 1.0)), clean)
     deactivate_loras(pipe)
-    assert torch.equal(latents(pipe), clean["latents"])
+    assert matches_clean(latents(pipe), clean)
 
 
 def test_weights_and_combinations_change_the_output(pipe, clean, loras: Path) -> None:
@@ -144,7 +154,7 @@ def test_switching_leaves_no_stale_weights(pipe, clean, loras: Path, demo_models
     fresh_b = run_with(new_pipe(demo_models), loras, ("b.safetensors", 1.0))
     assert torch.equal(run_with(pipe, loras, ("a.safetensors", 0.8)), fresh_a)
     assert torch.equal(run_with(pipe, loras, ("b.safetensors", 1.0)), fresh_b)
-    assert torch.equal(run_with(pipe, loras), clean["latents"])
+    assert matches_clean(run_with(pipe, loras), clean)
     assert torch.equal(run_with(pipe, loras, ("a.safetensors", 0.8)), fresh_a)
     assert torch.equal(run_with(pipe, loras, ("b.safetensors", 1.0)), fresh_b)
 
@@ -184,7 +194,7 @@ def test_a_lora_for_other_shapes_is_refused_and_leaves_the_pipeline_clean(pipe, 
     assert info.value.name == "other.safetensors"
     assert "[4, 96] in the file but [4, 80] here" in info.value.detail
     assert not any(name.startswith("other_") for name in all_adapters(pipe))
-    assert torch.equal(latents(pipe), clean["latents"])
+    assert matches_clean(latents(pipe), clean)
 
 
 def test_a_text_encoder_that_does_not_fit_unloads_the_unet_part_too(pipe, clean, tmp_path: Path) -> None:
@@ -200,7 +210,7 @@ def test_a_text_encoder_that_does_not_fit_unloads_the_unet_part_too(pipe, clean,
     with pytest.raises(LoraUnsupported, match="does not fit this model"):
         activate_loras(pipe, [LoraSpec("half.safetensors", 1.0)], path_in(tmp_path))
     assert not any(name.startswith("half_") for name in all_adapters(pipe))
-    assert torch.equal(latents(pipe), clean["latents"])
+    assert matches_clean(latents(pipe), clean)
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
@@ -243,7 +253,7 @@ def test_files_that_are_no_lora_for_this_model_are_refused(
         activate_loras(pipe, [LoraSpec("odd.safetensors", 1.0)], path_in(tmp_path))
     assert str(info.value).startswith("LoRA 'odd.safetensors' ")
     assert not any(name.startswith("odd_") for name in all_adapters(pipe))
-    assert torch.equal(latents(pipe), clean["latents"])
+    assert matches_clean(latents(pipe), clean)
 
 
 def test_a_partly_matching_lora_loads_with_a_warning(pipe, tmp_path: Path) -> None:
@@ -268,7 +278,7 @@ def test_a_missing_file_propagates_and_disables_the_previous_task_loras(pipe, cl
 
     with pytest.raises(FileNotFoundError):
         activate_loras(pipe, [LoraSpec("gone.safetensors", 1.0)], missing)
-    assert torch.equal(latents(pipe), clean["latents"])
+    assert matches_clean(latents(pipe), clean)
 
 
 # -- the adapter cache ---------------------------------------------------------------------------
@@ -314,7 +324,7 @@ def test_a_replaced_file_is_reloaded(pipe, tmp_path: Path) -> None:
 def test_awkward_file_names_make_valid_adapter_names(pipe, clean, tmp_path: Path) -> None:
     for name in ("My LoRA v1.0 (ß).safetensors", "3d-render.lora.safetensors", "lora.safetensors"):
         write_kohya_lora(tmp_path / name, pipe.unet, seed=13, scale=0.2, unet_targets=FEW_LAYERS)
-        assert not torch.equal(run_with(pipe, tmp_path, (name, 1.0)), clean["latents"])
+        assert not matches_clean(run_with(pipe, tmp_path, (name, 1.0)), clean)
     assert all(name.isascii() and name.replace("_", "").isalnum() for name in unet_adapters(pipe))
 
 
@@ -327,7 +337,7 @@ def test_demo_performance_loras_load_and_change_the_output(pipe, clean, tmp_path
         assert ensure_demo_lora(tmp_path, name) == tmp_path / name
         out = run_with(pipe, tmp_path, (name, 1.0))
         assert torch.isfinite(out).all()
-        assert not torch.equal(out, clean["latents"])
+        assert not matches_clean(out, clean)
         outputs.append(out)
     assert not torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[1], outputs[2])
 

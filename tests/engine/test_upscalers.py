@@ -148,7 +148,7 @@ def test_pickle_that_runs_code_is_refused_and_the_code_does_not_run(tmp_path: Pa
 
 def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
-    with pytest.warns(DeprecationWarning):  # torch.jit is deprecated, but such files are still about
+    with pytest.warns(FutureWarning):  # torch.jit is deprecated, but such files are still about
         torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 3, 3)), str(path))
     with pytest.raises(UpscalerUnsupported, match="TorchScript"):
         load_upscaler(path)
