@@ -40,10 +40,10 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         help="what a blocking generate (both flags false) answers: image bytes (default, the seed's rule) "
         "or the task record as JSON (FooocusAPI since July 2024)",
     )
-    parser.add_argument("--stream-rate", type=float, help="progress events per second on a stream, at most (default 10)")
+    parser.add_argument("--stream-rate", type=float, help="at most this many progress events a second (default 10)")
     parser.add_argument(
         "--cors-origins",
-        help="comma-separated origins allowed by CORS, or '*' (default: local pages; any origin once an API key is set)",
+        help="comma-separated CORS origins, or '*' (default: local pages; any origin once an API key is set)",
     )
 
 
