@@ -158,7 +158,8 @@ def test_runpod_sync_handler_against_json_sync(json_sync_server) -> None:
     image = requests.get(reply["result"][0], timeout=20)
     assert image.status_code == 200 and image.headers["Content-Type"].startswith("image/")
     # Bytes only when asked for with Accept: image/*.
-    binary = requests.post(base + GENERATE, json={**FAST, "prompt": "sync"}, headers={"Accept": "image/png"}, timeout=300)
+    png = {"Accept": "image/png"}
+    binary = requests.post(base + GENERATE, json={**FAST, "prompt": "sync"}, headers=png, timeout=300)
     assert binary.headers["Content-Type"] == "image/png" and binary.content.startswith(b"\x89PNG")
 
 
