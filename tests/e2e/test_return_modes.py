@@ -39,10 +39,13 @@ def test_same_request_and_seed_give_the_same_pixels(server) -> None:
 def test_stream_sends_progress_previews_then_finished(server) -> None:
     messages = stream_messages(server.url, {"prompt": "stream me"})
     assert all(set(m) >= {"progress", "preview", "message", "images"} for m in messages)
-    sampling = [m for m in messages if m["message"].startswith("Sampling step")]
-    assert [m["message"] for m in sampling] == [f"Sampling step {i}/4, image 1/1 ..." for i in range(1, 5)]
-    assert [m["progress"] for m in sampling] == [13, 34, 56, 78]  # FooocusAPI's scale
-    assert all(m["preview"].startswith("data:image/jpeg;base64,") for m in sampling)
+    # Progress is coalesced to the stream rate, so a fast task's steps may collapse into one event;
+    # whatever survives keeps FooocusAPI's scale and order, and a preview gets through.
+    scale = {f"Sampling step {i}/4, image 1/1 ...": p for i, p in zip(range(1, 5), [13, 34, 56, 78], strict=True)}
+    assert all(m["progress"] == scale[m["message"]] for m in messages if m["message"] in scale)
+    progress = [m["progress"] for m in messages]
+    assert progress == sorted(progress)
+    assert any((m["preview"] or "").startswith("data:image/jpeg;base64,") for m in messages)
     final = messages[-1]
     assert final["message"] == "Finished" and final["progress"] == 100 and len(final["images"]) == 1
     assert image_from(final["images"][0]).size == (64, 64)

@@ -7,24 +7,24 @@ that disconnects leaves its task running and recorded.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-import msgspec
 from litestar import Request, Response, post
 from litestar.params import Body
 from litestar.response import Stream
 
 from fooocus_es.api import examples
 from fooocus_es.api.admission import enqueue, validate_and_store
-from fooocus_es.api.structs import GenerateRequest, StreamMessage, sent_fields
+from fooocus_es.api.sse import Pacer, paced_progress, sleep_until, sse_event
+from fooocus_es.api.structs import GenerateRequest, sent_fields
 from fooocus_es.api.tolerance import drop_empty_image_prompts, ignored_fields, ignored_header, ignored_note
 from fooocus_es.engine import plan as planning
 from fooocus_es.engine import presets
 from fooocus_es.engine.plan import ParamError
 from fooocus_es.events.bus import Subscription
-from fooocus_es.events.types import TaskProgress, is_terminal
 from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
 from fooocus_es.services import Services
 
@@ -120,30 +120,23 @@ async def _binary(
     return Response(content, media_type=media_type, headers=headers)
 
 
-def _sse(message: StreamMessage | dict[str, Any]) -> bytes:
-    return b"data: " + msgspec.json.encode(message) + b"\n\n"
-
-
 async def _stream(
     services: Services, task_id: str, subscription: Subscription, ended: anyio.Event
 ) -> AsyncIterator[bytes]:
-    """FooocusAPI's stream: one data: line per progress event, then the final message.
+    """FooocusAPI's stream: paced progress events (see api/sse.py), then the final message.
 
     A client that goes away only ends this generator (finally: unsubscribe); the task runs on.
     """
+    pacer = Pacer(1.0 / services.settings.stream_rate)
     try:
-        async with subscription.receive:
-            async for envelope in subscription.receive:
-                event = envelope.event
-                if isinstance(event, TaskProgress):
-                    yield _sse(
-                        StreamMessage(progress=event.percent, preview=event.preview, message=event.message, images=[])
-                    )
-                elif is_terminal(event):
-                    break
+        async with subscription.receive, aclosing(paced_progress(subscription.receive, ended, pacer)) as messages:
+            async for message in messages:
+                yield sse_event(message)
         # Normal end, or cut off for lagging behind: either way the waiter tells when it ended.
         await ended.wait()
-        yield _sse(await _final_message(services, task_id))
+        final = await _final_message(services, task_id)
+        await sleep_until(pacer.final_due())  # never in the same read as the last progress event
+        yield sse_event(final)
     finally:
         services.bus.unsubscribe(subscription)
         services.waiters.discard(task_id)
