@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -22,6 +23,7 @@ from fooocus_es.engine.image_inputs import check_inpaint_mask
 from fooocus_es.events.bus import Subscription
 from fooocus_es.events.types import TaskQueued
 from fooocus_es.media.limits import ImageLimits
+from fooocus_es.media.own_files import OwnFiles
 from fooocus_es.runner.worker import Job, now_ms
 from fooocus_es.services import Services
 
@@ -49,7 +51,9 @@ async def validate_and_store(services: Services, params: dict[str, Any], sent: d
     planning.validate_names(params, downloadable=services.downloadable_models(), sent=sent, **names)
     check_capacity(services)
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
-    stored = await anyio.to_thread.run_sync(store_request_images, params, services.settings.inputs_dir, limits)
+    # This server's own result/input URLs (chained tasks) are read from the data dir, not fetched.
+    store = partial(store_request_images, own_files=OwnFiles.from_settings(services.settings))
+    stored = await anyio.to_thread.run_sync(store, params, services.settings.inputs_dir, limits)
     await anyio.to_thread.run_sync(check_inpaint_mask, stored, services.settings.data_dir)
     check_capacity(services)  # the images took time; the queue may have filled meanwhile
     return stored

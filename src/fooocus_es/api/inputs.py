@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fooocus_es.api.urls import IMAGE_FIELDS
 from fooocus_es.media.decode import is_no_image, parse_image_field
 from fooocus_es.media.fetch import fetch_image_url
 from fooocus_es.media.inputs import store_input
 from fooocus_es.media.limits import ImageLimits
+from fooocus_es.media.own_files import OwnFiles
 
 
-def store_request_images(params: dict[str, Any], inputs_dir: Path, limits: ImageLimits) -> dict[str, Any]:
+class Fetch(Protocol):
+    def __call__(self, url: str, *, field: str) -> bytes: ...  # the encoded image bytes
+
+
+def store_request_images(
+    params: dict[str, Any], inputs_dir: Path, limits: ImageLimits, *, own_files: OwnFiles | None = None
+) -> dict[str, Any]:
     """Blocking (decode, fetch, write): run in a worker thread.
 
     Every image is decoded and checked before any file is written, so a bad image in one field
-    leaves nothing behind from the others.
+    leaves nothing behind from the others. With ``own_files``, this server's own /outputs/ and
+    /inputs/ URLs are read from the data dir (chained tasks) instead of being fetched.
     """
-    fetch = partial(fetch_image_url, limits=limits)
+    fetch = _fetcher(limits, own_files)
     decoded: dict[str, Any] = {}
     for name in IMAGE_FIELDS:
         decoded[name] = _decode(params.get(name), name, limits, fetch)
@@ -38,7 +45,18 @@ def store_request_images(params: dict[str, Any], inputs_dir: Path, limits: Image
     return stored
 
 
-def _decode(value: Any, field: str, limits: ImageLimits, fetch: Any) -> Any:
+def _fetcher(limits: ImageLimits, own_files: OwnFiles | None) -> Fetch:
+    def fetch(url: str, *, field: str) -> bytes:
+        if own_files is not None:
+            data = own_files.read(url, field=field, limits=limits)
+            if data is not None:
+                return data
+        return fetch_image_url(url, limits=limits, field=field)
+
+    return fetch
+
+
+def _decode(value: Any, field: str, limits: ImageLimits, fetch: Fetch) -> Any:
     if value is None or is_no_image(value):
         return None
     return parse_image_field(value, field=field, limits=limits, fetch=lambda url: fetch(url, field=field))
