@@ -16,6 +16,7 @@ from fooocus_es.api import docs, engines, files, generate, tasks
 from fooocus_es.api.auth import api_key_guard
 from fooocus_es.api.cors import cors_config
 from fooocus_es.api.errors import EXCEPTION_HANDLERS
+from fooocus_es.api.fooocus_api.routes import FOOOCUS_API_ROUTES
 from fooocus_es.api.openai import OPENAI_ROUTES
 from fooocus_es.api.web import WEB_ROUTES
 from fooocus_es.ops.metrics import MetricsController, TaskMetrics, prometheus_config
@@ -40,6 +41,7 @@ ROUTES = [
     engines.health,
     *WEB_ROUTES,
     *OPENAI_ROUTES,
+    *FOOOCUS_API_ROUTES,
     MetricsController,
     docs.swagger_page,
     *docs.asset_routers(),

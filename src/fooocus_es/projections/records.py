@@ -144,3 +144,14 @@ def unfinished(db: Database) -> list[dict[str, Any]]:
     """Tasks the log has not ended, in queue order: what start-up recovery works on."""
     rows = db.execute(f"{_SELECT} WHERE finish_mills IS NULL ORDER BY id").fetchall()
     return [row_to_dict(row) for row in rows]
+
+
+def ended_count(db: Database) -> int:
+    """How many tasks have ended (Fooocus-API's job-queue finished_size)."""
+    return db.execute("SELECT COUNT(*) FROM generate_record WHERE finish_mills IS NOT NULL").fetchone()[0]
+
+
+def last_task_id(db: Database) -> str | None:
+    """The most recently queued task (Fooocus-API's job-queue last_job_id)."""
+    row = db.execute("SELECT task_id FROM generate_record ORDER BY id DESC LIMIT 1").fetchone()
+    return row[0] if row else None

@@ -1,0 +1,238 @@
+"""The older Fooocus-API routes (mrhan1993/Fooocus-API, formerly konieshadow), over the same task log.
+
+v1 text-to-image and every v2 route take JSON, decoded whatever the Content-Type says (its
+examples post `data=json.dumps(...)` with none); v1 image routes take multipart forms. job_id is
+the task_id: these jobs are /tasks' tasks, and every task (FooocusAPI's too) is a job here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+import msgspec
+from litestar import MediaType, Request, Response, get, post
+from litestar.exceptions import ValidationException
+from litestar.params import Body, FromQuery, Parameter
+
+from fooocus_es.api import engines
+from fooocus_es.api.fooocus_api import admit, examples, jobs
+from fooocus_es.api.fooocus_api.kinds import RouteKind
+from fooocus_es.api.fooocus_api.multipart import read_form
+from fooocus_es.api.fooocus_api.responses import (
+    JOB_NOT_FOUND,
+    AsyncJobResponse,
+    HistoryMessage,
+    JobHistoryResponse,
+    JobQueueInfo,
+    StopResponse,
+)
+from fooocus_es.services import Services
+
+TAG: Final = "fooocus-api (older)"
+_FORM_TYPES: Final = ("multipart/form-data", "application/x-www-form-urlencoded")
+_JSON_DOC: Final = (
+    "Fooocus-API's CommonRequest plus the route's fields, as JSON whatever the Content-Type says. It becomes an "
+    "ordinary task (job_id = task_id): `advanced_params.*` go to the top level, `input_image` to `uov_input_image` "
+    "or `inpaint_input_image`, `input_mask` to `inpaint_mask_image_upload`, `image_prompts` to `controlnet_image` "
+    "(cn_stop/cn_weight 0 or null: the type's Fooocus default), `outpaint_distance_left/top/right/bottom` to "
+    "`outpaint_distance`, `upscale_value` to `upscale_multiple`, `save_extension` to `output_format`, `save_meta` to "
+    "`save_metadata_to_images`, `meta_scheme` to `metadata_scheme`; `save_name` is dropped. A model, LoRA, VAE or "
+    "style that is not installed, an unknown sampler, scheduler or inpaint engine, and a webhook_url that is no URL "
+    "fall back as upstream does, each named in the task's notes; unknown fields are ignored and listed in "
+    "X-Ignored-Fields. A wrong value is a 400 naming the Fooocus-API field."
+)
+_FORM_DOC: Final = (
+    "multipart/form-data as python-requests builds it: CommonRequest fields as form fields (booleans True/False, "
+    "`style_selections` and `outpaint_selections` comma-separated or repeated, `loras` and `advanced_params` as "
+    "JSON strings; an unreadable advanced_params means the defaults), image files {files}, and for image prompts "
+    "`cn_img1..4` files with `cn_stop1..4`, `cn_weight1..4`, `cn_type1..4` (0 or absent: the type's Fooocus "
+    "default). Unknown fields are ignored and listed in X-Ignored-Fields. A JSON body is read as the v2 route's."
+)
+
+
+def _generation(path: str, summary: str) -> Any:
+    return post(
+        path, status_code=200, summary=summary, tags=[TAG], responses=examples.GENERATE_RESPONSES,
+        description=_JSON_DOC,
+    )  # fmt: skip
+
+
+# The raw body: the mapping needs every key as sent (unknown ones are listed, tolerated values replaced).
+JsonBody = dict[str, Any]
+
+
+@_generation("/v1/generation/text-to-image", "Text to image (Fooocus-API v1, JSON)")
+async def text_to_image(
+    request: Request, data: Annotated[JsonBody, Body(examples=examples.TEXT_TO_IMAGE_BODIES)]
+) -> Response[Any]:
+    return await admit.submit(request, "text-to-image", data)
+
+
+@_generation("/v2/generation/text-to-image-with-ip", "Text to image with image prompts (Fooocus-API v2)")
+async def text_to_image_with_ip(
+    request: Request, data: Annotated[JsonBody, Body(examples=examples.TEXT_TO_IMAGE_IP_BODIES)]
+) -> Response[Any]:
+    return await admit.submit(request, "text-to-image-with-ip", data)
+
+
+@_generation("/v2/generation/image-upscale-vary", "Upscale or vary (Fooocus-API v2, JSON)")
+async def upscale_vary_v2(
+    request: Request, data: Annotated[JsonBody, Body(examples=examples.UPSCALE_VARY_BODIES)]
+) -> Response[Any]:
+    return await admit.submit(request, "upscale-vary", data)
+
+
+@_generation("/v2/generation/image-inpaint-outpaint", "Inpaint or outpaint (Fooocus-API v2, JSON)")
+async def inpaint_outpaint_v2(
+    request: Request, data: Annotated[JsonBody, Body(examples=examples.INPAINT_OUTPAINT_BODIES)]
+) -> Response[Any]:
+    return await admit.submit(request, "inpaint-outpaint", data)
+
+
+@_generation("/v2/generation/image-prompt", "Image prompt (Fooocus-API v2, JSON)")
+async def image_prompt_v2(
+    request: Request, data: Annotated[JsonBody, Body(examples=examples.IMAGE_PROMPT_BODIES)]
+) -> Response[Any]:
+    return await admit.submit(request, "image-prompt", data)
+
+
+async def _submit_form(request: Request, kind: RouteKind) -> Response[Any]:
+    if request.content_type[0] not in _FORM_TYPES:  # a JSON body: read it as the v2 route would
+        try:
+            body = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError as exc:
+            raise ValidationException(f"body: expected a multipart form or a JSON object ({exc})") from None
+        if not isinstance(body, dict):
+            raise ValidationException("body: expected a multipart form or a JSON object")
+        return await admit.submit(request, kind, body)
+    form = await read_form(await request.form())
+    return await admit.submit(request, kind, form.body, form)
+
+
+def _form_route(path: str, summary: str, files: str) -> Any:
+    return post(
+        path, status_code=200, summary=summary, tags=[TAG], responses=examples.GENERATE_RESPONSES,
+        description=_FORM_DOC.format(files=files),
+    )  # fmt: skip
+
+
+@_form_route("/v1/generation/image-upscale-vary", "Upscale or vary (Fooocus-API v1, multipart)", "`input_image`")
+async def upscale_vary_v1(request: Request) -> Response[Any]:
+    return await _submit_form(request, "upscale-vary")
+
+
+@_form_route(
+    "/v1/generation/image-inpaint-outpaint",
+    "Inpaint or outpaint (Fooocus-API v1, multipart)",
+    "`input_image` and `input_mask` (optional)",
+)
+async def inpaint_outpaint_v1(request: Request) -> Response[Any]:
+    return await _submit_form(request, "inpaint-outpaint")
+
+
+@_form_route(
+    "/v1/generation/image-prompt",
+    "Image prompt (Fooocus-API v1, multipart)",
+    "`input_image` and `input_mask` (both optional: inpaint with the image prompts)",
+)
+async def image_prompt_v1(request: Request) -> Response[Any]:
+    return await _submit_form(request, "image-prompt")
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+@get(
+    "/v1/generation/query-job",
+    summary="One job: stage, progress, status text, step preview, result (Fooocus-API)",
+    tags=[TAG],
+    responses=examples.QUERY_JOB_RESPONSES,
+)
+async def query_job(
+    request: Request,
+    job_id: FromQuery[str | None] = None,
+    require_step_preview: Annotated[bool, Parameter(description="Also the live preview (bare base64)")] = False,
+) -> Response[AsyncJobResponse]:
+    if job_id is None:  # upstream answers 422; here the project's 400 naming the field
+        raise ValidationException(
+            "job_id: required (the job_id an async request returned)",
+            extra=[{"key": "job_id", "message": "required", "source": "query"}],
+        )
+    services: Services = request.app.state.services
+    found = await jobs.job(services, job_id, preview=require_step_preview)
+    return Response(found) if found is not None else Response(JOB_NOT_FOUND, status_code=404)
+
+
+@get(
+    "/v1/generation/job-queue",
+    summary="Queue size, ended jobs, the last job queued (Fooocus-API)",
+    tags=[TAG],
+    responses=examples.JOB_QUEUE_RESPONSES,
+)
+async def job_queue(request: Request) -> JobQueueInfo:
+    return await jobs.queue_info(request.app.state.services)
+
+
+@get(
+    "/v1/generation/job-history",
+    summary="Queued and ended jobs; delete=true&job_id= removes one (Fooocus-API)",
+    tags=[TAG],
+    responses=examples.JOB_HISTORY_RESPONSES,
+)
+async def job_history(
+    request: Request,
+    job_id: FromQuery[str | None] = None,
+    page: Annotated[int, Parameter(ge=0)] = 0,
+    page_size: Annotated[int, Parameter(ge=1, le=1000)] = 20,
+    delete: FromQuery[bool] = False,
+) -> JobHistoryResponse | HistoryMessage:
+    services: Services = request.app.state.services
+    if delete and job_id is not None:
+        return HistoryMessage("Deleted" if await jobs.delete(services, job_id) else "Not found")
+    return await jobs.history(services, job_id, page, page_size)
+
+
+@post(
+    "/v1/generation/stop",
+    status_code=200,
+    summary="Stop the running job; it ends as SUCCESS with the images made so far (Fooocus-API)",
+    tags=[TAG],
+    responses=examples.STOP_RESPONSES,
+)
+async def stop(request: Request) -> StopResponse:
+    services: Services = request.app.state.services
+    services.runner.control("stop")  # nothing running is fine: upstream answers success either way
+    return StopResponse()
+
+
+@post(
+    "/v1/engines/refresh-models",
+    status_code=200,
+    summary="Model files on disk, read again (Fooocus-API v0.3; same as GET /v1/engines/all-models)",
+    tags=[TAG],
+    responses=examples.MODELS_RESPONSES,
+)
+async def refresh_models(request: Request) -> dict[str, list[str]]:
+    return await engines.all_models.fn(request)  # type: ignore[no-any-return]
+
+
+@get("/ping", summary="Liveness: pong (Fooocus-API)", tags=[TAG], media_type=MediaType.TEXT,
+     responses=examples.PING_RESPONSES)  # fmt: skip
+async def ping() -> str:
+    return "pong"
+
+
+FOOOCUS_API_ROUTES: Final = [
+    text_to_image,
+    text_to_image_with_ip,
+    upscale_vary_v2,
+    inpaint_outpaint_v2,
+    image_prompt_v2,
+    upscale_vary_v1,
+    inpaint_outpaint_v1,
+    image_prompt_v1,
+    query_job,
+    job_queue,
+    job_history,
+    stop,
+    refresh_models,
+    ping,
+]
