@@ -258,7 +258,7 @@ class Services:
                 continue
             queued = TaskQueued(
                 task_id=record["task_id"], at_ms=record["in_queue_mills"], params=record["req_params"],
-                webhook_url=record["webhook_url"] or "",
+                webhook_url=record["webhook_url"] or "", notes=record["notes"], wire=record["wire"],
             )  # fmt: skip
             self.live.apply(Envelope(record["id"], queued))
             self.runner.submit(Job(record["task_id"], record["req_params"]))

@@ -38,7 +38,8 @@ def test_generate_on_a_server_saves_the_images_and_shows_a_bar(server, tmp_path)
     paths = [Path(line) for line in done.stdout.split()]
     assert len(paths) == 2 and sorted(paths) == sorted(out.iterdir())
     assert all(Image.open(path).size == (64, 64) for path in paths)
-    assert "Sampling step 4/4, image 2/2" in done.stderr and "100% Finished" in done.stderr
+    # The stream coalesces progress to --stream-rate, so which steps show depends on timing.
+    assert "image 2/2" in done.stderr and "100% Finished" in done.stderr
     assert "[" + "#" * 30 + "] 100% Finished" in done.stderr  # text mode turned the bar's \r into \n
 
 

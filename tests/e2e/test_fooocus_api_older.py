@@ -105,12 +105,12 @@ def test_v1_text_to_image_async_then_query_job_until_finished(server) -> None:
     assert len(done["job_result"]) == 1 and done["job_result"][0]["url"].startswith(server.url)
     assert done["job_id"] == job["job_id"] == response.headers["X-Task-Id"]
 
-    # The same task in the native views, with the route in its notes.
+    # The same task in the native views, with the route that admitted it.
     record = task(server.url, job["job_id"])
-    assert record["result"] == [done["job_result"][0]["url"]]
+    assert record["result"] == [done["job_result"][0]["url"]] and record["wire"] == "fooocus-api/text-to-image"
     events = requests.get(f"{server.url}/tasks/{job['job_id']}/events", timeout=10).json()
     assert [e["type"] for e in events][0] == "TaskQueued" and events[-1]["type"] == "TaskFinished"
-    assert any("Fooocus-API request (text-to-image)" in note for note in events[0]["notes"])
+    assert events[0]["wire"] == "fooocus-api/text-to-image"
 
 
 def test_query_job_reads_fooocusapi_tasks_too(server) -> None:

@@ -57,8 +57,23 @@ def test_migrations_are_idempotent_and_versioned(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     EventLog(path).close()
     log = EventLog(path)  # second start: nothing re-applied
-    assert log.reader().execute("PRAGMA user_version").fetchone()[0] == 2
-    assert migrate(log._writer, Path(__file__).resolve().parents[2] / "migrations") == 2
+    assert log.reader().execute("PRAGMA user_version").fetchone()[0] == 3
+    assert migrate(log._writer, Path(__file__).resolve().parents[2] / "migrations") == 3
+
+
+def test_admission_notes_and_wire_are_kept_alongside_the_engines_notes(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "db.sqlite3")
+    store = EventStore(log)
+    note = "ignored fields this server does not know: api_name"
+    store.emit(TaskQueued(task_id="t", at_ms=1, params={}, notes=[note], wire="fooocus-api/text-to-image"))
+    assert records.get(log.reader(), "t")["notes"] == [note]
+    store.emit(TaskStarted(task_id="t", at_ms=2))
+    store.emit(TaskFinished(task_id="t", at_ms=3, result=[], notes=["style 'x' is not installed; skipped"]))
+    record = records.get(log.reader(), "t")
+    assert record["notes"] == [note, "style 'x' is not installed; skipped"]
+    assert record["wire"] == "fooocus-api/text-to-image"
+    store.emit(queued("older"))  # events written before these fields existed decode with defaults
+    assert records.get(log.reader(), "older")["wire"] == "" and records.get(log.reader(), "older")["notes"] == []
 
 
 def test_a_failing_projection_rolls_the_event_back(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 from litestar.datastructures import FormMultiDict, UploadFile
 
-from fooocus_es.api.fooocus_api.kinds import derived_job_type, job_type_of, route_note
+from fooocus_es.api.fooocus_api.kinds import derived_job_type, job_type_of, wire_of
 from fooocus_es.api.fooocus_api.multipart import read_form
 from fooocus_es.api.fooocus_api.responses import (
     JOB_NOT_FOUND,
@@ -316,10 +316,10 @@ def test_an_unreadable_loras_string_is_named() -> None:
 
 
 # -- job types and answers ------------------------------------------------------------------------------
-def test_job_type_comes_from_the_route_note_else_from_the_parameters() -> None:
+def test_job_type_comes_from_the_route_else_from_the_parameters() -> None:
     ip_params = {"current_tab": "ip", "controlnet_image": [{"cn_img": "inputs/a.png"}]}
-    assert job_type_of(ip_params, [route_note("text-to-image-with-ip")]) == "Text to Image"
-    assert job_type_of(ip_params, ["other note"]) == "Image Prompt"
+    assert job_type_of(ip_params, wire_of("text-to-image-with-ip")) == "Text to Image"
+    assert job_type_of(ip_params, "") == "Image Prompt" and job_type_of(ip_params, "openai") == "Image Prompt"
     assert derived_job_type(
         {"current_tab": "uov", "uov_input_image": "inputs/a.png", "uov_method": "Vary (Subtle)"}
     ) == ("Image Upscale or Variation")

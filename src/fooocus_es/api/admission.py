@@ -60,7 +60,7 @@ async def validate_and_store(services: Services, params: dict[str, Any], sent: d
 
 
 async def enqueue(
-    services: Services, params: dict[str, Any], *, stream: bool, notes: list[str] | None = None
+    services: Services, params: dict[str, Any], *, stream: bool, notes: list[str] | None = None, wire: str = ""
 ) -> Admitted:
     task_id = uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(task_id=task_id)
@@ -70,7 +70,7 @@ async def enqueue(
     at_ms = now_ms()
     try:
         await services.store.emit_async(
-            TaskQueued(task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url, notes=notes or [])
+            TaskQueued(task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url, notes=notes or [], wire=wire)
         )
     except BaseException:
         services.waiters.discard(task_id)

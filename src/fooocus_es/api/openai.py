@@ -300,7 +300,7 @@ async def _enqueue(services: Services, sent: dict[str, Any], origin: dict[str, s
         if param is None:
             raise
         raise OpenAIError(f"{param}: {exc.message}", param=param) from exc
-    return await enqueue(services, params, stream=stream)
+    return await enqueue(services, params, stream=stream, wire="openai")
 
 
 # -- answers -------------------------------------------------------------------------------------------

@@ -198,6 +198,7 @@ class TaskRecord(Struct, kw_only=True):
     preview: str | None = None
     error: dict[str, str] | None = None
     notes: list[str] = []
+    wire: str = ""  # the API that admitted the task: "" FooocusAPI, "fooocus-api/<route>", "openai"
 
 
 class TasksResponse(Struct, kw_only=True):

@@ -21,6 +21,7 @@ class TaskQueued(_Event, tag="TaskQueued"):
     params: dict[str, Any]
     webhook_url: str = ""
     notes: list[str] = []  # what admission ignored or changed (unknown fields, ...)
+    wire: str = ""  # the API that admitted it: "" FooocusAPI, "fooocus-api/<route>", "openai"
 
 
 class TaskStarted(_Event, tag="TaskStarted"):

@@ -35,6 +35,7 @@ class LiveTask:
     preview: str | None = None
     skipped: bool = False
     notes: list[str] = field(default_factory=list)
+    wire: str = ""
 
     def record(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class LiveTask:
             "preview": self.preview,
             "error": None,
             "notes": self.notes,
+            "wire": self.wire,
         }
 
 
@@ -70,6 +72,7 @@ class LiveTasks:
                     in_queue_mills=event.at_ms,
                     webhook_url=event.webhook_url,
                     notes=list(event.notes),
+                    wire=event.wire,
                 )
             case TaskStarted():
                 task = self.pending.pop(event.task_id, None)

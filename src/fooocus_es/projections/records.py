@@ -26,7 +26,7 @@ from fooocus_es.events.types import (
 
 COLUMNS = (
     "id", "task_id", "req_params", "in_queue_mills", "start_mills", "finish_mills", "task_status",
-    "progress", "webhook_url", "result", "error", "notes",
+    "progress", "webhook_url", "result", "error", "notes", "wire",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM generate_record"
 
@@ -37,10 +37,10 @@ def apply(db: Database, seq: int, event: Event) -> None:
         case TaskQueued():
             conn.execute(
                 "INSERT INTO generate_record (id, task_id, req_params, in_queue_mills, task_status, progress,"
-                " webhook_url, result, notes) VALUES (?, ?, ?, ?, 'pending', 0, ?, '[]', ?)",
+                " webhook_url, result, notes, wire) VALUES (?, ?, ?, ?, 'pending', 0, ?, '[]', ?, ?)",
                 (
                     seq, event.task_id, json.dumps(event.params), event.at_ms, event.webhook_url,
-                    json.dumps(event.notes) if event.notes else None,
+                    json.dumps(event.notes) if event.notes else None, event.wire,
                 ),  # fmt: skip
             )
         case TaskStarted():

@@ -77,8 +77,8 @@ async def submit(request: Request, kind: RouteKind, body: Mapping[str, Any], for
         raise _renamed(exc, translation, form) from None
     except TooManyRequests:
         return _queue_full(translation.job_type, async_process=bool(params["async_process"]), png=png)
-    notes = [*ignored_note(ignored), *translation.task_notes()]
-    queued = await enqueue(services, params, stream=False, notes=notes)
+    notes = [*ignored_note(ignored), *translation.notes]
+    queued = await enqueue(services, params, stream=False, notes=notes, wire=translation.wire)
     headers = {"X-Task-Id": queued.task_id, **ignored_header(ignored)}
     if params["async_process"]:
         services.waiters.discard(queued.task_id)

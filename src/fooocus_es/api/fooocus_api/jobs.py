@@ -35,7 +35,7 @@ from fooocus_es.services import Services
 def _live_job(task: LiveTask, preview: bool) -> AsyncJobResponse:
     return AsyncJobResponse(
         job_id=task.task_id,
-        job_type=job_type_of(task.req_params, task.notes),
+        job_type=job_type_of(task.req_params, task.wire),
         job_stage="WAITING" if task.task_status == "pending" else "RUNNING",
         job_progress=max(0, min(100, int(task.progress))),
         job_status=task.message or None,
@@ -55,7 +55,7 @@ async def job(services: Services, task_id: str, *, preview: bool = False) -> Asy
 
 
 async def ended_job_of(services: Services, stored: dict[str, Any]) -> AsyncJobResponse:
-    job_type = job_type_of(stored["req_params"], stored["notes"])
+    job_type = job_type_of(stored["req_params"], stored["wire"])
     results = await results_of(services, stored) if stored["task_status"] in ("finished", "skip", "stop") else None
     return ended_job(stored["task_id"], job_type, stored, results)
 

@@ -3,14 +3,13 @@
 Fooocus-API names the job type after the request class (`call_worker.get_task_type`), so
 text-to-image-with-ip is "Text to Image" although it carries image prompts, which its stored
 parameters cannot tell apart from an image-prompt job. Tasks made through the older routes
-therefore carry a note naming their route (durable in the log with TaskQueued); every other task
-(FooocusAPI's /v1/engine/generate/) gets the type its parameters imply.
+therefore record their route as the task's `wire` (`fooocus-api/<route>`, durable in TaskQueued);
+every other task (FooocusAPI's /v1/engine/generate/, OpenAI's) gets the type its parameters imply.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
@@ -29,18 +28,18 @@ JOB_TYPES: Final[Mapping[str, JobType]] = MappingProxyType(
         "image-prompt": "Image Prompt",
     }
 )
-_ROUTE_NOTE: Final = re.compile(r"^Fooocus-API request \((?P<kind>[a-z-]+)\), job_type: ")
+WIRE_PREFIX: Final = "fooocus-api/"
 
 
-def route_note(kind: RouteKind) -> str:
-    return f"Fooocus-API request ({kind}), job_type: {JOB_TYPES[kind]}"
+def wire_of(kind: RouteKind) -> str:
+    """The task's `wire` for a job made through an older route."""
+    return WIRE_PREFIX + kind
 
 
-def job_type_of(params: Mapping[str, Any], notes: Iterable[str]) -> JobType:
-    for note in notes:
-        found = _ROUTE_NOTE.match(note)
-        if found and found["kind"] in JOB_TYPES:
-            return JOB_TYPES[found["kind"]]
+def job_type_of(params: Mapping[str, Any], wire: str) -> JobType:
+    route = wire.removeprefix(WIRE_PREFIX) if wire.startswith(WIRE_PREFIX) else None
+    if route in JOB_TYPES:
+        return JOB_TYPES[route]
     return derived_job_type(params)
 
 

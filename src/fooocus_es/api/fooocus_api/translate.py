@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
-from fooocus_es.api.fooocus_api.kinds import JOB_TYPES, JobType, RouteKind, route_note
+from fooocus_es.api.fooocus_api.kinds import JOB_TYPES, JobType, RouteKind, wire_of
 from fooocus_es.api.structs import GenerateRequest
 from fooocus_es.engine.plan import DEFAULT_VAE_NAMES, NO_MODEL_NAMES, ParamError
 from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
@@ -113,8 +113,9 @@ class Translation:
     def job_type(self) -> JobType:
         return JOB_TYPES[self.kind]
 
-    def task_notes(self) -> list[str]:
-        return [*self.notes, route_note(self.kind)]
+    @property
+    def wire(self) -> str:
+        return wire_of(self.kind)
 
 
 def known_fields(kind: RouteKind) -> frozenset[str]:
