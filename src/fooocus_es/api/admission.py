@@ -70,7 +70,9 @@ async def enqueue(
     at_ms = now_ms()
     try:
         await services.store.emit_async(
-            TaskQueued(task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url, notes=notes or [], wire=wire)
+            TaskQueued(
+                task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url, notes=notes or [], wire=wire
+            )
         )
     except BaseException:
         services.waiters.discard(task_id)
