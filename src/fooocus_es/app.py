@@ -16,6 +16,7 @@ from fooocus_es.api import docs, engines, files, generate, tasks
 from fooocus_es.api.auth import api_key_guard
 from fooocus_es.api.cors import cors_config
 from fooocus_es.api.errors import EXCEPTION_HANDLERS
+from fooocus_es.api.fooocus_api.jobs import webhook_body
 from fooocus_es.api.fooocus_api.routes import FOOOCUS_API_ROUTES
 from fooocus_es.api.openai import OPENAI_ROUTES
 from fooocus_es.api.web import WEB_ROUTES
@@ -50,6 +51,7 @@ ROUTES = [
 
 def create_app(settings: Settings) -> Litestar:
     services = Services(settings)
+    services.webhook_body = webhook_body(services)
     metrics = TaskMetrics(depth=lambda: services.live.depth)
     services.bus.add_listener(metrics.apply)
 

@@ -32,7 +32,7 @@ from fooocus_es.projections.live import LiveTasks
 from fooocus_es.runner.worker import Job, Runner, now_ms
 from fooocus_es.settings import Settings
 from fooocus_es.subscribers.waiters import Waiters
-from fooocus_es.subscribers.webhooks import WebhookSender
+from fooocus_es.subscribers.webhooks import BodyShaper, WebhookSender, record_as_body
 
 log = structlog.get_logger("fooocus_es")
 
@@ -98,6 +98,8 @@ class Services:
         )
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
+        # What a webhook POSTs; the app sets it so each wire's tasks get that wire's body.
+        self.webhook_body: BodyShaper = record_as_body
 
     # -- models -------------------------------------------------------------------------------
     @property
@@ -234,6 +236,7 @@ class Services:
             default_url=self.settings.webhook_url,
             retries=self.settings.webhook_retries,
             timeout_s=self.settings.webhook_timeout_s,
+            shape_body=self.webhook_body,
         )
         self.bus.add_listener(self.webhooks.apply)
         await self.recover()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from e2e_helpers import FAST, image_from, submit, wait_for
+from e2e_helpers import FAST, Receiver, image_from, submit, wait_for
 from PIL import Image
 
 from fooocus_es.engine.imaging.sizes import plan_upscale
@@ -111,6 +111,23 @@ def test_v1_text_to_image_async_then_query_job_until_finished(server) -> None:
     events = requests.get(f"{server.url}/tasks/{job['job_id']}/events", timeout=10).json()
     assert [e["type"] for e in events][0] == "TaskQueued" and events[-1]["type"] == "TaskFinished"
     assert events[0]["wire"] == "fooocus-api/text-to-image"
+
+
+def test_an_old_wire_jobs_webhook_gets_fooocus_apis_body(server) -> None:
+    receiver = Receiver(failures=0)
+    try:
+        params = {"prompt": "hook", **FAST, "image_seed": 42, "async_process": True, "webhook_url": receiver.url}
+        job = post_json(server.url, "/v1/generation/text-to-image", params).json()
+        done = wait_job(server.url, job["job_id"])
+        for _ in range(100):
+            if receiver.bodies:
+                break
+            time.sleep(0.1)
+        # worker.py's body: the job id and [{url, seed}] (seed a string, no base64), not the native record
+        url = done["job_result"][0]["url"]
+        assert receiver.bodies == [{"job_id": job["job_id"], "job_result": [{"url": url, "seed": "42"}]}]
+    finally:
+        receiver.httpd.shutdown()
 
 
 def test_query_job_reads_fooocusapi_tasks_too(server) -> None:

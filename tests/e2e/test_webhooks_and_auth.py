@@ -2,39 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
-from e2e_helpers import FAST, GENERATE, submit, wait_for
-
-
-class Receiver:
-    """A loopback webhook receiver that fails the first `failures` deliveries with a 500."""
-
-    def __init__(self, failures: int) -> None:
-        self.bodies: list[dict] = []
-        self.attempts = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                receiver.attempts += 1
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if receiver.attempts <= failures:
-                    self.send_response(500)
-                else:
-                    receiver.bodies.append(json.loads(body))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+from e2e_helpers import FAST, GENERATE, Receiver, submit, wait_for
 
 
 def test_webhook_is_retried_and_delivers_the_final_record(server) -> None:

@@ -21,6 +21,12 @@ from fooocus_es.events.types import Envelope, is_terminal
 log = structlog.get_logger("fooocus_es.webhooks")
 
 RecordLoader = Callable[[str], Awaitable[dict[str, Any] | None]]
+# The body to POST for a final record: the record itself unless the task's wire has its own shape.
+BodyShaper = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+async def record_as_body(_task_id: str, record: dict[str, Any]) -> Any:
+    return record
 
 
 @dataclass(eq=False)
@@ -31,6 +37,7 @@ class WebhookSender:
     retries: int = 3
     timeout_s: float = 5.0
     backoff_s: float = 0.5
+    shape_body: BodyShaper = record_as_body
 
     def apply(self, envelope: Envelope) -> None:
         if is_terminal(envelope.event):
@@ -44,10 +51,11 @@ class WebhookSender:
         if not url:
             return
         headers = {"User-Agent": f"fooocus-es/{__version__}", "X-Fooocus-Task-Id": task_id}
+        body = await self.shape_body(task_id, record)
         async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=True) as client:
             for attempt in range(1, self.retries + 2):
                 try:
-                    response = await client.post(url, json=record, headers=headers)
+                    response = await client.post(url, json=body, headers=headers)
                     if response.status_code < 300:
                         log.info("webhook.delivered", task_id=task_id, url=url, attempt=attempt)
                         return

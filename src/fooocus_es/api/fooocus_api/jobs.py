@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 
-from fooocus_es.api.fooocus_api.kinds import job_type_of
+from fooocus_es.api.fooocus_api.kinds import WIRE_PREFIX, job_type_of
 from fooocus_es.api.fooocus_api.responses import (
     AsyncJobResponse,
     GeneratedImageResult,
     JobHistoryResponse,
     JobQueueInfo,
+    WebhookBody,
+    WebhookResult,
     bare_base64,
     ended_job,
     history_info,
     image_results,
     result_seeds,
+    succeeded,
 )
 from fooocus_es.events.types import TasksDeleted, TaskSkipped
 from fooocus_es.projections import records
@@ -80,6 +85,21 @@ async def results_of(services: Services, stored: dict[str, Any]) -> list[Generat
     skipped, encoded = await anyio.to_thread.run_sync(read)
     seeds = result_seeds(params, len(paths), skipped)
     return image_results([services.signer.url(path) for path in paths], seeds, encoded)
+
+
+def webhook_body(services: Services) -> Callable[[str, dict[str, Any]], Awaitable[Any]]:
+    """Fooocus-API's webhook body for its jobs (`{job_id, job_result: [{url, seed}]}`, no base64), else the record."""
+
+    async def shape(task_id: str, record: dict[str, Any]) -> Any:
+        if not str(record.get("wire", "")).startswith(WIRE_PREFIX):
+            return record
+        stored = await services.stored_record(task_id)
+        ok = stored is not None and succeeded(stored["task_status"])
+        results = await results_of(services, stored) if ok and stored is not None else []
+        body = WebhookBody(job_id=task_id, job_result=[WebhookResult(url=item.url, seed=item.seed) for item in results])
+        return msgspec.to_builtins(body)
+
+    return shape
 
 
 async def queue_info(services: Services) -> JobQueueInfo:

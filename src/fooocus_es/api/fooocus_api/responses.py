@@ -40,6 +40,18 @@ class GeneratedImageResult(Struct):
     finish_reason: FinishReason = "SUCCESS"
 
 
+class WebhookResult(Struct):
+    url: str | None
+    seed: str
+
+
+class WebhookBody(Struct):
+    """What Fooocus-API POSTs to a job's webhook_url when it ends (worker.py: no base64)."""
+
+    job_id: str
+    job_result: list[WebhookResult]
+
+
 class AsyncJobResponse(Struct):
     job_id: str
     job_type: JobType
