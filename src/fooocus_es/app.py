@@ -12,7 +12,7 @@ from litestar.logging.config import StructLoggingConfig
 from litestar.middleware.logging import LoggingMiddlewareConfig
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 
-from fooocus_es.api import docs, engines, files, generate, tasks
+from fooocus_es.api import docs, engines, files, generate, task_stream, tasks
 from fooocus_es.api.auth import api_key_guard
 from fooocus_es.api.cors import cors_config
 from fooocus_es.api.errors import EXCEPTION_HANDLERS
@@ -29,6 +29,7 @@ ROUTES = [
     tasks.list_tasks,
     tasks.get_task,
     tasks.task_events,
+    task_stream.task_stream,
     tasks.cancel_task,
     tasks.delete_task,
     tasks.control,

@@ -68,15 +68,16 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
-    from fooocus_es.events.log import EventLog
-    from fooocus_es.projections import records
+    from fooocus_es.events.sqlite import SqliteEventLog
+    from fooocus_es.projections.records import ReadModel
 
     settings = _settings(args)
-    event_log = EventLog(settings.db_path)
-    counted: list[int] = []
-    event_log.writer_transaction(lambda db: counted.append(records.rebuild(db, event_log.read())))
+    event_log = SqliteEventLog(settings.db_path)
+    read_model = ReadModel(settings.db_path)
+    count = read_model.rebuild(event_log)
+    read_model.close()
     event_log.close()
-    print(f"replayed {counted[0]} events into generate_record ({settings.db_path})")
+    print(f"replayed {count} events into generate_record ({settings.db_path})")
     return 0
 
 

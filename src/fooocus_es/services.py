@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import anyio
 import anyio.to_thread
@@ -24,15 +25,21 @@ from fooocus_es.engine.safety import safety_checker_installed
 from fooocus_es.engine.styles import StyleBook
 from fooocus_es.engine.upscalers import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
 from fooocus_es.events.bus import Bus
-from fooocus_es.events.log import EventLog
+from fooocus_es.events.follower import LogFollower
+from fooocus_es.events.log import AppendRefused
+from fooocus_es.events.sqlite import SqliteEventLog
 from fooocus_es.events.store import EventStore
-from fooocus_es.events.types import Envelope, TaskFailed, TaskQueued
+from fooocus_es.events.types import TaskCancelled, TaskFailed, now_ms
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
-from fooocus_es.runner.worker import Job, Runner, now_ms
+from fooocus_es.projections.records import ReadModel
+from fooocus_es.runner.queue import LocalCommandQueue
+from fooocus_es.runner.worker import Runner
 from fooocus_es.settings import Settings
 from fooocus_es.subscribers.waiters import Waiters
+from fooocus_es.subscribers.webhook_outbox import WebhookOutbox
 from fooocus_es.subscribers.webhooks import BodyShaper, WebhookSender, record_as_body
+from fooocus_es.tasks.commands import Generate, Skip, Stop
 
 log = structlog.get_logger("fooocus_es")
 
@@ -65,9 +72,13 @@ class Services:
         for folder in (settings.outputs_dir, settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(settings.device)
-        self.event_log = EventLog(settings.db_path)
+        self.event_log = SqliteEventLog(settings.db_path)
+        self.read_model = ReadModel(settings.db_path)
+        self.webhook_outbox = WebhookOutbox(settings.db_path)
         self.bus = Bus()
-        self.store = EventStore(self.event_log, self.bus)
+        self.follower = LogFollower(self.event_log, self.bus, self.read_model)
+        self.store = EventStore(self.event_log, self.follower)
+        self.commands = LocalCommandQueue()
         self.live = LiveTasks()
         self.waiters = Waiters()
         self.signer = UrlSigner(settings.public_base_url, settings.api_key)
@@ -89,6 +100,7 @@ class Services:
         warm = self.preset_defaults.get("base_model_name")
         self.runner = Runner(
             self.store,
+            self.commands,
             self._make_engine,
             settings.data_dir,
             self.device,
@@ -229,17 +241,25 @@ class Services:
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, task_group: TaskGroup) -> None:
-        self.store.token = anyio.lowlevel.current_token()
+        # The read model catches up from its position, the live view is rebuilt from the log, and
+        # the follower feeds both (and the bus) from there on.
+        await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)
+        head = await anyio.to_thread.run_sync(self.event_log.last_seq)
+        unfinished = await anyio.to_thread.run_sync(self._rebuild_live)
+        await task_group.start(self.follower.run, head)
         self.webhooks = WebhookSender(
             task_group=task_group,
+            event_log=self.event_log,
+            outbox=self.webhook_outbox,
             load_record=self.final_record,
-            default_url=self.settings.webhook_url,
+            url_of=self._webhook_url,
+            applied=self.follower.reached,
             retries=self.settings.webhook_retries,
             timeout_s=self.settings.webhook_timeout_s,
             shape_body=self.webhook_body,
         )
-        self.bus.add_listener(self.webhooks.apply)
-        await self.recover()
+        await task_group.start(self.webhooks.run)
+        await self.recover(unfinished)
         self.runner.start()
         missing = self.check_preset_models()
         for name, url, kind in missing:
@@ -247,30 +267,66 @@ class Services:
         if missing and self.settings.download_models:
             threading.Thread(target=self.download_missing, args=(missing,), name="downloads", daemon=True).start()
 
-    async def recover(self) -> None:
-        """Replay rule: queued-but-not-ended tasks run again; started-but-not-ended failed."""
-        unfinished = await anyio.to_thread.run_sync(lambda: records.unfinished(self.event_log.reader()))
+    def _rebuild_live(self) -> list[dict[str, Any]]:
+        """Worker thread: the tasks the log has not ended, their events applied to the live view."""
+        unfinished = records.unfinished(self.event_log.reader())
         for record in unfinished:
-            if record["start_mills"] is not None:
-                await self.store.emit_async(
-                    TaskFailed(
-                        task_id=record["task_id"], at_ms=now_ms(), error_type="Interrupted",
-                        message="interrupted by restart",
-                    )
-                )  # fmt: skip
+            for envelope in self.event_log.read(task_id=record["task_id"]):
+                self.live.apply(envelope)
+        return unfinished
+
+    def _webhook_url(self, task_id: str) -> str:
+        record = records.get(self.event_log.reader(), task_id)
+        return (record or {}).get("webhook_url") or self.settings.webhook_url
+
+    async def recover(self, unfinished: list[dict[str, Any]]) -> None:
+        """Restart rule: queued-but-not-started tasks run again; started-but-not-ended ones failed."""
+        for record in unfinished:
+            task_id = record["task_id"]
+            if record["start_mills"] is None:
+                self.commands.put(Generate(task_id=task_id, params=record["req_params"]))
                 continue
-            queued = TaskQueued(
-                task_id=record["task_id"], at_ms=record["in_queue_mills"], params=record["req_params"],
-                webhook_url=record["webhook_url"] or "", notes=record["notes"], wire=record["wire"],
-            )  # fmt: skip
-            self.live.apply(Envelope(record["id"], queued))
-            self.runner.submit(Job(record["task_id"], record["req_params"]))
+            version = await anyio.to_thread.run_sync(self.event_log.version, task_id)
+            failed = TaskFailed(
+                task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message="interrupted by restart"
+            )
+            with contextlib.suppress(AppendRefused):  # another writer ended it meanwhile
+                await self.store.emit_async(failed, expected_version=version)
         if unfinished:
             log.info("tasks.recovered", count=len(unfinished))
 
     async def stop(self) -> None:
         await anyio.to_thread.run_sync(self.runner.shutdown)
+        # What the runner wrote while shutting down reaches the table now, not at the next start.
+        await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)
         self.event_log.checkpoint()
+
+    # -- commands -----------------------------------------------------------------------------
+    def submit(self, task_id: str, params: dict[str, Any]) -> None:
+        """Queue the Generate command of a task whose TaskQueued is stored."""
+        self.commands.put(Generate(task_id=task_id, params=params))
+
+    async def cancel(self, task_id: str) -> Literal["cancelled", "stopping", "unknown"]:
+        """Cancel a pending task, or stop it if it already started: the log's version check decides."""
+        live = self.live.get(task_id)
+        if live is None:
+            return "unknown"
+        if live.task_status == "pending":
+            self.commands.cancel(task_id)  # if a runner claimed it already, its TaskStarted races this:
+            try:  # a pending task is at version 1 (its TaskQueued); of the two appends one wins
+                await self.store.emit_async(TaskCancelled(task_id=task_id, at_ms=now_ms()), expected_version=1)
+                return "cancelled"
+            except AppendRefused:
+                pass  # it started (or ended) first
+        return "stopping" if self.runner.deliver(Stop(task_id=task_id)) else "unknown"
+
+    def control(self, action: Literal["stop", "skip"]) -> str | None:
+        """Stop or skip the running task; its id, or None when nothing runs."""
+        task_id = self.runner.running_task
+        if task_id is None:
+            return None
+        command = Stop(task_id=task_id) if action == "stop" else Skip(task_id=task_id)
+        return task_id if self.runner.deliver(command) else None
 
     # -- reads --------------------------------------------------------------------------------
     async def record(self, task_id: str) -> dict[str, Any] | None:

@@ -57,7 +57,7 @@ def stream_messages(base: str, body: dict[str, Any]) -> list[dict[str, Any]]:
 class Receiver:
     """A loopback webhook receiver that fails the first `failures` deliveries with a 500."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, port: int = 0) -> None:
         self.bodies: list[dict] = []
         self.attempts = 0
         receiver = self
@@ -76,6 +76,6 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

@@ -1,15 +1,14 @@
-"""The event log, the store's ordering, the read model and replay — on real SQLite files."""
+"""The SQLite log's schema and migrations, the read model, its position and replay, on real SQLite files.
+
+The log's behaviour as an EventLog is in tests/contract/test_event_log.py."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
 
-from fooocus_es.events.log import EventLog, migrate
-from fooocus_es.events.store import EventStore
+from fooocus_es.events.sqlite import SqliteEventLog, migrate
 from fooocus_es.events.types import (
     TaskCancelled,
     TaskFailed,
@@ -24,6 +23,7 @@ from fooocus_es.events.types import (
     encode_for_log,
 )
 from fooocus_es.projections import records
+from fooocus_es.projections.records import ReadModel
 
 
 def queued(task_id: str, at_ms: int = 1000) -> TaskQueued:
@@ -45,49 +45,73 @@ def test_events_round_trip_and_previews_are_not_logged() -> None:
         assert decode_event(encode_for_log(other)) == other
 
 
-def test_append_assigns_increasing_seqs_and_reads_back_in_order(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "db.sqlite3")
-    seqs = [log.append(queued(f"t{i}")) for i in range(5)]
-    assert seqs == sorted(seqs) and len(set(seqs)) == 5
-    assert [event.task_id for _, event in log.read()] == [f"t{i}" for i in range(5)]
-    assert [event.task_id for _, event in log.read(task_id="t3")] == ["t3"]
+def catch_up(log: SqliteEventLog) -> ReadModel:
+    model = ReadModel(log.path)
+    model.catch_up(log)
+    return model
 
 
 def test_migrations_are_idempotent_and_versioned(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    EventLog(path).close()
-    log = EventLog(path)  # second start: nothing re-applied
-    assert log.reader().execute("PRAGMA user_version").fetchone()[0] == 3
-    assert migrate(log._writer, Path(__file__).resolve().parents[2] / "migrations") == 3
+    SqliteEventLog(path).close()
+    log = SqliteEventLog(path)  # second start: nothing re-applied
+    assert log.reader().execute("PRAGMA user_version").fetchone()[0] == 4
+    assert migrate(log._writer, Path(__file__).resolve().parents[2] / "migrations") == 4
+
+
+def test_a_version_3_log_gets_per_task_versions_and_positions_at_its_end(tmp_path: Path) -> None:
+    """Upgrading a database written before 0004: versions numbered per task, consumers current."""
+    path = tmp_path / "db.sqlite3"
+    old = tmp_path / "old-migrations"
+    old.mkdir()
+    for migration in sorted((Path(__file__).resolve().parents[2] / "migrations").glob("000[123]_*.sql")):
+        (old / migration.name).write_text(migration.read_text())
+    log = SqliteEventLog(path, migrations_dir=old)
+    for task_id, event_type in [("a", "TaskQueued"), ("b", "TaskQueued"), ("a", "TaskStarted"), ("a", "TaskCancelled")]:
+        log._writer.execute(
+            "INSERT INTO task_events (task_id, type, at_ms, payload) VALUES (?, ?, 1, ?)",
+            (task_id, event_type, f'{{"type":"{event_type}","task_id":"{task_id}","at_ms":1,"params":{{}}}}'),
+        )
+    log.close()
+    log = SqliteEventLog(path)
+    rows = log.reader().execute("SELECT task_id, version FROM task_events ORDER BY seq").fetchall()
+    assert rows == [("a", 1), ("b", 1), ("a", 2), ("a", 3)]
+    assert log.version("a") == 3 and log.version("b") == 1 and log.version("none") == 0
+    assert ReadModel(path).position() == 4  # the old table was written in the append transaction
 
 
 def test_admission_notes_and_wire_are_kept_alongside_the_engines_notes(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "db.sqlite3")
-    store = EventStore(log)
+    log = SqliteEventLog(tmp_path / "db.sqlite3")
     note = "ignored fields this server does not know: api_name"
-    store.emit(TaskQueued(task_id="t", at_ms=1, params={}, notes=[note], wire="fooocus-api/text-to-image"))
-    assert records.get(log.reader(), "t")["notes"] == [note]
-    store.emit(TaskStarted(task_id="t", at_ms=2))
-    store.emit(TaskFinished(task_id="t", at_ms=3, result=[], notes=["style 'x' is not installed; skipped"]))
+    log.append(TaskQueued(task_id="t", at_ms=1, params={}, notes=[note], wire="fooocus-api/text-to-image"))
+    assert records.get(catch_up(log)._writer, "t")["notes"] == [note]
+    log.append(TaskStarted(task_id="t", at_ms=2))
+    log.append(TaskFinished(task_id="t", at_ms=3, result=[], notes=["style 'x' is not installed; skipped"]))
+    catch_up(log)
     record = records.get(log.reader(), "t")
     assert record["notes"] == [note, "style 'x' is not installed; skipped"]
     assert record["wire"] == "fooocus-api/text-to-image"
-    store.emit(queued("older"))  # events written before these fields existed decode with defaults
+    log.append(queued("older"))  # events written before these fields existed decode with defaults
+    catch_up(log)
     assert records.get(log.reader(), "older")["wire"] == "" and records.get(log.reader(), "older")["notes"] == []
 
 
-def test_a_failing_projection_rolls_the_event_back(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "db.sqlite3")
-    store = EventStore(log)
-    store.emit(queued("dup"))
-    with pytest.raises(sqlite3.IntegrityError):
-        store.emit(queued("dup"))  # generate_record.task_id is UNIQUE: the append must not stay either
-    assert [event.task_id for _, event in log.read()] == ["dup"]
+def test_the_read_model_keeps_its_position_with_its_rows(tmp_path: Path) -> None:
+    log = SqliteEventLog(tmp_path / "db.sqlite3")
+    model = ReadModel(log.path)
+    seqs = [log.append(queued("a")), log.append(TaskStarted(task_id="a", at_ms=2))]
+    assert model.catch_up(log) == 2 and model.position() == seqs[-1]
+    assert model.catch_up(log) == 0  # nothing new
+    model.apply(list(log.read()))  # a batch delivered twice (a restart mid-batch) is a no-op
+    assert records.get(log.reader(), "a")["task_status"] == "running"
+    log.append(TaskFinished(task_id="a", at_ms=3, result=["outputs/x.png"]))
+    restarted = ReadModel(log.path)  # a new process: it resumes from the stored position
+    assert restarted.catch_up(log) == 1
+    assert records.get(log.reader(), "a")["task_status"] == "finished"
 
 
 def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "db.sqlite3")
-    store = EventStore(log)
+    log = SqliteEventLog(tmp_path / "db.sqlite3")
     for event in [
         queued("ok", 10),
         TaskStarted(task_id="ok", at_ms=11),
@@ -106,12 +130,16 @@ def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
         queued("cancelled", 50),
         TaskCancelled(task_id="cancelled", at_ms=51),
         queued("waiting", 60),
+        queued("skipping", 65),
+        TaskStarted(task_id="skipping", at_ms=66),
+        TaskSkipped(task_id="skipping", at_ms=67, image_index=0),  # still running: not history
     ]:
-        store.emit(event)
+        log.append(event)
+    model = catch_up(log)
     db = log.reader()
     status = {
         task: records.get(db, task)["task_status"]
-        for task in ("ok", "skipped", "stopped", "failed", "cancelled", "waiting")
+        for task in ("ok", "skipped", "stopped", "failed", "cancelled", "waiting", "skipping")
     }
     assert status == {
         "ok": "finished",
@@ -120,6 +148,7 @@ def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
         "failed": "failed",
         "cancelled": "cancelled",
         "waiting": "pending",
+        "skipping": "skip",
     }
     ok = records.get(db, "ok")
     assert (
@@ -136,7 +165,7 @@ def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
         "stopped",
         "skipped",
         "ok",
-    ]  # newest first, no pending
+    ]  # newest first, nothing that has not ended
     assert [r["task_id"] for r in records.history(db, page=1, page_size=2, start_ms=None, end_ms=None)] == [
         "stopped",
         "skipped",
@@ -146,39 +175,18 @@ def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
         "stopped",
         "skipped",
     ]
-    assert [r["task_id"] for r in records.unfinished(db)] == ["waiting"]
+    assert [r["task_id"] for r in records.unfinished(db)] == ["waiting", "skipping"]
 
-    store.emit(TasksDeleted(task_id="del-1", at_ms=70, deleted_task_ids=["ok", "failed"], start_ms=0, end_ms=70))
+    log.append(TasksDeleted(task_id="del-1", at_ms=70, deleted_task_ids=["ok", "failed"], start_ms=0, end_ms=70))
+    model.catch_up(log)
     assert records.get(db, "ok") is None and records.get(db, "failed") is None
 
     before = records.all_rows(db)
-    log.writer_transaction(lambda w: records.rebuild(w, log.read()))
+    assert model.rebuild(log) == len(list(log.read()))
     assert records.all_rows(log.reader()) == before  # the audit: same log, same table
-
-
-def test_concurrent_emitters_publish_in_seq_order(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "db.sqlite3")
-    seen: list[int] = []
-    store = EventStore(log)
-    original = log.append
-
-    def append(event, project=None, after_commit=None):  # record publish order as the store does it
-        return original(event, project, lambda seq: (seen.append(seq), after_commit and after_commit(seq)))
-
-    log.append = append  # type: ignore[method-assign]
-
-    def worker(prefix: str) -> None:
-        for i in range(200):
-            store.emit(queued(f"{prefix}{i}"))
-
-    threads = [threading.Thread(target=worker, args=(p,)) for p in "abc"]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(seen) == 600 and seen == sorted(seen)
+    assert model.position() == log.last_seq()
 
 
 def test_a_missing_migrations_folder_is_an_error_not_an_empty_schema(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        EventLog(tmp_path / "db.sqlite3", migrations_dir=tmp_path / "nowhere")
+        SqliteEventLog(tmp_path / "db.sqlite3", migrations_dir=tmp_path / "nowhere")

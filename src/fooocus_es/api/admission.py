@@ -21,10 +21,9 @@ from fooocus_es.api.inputs import store_request_images
 from fooocus_es.engine import plan as planning
 from fooocus_es.engine.image_inputs import check_inpaint_mask
 from fooocus_es.events.bus import Subscription
-from fooocus_es.events.types import TaskQueued
+from fooocus_es.events.types import TaskQueued, now_ms
 from fooocus_es.media.limits import ImageLimits
 from fooocus_es.media.own_files import OwnFiles
-from fooocus_es.runner.worker import Job, now_ms
 from fooocus_es.services import Services
 
 
@@ -72,12 +71,13 @@ async def enqueue(
         await services.store.emit_async(
             TaskQueued(
                 task_id=task_id, at_ms=at_ms, params=params, webhook_url=webhook_url, notes=notes or [], wire=wire
-            )
+            ),
+            expected_version=0,  # a new task: its id must not be in the log yet
         )
     except BaseException:
         services.waiters.discard(task_id)
         if subscription is not None:
             services.bus.unsubscribe(subscription)
         raise
-    services.runner.submit(Job(task_id, params))
+    services.submit(task_id, params)
     return Admitted(task_id, params, at_ms, ended, subscription)

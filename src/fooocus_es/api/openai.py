@@ -92,7 +92,6 @@ _NOT_PASSED_THROUGH: Final = frozenset(
      "async_process", "require_base64"}
 )  # fmt: skip
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×*]\s*(\d{1,5})\s*$")
-_SAMPLING = re.compile(r"^Sampling step (\d+)/(\d+), image (\d+)/(\d+)")
 _PATH_PARAM = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
 _BACKTICKED = re.compile(r"`([A-Za-z0-9_]+)`")
 _NO_RETRY: Final = {"x-should-retry": "false"}  # the openai client would otherwise resubmit the task
@@ -381,10 +380,9 @@ async def _stream(services: Services, queued: Admitted, ask: _Ask) -> AsyncItera
             async for envelope in subscription.receive:
                 event = envelope.event
                 if isinstance(event, TaskProgress) and event.preview and thresholds:
-                    match = _SAMPLING.match(event.message)
-                    if match is None:
+                    if event.stage != "sampling":
                         continue
-                    step, image = int(match.group(1)), int(match.group(3))
+                    step, image = event.step, event.image_index
                     count = sent_per_image.get(image, 0)
                     if count >= len(thresholds) or step < thresholds[count]:
                         continue

@@ -16,9 +16,8 @@ from litestar.params import Parameter
 from fooocus_es.api import examples
 from fooocus_es.api.errors import NotFound
 from fooocus_es.api.structs import ControlResponse, TasksResponse
-from fooocus_es.events.types import TasksDeleted, event_type
+from fooocus_es.events.types import TasksDeleted, event_type, now_ms
 from fooocus_es.projections import records
-from fooocus_es.runner.worker import now_ms
 from fooocus_es.services import Services
 
 
@@ -118,12 +117,12 @@ async def task_events(request: Request, task_id: str) -> list[dict[str, Any]]:
     events = await anyio.to_thread.run_sync(lambda: list(services.event_log.read(task_id=task_id)))
     if not events:
         raise NotFound(f"task_id: no task {task_id!r}")
-    return [{"seq": seq, "type": event_type(event), **msgspec.to_builtins(event)} for seq, event in events]
+    return [{"seq": e.seq, "type": event_type(e.event), **msgspec.to_builtins(e.event)} for e in events]
 
 
 async def _cancel(request: Request, task_id: str) -> dict[str, Any]:
     services: Services = request.app.state.services
-    outcome = await anyio.to_thread.run_sync(services.runner.cancel, task_id)
+    outcome = await services.cancel(task_id)
     if outcome == "unknown":
         if await services.record(task_id) is None:
             raise NotFound(f"task_id: no task {task_id!r}")
@@ -171,7 +170,7 @@ async def control(request: Request, action: str | None = None) -> ControlRespons
         raise ValidationException("action: required (stop or skip), in the query string or a JSON body")
     if action not in ("stop", "skip"):
         return ControlResponse("Invalid control action")
-    task_id = services.runner.control(action)  # type: ignore[arg-type]
+    task_id = services.control(action)  # type: ignore[arg-type]
     if task_id is None:
         return ControlResponse("No task running")
     return ControlResponse("task stopped" if action == "stop" else "task skipped")

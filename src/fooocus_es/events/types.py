@@ -5,9 +5,15 @@ msgspec tagged unions: the `type` field on the wire and in the log names the cla
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Literal
 
 import msgspec
+
+
+def now_ms() -> int:
+    """Wall-clock ms for `at_ms` (informational: order comes from seq, never from clocks)."""
+    return int(time.time() * 1000)
 
 
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
@@ -28,10 +34,22 @@ class TaskStarted(_Event, tag="TaskStarted"):
     device: str = ""
 
 
+ProgressStage = Literal["", "downloading", "loading", "preparing", "sampling", "saving"]
+
+
 class TaskProgress(_Event, tag="TaskProgress"):
+    """Where a running task is. The fields are the data; `message` is FooocusAPI's wording of them.
+
+    Rows logged before the structured fields existed decode with their defaults ("" / 0).
+    """
+
     percent: int
     message: str
-    step: int = 0
+    step: int = 0  # 1-based sampling step of the current image
+    steps: int = 0
+    image_index: int = 0  # 0-based image being sampled or saved
+    image_count: int = 0
+    stage: ProgressStage = ""
     # Previews are carried to live subscribers only; the log stores the event without them.
     preview: str | None = None
 
@@ -87,6 +105,7 @@ Event = (
 )
 
 TERMINAL_EVENTS: tuple[type, ...] = (TaskFinished, TaskStopped, TaskFailed, TaskCancelled)
+TERMINAL_TYPES: frozenset[str] = frozenset(cls.__struct_config__.tag for cls in TERMINAL_EVENTS)
 
 EVENT_DECODER = msgspec.json.Decoder(Event)
 EVENT_ENCODER = msgspec.json.Encoder()

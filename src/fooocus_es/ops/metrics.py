@@ -14,7 +14,6 @@ Two registries end up on one page (`MetricsController`):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Final
 
@@ -24,20 +23,10 @@ from litestar.response import Response
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from fooocus_es.events.types import (
-    Envelope,
-    TaskCancelled,
-    TaskFailed,
-    TaskFinished,
-    TaskProgress,
-    TaskQueued,
-    TaskSkipped,
-    TaskStarted,
-    TaskStopped,
-)
+from fooocus_es.events.types import Envelope, Event, TaskFailed, TaskProgress, TaskQueued, TaskStarted, is_terminal
+from fooocus_es.tasks.status import TaskStatus, next_status
 
 PREFIX: Final = "fooocus_es"
-_SAMPLING: Final = re.compile(r"^Sampling step (\d+)/\d+, image (\d+)/")
 # Seconds. A step is ~10 ms (demo on a CPU) to ~1 s (SDXL at 1024 on a small GPU); tasks run up to minutes.
 STEP_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TASK_BUCKETS: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -74,7 +63,7 @@ class TaskMetrics:
         )  # fmt: skip
         self._pending: dict[str, int] = {}  # task id -> queued at (ms)
         self._started: dict[str, int] = {}  # task id -> started at (ms)
-        self._skipped: set[str] = set()
+        self._status: dict[str, TaskStatus] = {}  # tasks not ended yet (those seen since start)
         self._last_step: dict[str, tuple[int, int, int]] = {}  # task id -> (image, step, at ms)
         if depth is not None:
             # The live projection is the truth for the queue (it also holds tasks re-queued at start-up).
@@ -86,6 +75,9 @@ class TaskMetrics:
     def apply(self, envelope: Envelope) -> None:
         event = envelope.event
         task_id = event.task_id
+        status = next_status(self._status.get(task_id), event)
+        if status is not None:
+            self._status[task_id] = status
         match event:
             case TaskQueued():
                 self.queued.inc()
@@ -97,37 +89,30 @@ class TaskMetrics:
                 self._started[task_id] = event.at_ms
             case TaskProgress():
                 self._step(task_id, event)
-            case TaskSkipped():
-                self._skipped.add(task_id)
-            case TaskFinished() | TaskStopped() | TaskFailed() | TaskCancelled():
-                self._end(task_id, event)
+            case _ if is_terminal(event):
+                self._end(task_id, event, status)
 
     def _step(self, task_id: str, event: TaskProgress) -> None:
-        match = _SAMPLING.match(event.message)
-        if match is None:
+        if event.stage != "sampling":
             return
-        step, image = int(match.group(1)), int(match.group(2))
+        step, image = event.step, event.image_index
         last = self._last_step.get(task_id)
         if last is not None and last[0] == image and step == last[1] + 1:
             self.step_seconds.observe(max(0, event.at_ms - last[2]) / 1000)
         self._last_step[task_id] = (image, step, event.at_ms)
 
-    def _end(self, task_id: str, event: TaskFinished | TaskStopped | TaskFailed | TaskCancelled) -> None:
-        if isinstance(event, TaskFinished):
-            status = "skip" if task_id in self._skipped else "finished"
-        elif isinstance(event, TaskStopped):
-            status = "stop"
-        elif isinstance(event, TaskFailed):
-            status = "failed"
+    def _end(self, task_id: str, event: Event, status: TaskStatus | None) -> None:
+        # A task queued before this process started has no status here; its event still says how it ended.
+        self._status.pop(task_id, None)
+        if status is None:
+            status = next_status("running", event) or "cancelled"
+        if isinstance(event, TaskFailed):
             self.errors.labels(event.error_type).inc()
-        else:
-            status = "cancelled"
         self.ended.labels(status).inc()
         started = self._started.pop(task_id, None)
         if started is not None:
             self.task_seconds.labels(status).observe(max(0, event.at_ms - started) / 1000)
         self._pending.pop(task_id, None)
-        self._skipped.discard(task_id)
         self._last_step.pop(task_id, None)
 
     def render(self) -> bytes:

@@ -1,79 +1,152 @@
-"""The generate_record read model: FooocusAPI's history table, maintained from events.
+"""The generate_record read model: FooocusAPI's history table, a positioned consumer of the log.
 
-`apply` runs inside the event's append transaction, so the table is never behind the log, and
-`rebuild` replays the whole log into it (the audit: same log, same table).
+`ReadModel.apply` writes a batch of events and the seq it reached in one transaction, so the table
+and its position never disagree; on start it catches up from that position, and `rebuild` replays
+the whole log into it (the audit: same log, same table). Status changes follow tasks.status.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
+from fooocus_es.events.log import EventLog
+from fooocus_es.events.sqlite import connect
 from fooocus_es.events.types import (
+    Envelope,
     Event,
     TaskCancelled,
     TaskFailed,
     TaskFinished,
+    TaskProgress,
     TaskQueued,
     TasksDeleted,
     TaskSkipped,
     TaskStarted,
     TaskStopped,
 )
+from fooocus_es.tasks.status import TaskStatus, next_status
 
 COLUMNS = (
     "id", "task_id", "req_params", "in_queue_mills", "start_mills", "finish_mills", "task_status",
     "progress", "webhook_url", "result", "error", "notes", "wire",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM generate_record"
+POSITION = "generate_record"
+
+
+class ReadModel:
+    """The table's writer: applies the log in order and keeps its position beside the rows."""
+
+    def __init__(self, path: Path) -> None:
+        self._writer = connect(path)  # the schema is the log's migrations (same file here)
+        self._lock = threading.Lock()
+
+    def position(self) -> int:
+        with self._lock:
+            return position_of(self._writer, POSITION)
+
+    def apply(self, envelopes: Sequence[Envelope]) -> None:
+        """Apply events after the position (older ones are skipped: a replayed batch is a no-op)."""
+        with self._lock, self._writer.conn:
+            self._writer.conn.execute("BEGIN IMMEDIATE")
+            done = position_of(self._writer, POSITION)
+            fresh = [envelope for envelope in envelopes if envelope.seq > done]
+            for envelope in fresh:
+                apply(self._writer, envelope.seq, envelope.event)
+            if fresh:
+                set_position(self._writer, POSITION, fresh[-1].seq)
+
+    def catch_up(self, log: EventLog) -> int:
+        """Apply what the log has beyond the position; returns how many events that was."""
+        count = 0
+        batch: list[Envelope] = []
+        for envelope in log.read(after_seq=self.position()):
+            batch.append(envelope)
+            if len(batch) == 1000:
+                self.apply(batch)
+                count, batch = count + len(batch), []
+        self.apply(batch)
+        return count + len(batch)
+
+    def rebuild(self, log: EventLog) -> int:
+        """Empty the table and apply the whole log, in one transaction."""
+        with self._lock, self._writer.conn:
+            self._writer.conn.execute("BEGIN IMMEDIATE")
+            count = rebuild(self._writer, ((envelope.seq, envelope.event) for envelope in log.read()))
+            set_position(self._writer, POSITION, log.last_seq())
+        return count
+
+    def close(self) -> None:
+        self._writer.conn.close()
+
+
+def position_of(db: Database, name: str) -> int:
+    row = db.execute("SELECT seq FROM consumer_positions WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_position(db: Database, name: str, seq: int) -> None:
+    db.execute(
+        "INSERT INTO consumer_positions (name, seq) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+        (name, seq),
+    )
 
 
 def apply(db: Database, seq: int, event: Event) -> None:
+    """Apply one event (inside the caller's transaction)."""
     conn = db.conn
+    if isinstance(event, TaskProgress):
+        return  # progress is live-only state: FooocusAPI never writes it to the table
+    if isinstance(event, TasksDeleted):
+        conn.executemany(
+            "DELETE FROM generate_record WHERE task_id = ?", [(task_id,) for task_id in event.deleted_task_ids]
+        )
+        return
+    row = conn.execute(
+        "SELECT task_status, finish_mills IS NOT NULL, notes FROM generate_record WHERE task_id = ?", (event.task_id,)
+    ).fetchone()
+    current: TaskStatus | None = row[0] if row else None
+    status = next_status(current, event, ended=bool(row and row[1]))
+    if status is None:
+        return  # not a transition (the log's terminal guard makes this rare: rows older than it)
     match event:
         case TaskQueued():
             conn.execute(
                 "INSERT INTO generate_record (id, task_id, req_params, in_queue_mills, task_status, progress,"
-                " webhook_url, result, notes, wire) VALUES (?, ?, ?, ?, 'pending', 0, ?, '[]', ?, ?)",
+                " webhook_url, result, notes, wire) VALUES (?, ?, ?, ?, ?, 0, ?, '[]', ?, ?)",
                 (
-                    seq, event.task_id, json.dumps(event.params), event.at_ms, event.webhook_url,
+                    seq, event.task_id, json.dumps(event.params), event.at_ms, status, event.webhook_url,
                     json.dumps(event.notes) if event.notes else None, event.wire,
                 ),  # fmt: skip
             )
         case TaskStarted():
             conn.execute(
-                "UPDATE generate_record SET start_mills = ?, task_status = 'running' WHERE task_id = ?",
-                (event.at_ms, event.task_id),
+                "UPDATE generate_record SET start_mills = ?, task_status = ? WHERE task_id = ?",
+                (event.at_ms, status, event.task_id),
             )
         case TaskSkipped():
             # FooocusAPI reports a task with a skipped image as status "skip" when it ends.
-            conn.execute("UPDATE generate_record SET task_status = 'skip' WHERE task_id = ?", (event.task_id,))
+            conn.execute("UPDATE generate_record SET task_status = ? WHERE task_id = ?", (status, event.task_id))
         case TaskFinished():
-            (queued_notes,) = conn.execute(
-                "SELECT notes FROM generate_record WHERE task_id = ?", (event.task_id,)
-            ).fetchone() or (None,)
-            notes = [*(json.loads(queued_notes or "null") or []), *event.notes]
+            notes = [*(json.loads(row[2] or "null") or []), *event.notes] if row else list(event.notes)
             conn.execute(
-                "UPDATE generate_record SET finish_mills = ?, progress = 100, result = ?, notes = ?,"
-                " task_status = CASE task_status WHEN 'skip' THEN 'skip' ELSE 'finished' END WHERE task_id = ?",
-                (event.at_ms, json.dumps(event.result), json.dumps(notes) if notes else None, event.task_id),
+                "UPDATE generate_record SET finish_mills = ?, progress = 100, result = ?, notes = ?, task_status = ?"
+                " WHERE task_id = ?",
+                (event.at_ms, json.dumps(event.result), json.dumps(notes) if notes else None, status, event.task_id),
             )
         case TaskStopped():
-            _end(db, event.task_id, event.at_ms, "stop", event.result, None)
+            _end(db, event.task_id, event.at_ms, status, event.result, None)
         case TaskFailed():
             error = {"type": event.error_type, "message": event.message}
-            _end(db, event.task_id, event.at_ms, "failed", event.result, error)
+            _end(db, event.task_id, event.at_ms, status, event.result, error)
         case TaskCancelled():
-            _end(db, event.task_id, event.at_ms, "cancelled", [], None)
-        case TasksDeleted():
-            conn.executemany(
-                "DELETE FROM generate_record WHERE task_id = ?", [(task_id,) for task_id in event.deleted_task_ids]
-            )
-        case _:
-            pass  # progress is live-only state: FooocusAPI never writes it to the table
+            _end(db, event.task_id, event.at_ms, status, [], None)
 
 
 def _end(db: Database, task_id: str, at_ms: int, status: str, result: list[str], error: dict | None) -> None:
@@ -114,11 +187,12 @@ def history(
     page_size: int,
     start_ms: int | None,
     end_ms: int | None,
-    exclude_statuses: tuple[str, ...] = ("pending", "running"),
 ) -> list[dict[str, Any]]:
-    """Ended tasks, newest first. With a time range: every row in it; without: one page."""
-    marks = ", ".join("?" for _ in exclude_statuses)
-    where, args = f"task_status NOT IN ({marks})", list(exclude_statuses)
+    """Ended tasks, newest first. With a time range: every row in it; without: one page.
+
+    Ended is finish_mills, not a status: `skip` is also the status of a running task.
+    """
+    where, args = "finish_mills IS NOT NULL", []
     if start_ms is not None and end_ms is not None:
         rows = db.execute(
             f"{_SELECT} WHERE {where} AND in_queue_mills BETWEEN ? AND ? ORDER BY id DESC",

@@ -1,7 +1,9 @@
-"""The runner: one thread per device that takes queued tasks in order, runs the engine, emits events.
+"""The runner: one thread per device that claims Generate commands, runs the engine, emits events.
 
-Commands: submit (generate), stop / skip (the running task), cancel (a pending task by id).
-Everything blocking — torch, image encoding, file writes, SQLite appends — happens on this thread.
+Work arrives through a CommandQueue; Stop and Skip arrive as commands for the task it runs. Every
+event it writes names the task version it follows, so a task cancelled before it started is never
+started, and nothing is written for a task after its end. Everything blocking (torch, image
+encoding, file writes, SQLite appends) happens on this thread; appends never wait for the loop.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,21 +25,26 @@ from fooocus_es.engine.plan import build_plan
 from fooocus_es.engine.plan_types import GenerationPlan
 from fooocus_es.engine.styles import StyleBook
 from fooocus_es.engine.upscalers import UpscalerMissing, UpscalerUnsupported
+from fooocus_es.events.log import AppendRefused
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import (
     Event,
-    TaskCancelled,
+    ProgressStage,
     TaskFailed,
     TaskFinished,
     TaskProgress,
     TaskSkipped,
     TaskStarted,
     TaskStopped,
+    now_ms,
 )
 from fooocus_es.media.metadata import parameters_text
 from fooocus_es.media.outputs import encode_image, save_output
+from fooocus_es.runner.queue import CommandQueue
+from fooocus_es.tasks.commands import Control, Generate, Skip, Stop
 
-Control = Literal["stop", "skip"]
+# What the engine's hooks answer when polled.
+ControlAnswer = Literal["stop", "skip"]
 # Failures a user can act on from the message alone (missing file, unsupported combination).
 EXPECTED_FAILURES: tuple[type[Exception], ...] = (
     ModelMissing,
@@ -50,8 +56,8 @@ EXPECTED_FAILURES: tuple[type[Exception], ...] = (
 )
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+class TaskAbandoned(Exception):
+    """The log refused the runner's event: the task ended elsewhere (cancelled, recovered)."""
 
 
 class EngineLike(Protocol):
@@ -63,12 +69,6 @@ class EngineLike(Protocol):
     def generate(self, plan: GenerationPlan, hooks: Any) -> tuple[list[Any], str]: ...
 
 
-@dataclass
-class Job:
-    task_id: str
-    params: dict[str, Any]
-
-
 # Downloads the plan's missing model files it knows URLs for; reports progress as text lines.
 ModelFetcher = Callable[[GenerationPlan, Callable[[str], None]], None]
 
@@ -76,6 +76,7 @@ ModelFetcher = Callable[[GenerationPlan, Callable[[str], None]], None]
 @dataclass
 class _Current:
     task_id: str
+    version: int  # the task's version in the log, as this runner last wrote it
     stop: bool = False
     skip: bool = False
     image_index: int = 0
@@ -86,6 +87,7 @@ class Runner:
     def __init__(
         self,
         store: EventStore,
+        queue: CommandQueue,
         engine_factory: Callable[[], EngineLike],
         data_dir: Path,
         device: str,
@@ -94,60 +96,48 @@ class Runner:
         fetch_models: ModelFetcher | None = None,
     ) -> None:
         self.store = store
+        self.queue = queue
         self.engine_factory = engine_factory
         self.data_dir = data_dir
         self.device = device
+        self.runner_id = f"runner-{device}"
         self.warm_model = warm_model
         self.style_book = style_book or StyleBook(data_dir)
         self.fetch_models = fetch_models
         self._engine: EngineLike | None = None
-        self._queue: deque[Job] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._current: _Current | None = None
         self._shutdown = False
-        self._thread = threading.Thread(target=self._loop, name=f"runner-{device}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=self.runner_id, daemon=True)
 
     # -- commands (any thread) ------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
-        with self._cond:
-            self._queue.append(job)
-            self._cond.notify()
+    def deliver(self, command: Control) -> bool:
+        """Stop or skip the task this runner runs; False when it runs another one (or none)."""
+        with self._lock:
+            current = self._current
+            if current is None or current.task_id != command.task_id:
+                return False
+            match command:
+                case Stop():
+                    current.stop = True
+                case Skip():
+                    current.skip = True
+            return True
 
-    def control(self, action: Control) -> str | None:
-        """Stop or skip the running task; returns its id, or None when nothing runs."""
-        with self._cond:
-            if self._current is None:
-                return None
-            if action == "stop":
-                self._current.stop = True
-            else:
-                self._current.skip = True
-            return self._current.task_id
-
-    def cancel(self, task_id: str) -> Literal["cancelled", "stopping", "unknown"]:
-        """Cancel a pending task (removed from the queue) or stop it if it is already running."""
-        with self._cond:
-            for job in self._queue:
-                if job.task_id == task_id:
-                    self._queue.remove(job)
-                    break
-            else:
-                if self._current is not None and self._current.task_id == task_id:
-                    self._current.stop = True
-                    return "stopping"
-                return "unknown"
-        self.store.emit(TaskCancelled(task_id=task_id, at_ms=now_ms()))
-        return "cancelled"
+    @property
+    def running_task(self) -> str | None:
+        with self._lock:
+            return self._current.task_id if self._current is not None else None
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        with self._cond:
+        with self._lock:
             self._shutdown = True
             if self._current is not None:
                 self._current.stop = True
-            self._cond.notify_all()
+        self.queue.close()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -160,24 +150,16 @@ class Runner:
         return self._thread.is_alive()
 
     # -- the worker thread ----------------------------------------------------------------------
-    def _next_job(self) -> Job | None:
-        with self._cond:
-            while not self._queue and not self._shutdown:
-                self._cond.wait()
-            if self._shutdown:
-                return None
-            job = self._queue.popleft()
-            self._current = _Current(job.task_id)
-            return job
-
     def _loop(self) -> None:
         self._warm_up()
-        while (job := self._next_job()) is not None:
+        while (claim := self.queue.claim(self.runner_id)) is not None:
+            if self._shutting_down():
+                claim.release()
+                break
             try:
-                self._run(job)
+                self.run(claim.command)
             finally:
-                with self._cond:
-                    self._current = None
+                claim.ack()  # the task's terminal event is stored (or it was never started)
 
     def _warm_up(self) -> None:
         """Import torch and load the server preset's model before the first task asks for it."""
@@ -191,51 +173,84 @@ class Runner:
             )
 
     def _emit(self, event: Event) -> None:
-        self.store.emit(event)
+        """Append after the version this runner last wrote; a refusal abandons the task."""
+        current = self._current
+        if current is None or current.task_id != event.task_id:
+            raise TaskAbandoned(event.task_id)
+        try:
+            self.store.emit(event, expected_version=current.version)
+        except AppendRefused as exc:
+            raise TaskAbandoned(str(exc)) from exc
+        current.version += 1
 
-    def _run(self, job: Job) -> None:
+    def run(self, command: Generate) -> None:
+        """Run one task to its terminal event (public for tests; the loop calls it)."""
+        task_id = command.task_id
         # Bound here, not at construction: structlog is configured by the app after the runner exists.
-        task_log = structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=job.task_id)
-        self._emit(TaskStarted(task_id=job.task_id, at_ms=now_ms(), device=self.device))
+        task_log = structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=task_id)
+        with self._lock:
+            self._current = _Current(task_id, version=command.version)
+        try:
+            self._emit(TaskStarted(task_id=task_id, at_ms=now_ms(), device=self.device))
+        except TaskAbandoned:
+            task_log.info("task.not_started", reason="cancelled or ended before it started")
+            self._clear()
+            return
         task_log.info("task.started")
+        try:
+            self._run_started(command, task_log)
+        except TaskAbandoned as exc:
+            task_log.warning("task.abandoned", reason=str(exc))
+        finally:
+            self._clear()
+
+    def _clear(self) -> None:
+        with self._lock:
+            self._current = None
+
+    def _run_started(self, command: Generate, task_log: Any) -> None:
+        task_id, params = command.task_id, command.params
         started = time.perf_counter()
         try:
-            plan = build_plan(job.task_id, job.params, data_dir=self.data_dir, styles=self.style_book.styles())
+            plan = build_plan(task_id, params, data_dir=self.data_dir, styles=self.style_book.styles())
             if plan.notes:
                 task_log.warning("task.notes", notes=list(plan.notes))
             if self.fetch_models is not None:  # files a preset or performance mode knows a URL for
-                self.fetch_models(plan, lambda message: self._progress(job.task_id, 1, message))
-            self._progress(job.task_id, 2, "Loading models ...")
+                self.fetch_models(plan, lambda message: self._progress(task_id, 1, message, stage="downloading"))
+            self._progress(task_id, 2, "Loading models ...", stage="loading")
             engine = self._get_engine()
             engine.prepare(plan)
-            self._progress(job.task_id, 13, f"Preparing task 1/{len(plan.seeds)} ...")
-            hooks = _Hooks(self, job.task_id, len(plan.seeds))
+            count = len(plan.seeds)
+            self._progress(task_id, 13, f"Preparing task 1/{count} ...", stage="preparing", image_count=count)
+            hooks = _Hooks(self, task_id, count)
             images, status = engine.generate(plan, hooks)
-            result = self._save(job, plan, images)
+            result = self._save(task_id, params, plan, images)
+        except TaskAbandoned:
+            raise
         except Exception as exc:  # a task's failure is a value: it never takes the runner down
             message = str(exc) or type(exc).__name__
             if isinstance(exc, EXPECTED_FAILURES):  # the message says it all; no traceback
                 task_log.warning("task.failed", error_type=type(exc).__name__, error=message)
             else:
                 task_log.exception("task.failed", error=message)
-            self._emit(TaskFailed(task_id=job.task_id, at_ms=now_ms(), error_type=type(exc).__name__, message=message))
+            self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type=type(exc).__name__, message=message))
             return
         elapsed = round(time.perf_counter() - started, 3)
         if self._shutting_down() and status == "stopped":
             self._emit(
                 TaskFailed(
-                    task_id=job.task_id, at_ms=now_ms(), error_type="Interrupted",
+                    task_id=task_id, at_ms=now_ms(), error_type="Interrupted",
                     message="the server shut down while the task was running", result=result,
                 )
             )  # fmt: skip
         elif status == "stopped":
-            self._emit(TaskStopped(task_id=job.task_id, at_ms=now_ms(), result=result))
+            self._emit(TaskStopped(task_id=task_id, at_ms=now_ms(), result=result))
         else:
-            self._emit(TaskFinished(task_id=job.task_id, at_ms=now_ms(), result=result, notes=list(plan.notes)))
+            self._emit(TaskFinished(task_id=task_id, at_ms=now_ms(), result=result, notes=list(plan.notes)))
         task_log.info("task.ended", status=status, images=len(result), seconds=elapsed)
 
     def _shutting_down(self) -> bool:
-        with self._cond:
+        with self._lock:
             return self._shutdown
 
     def _get_engine(self) -> EngineLike:
@@ -243,17 +258,35 @@ class Runner:
             self._engine = self.engine_factory()
         return self._engine
 
-    def _progress(self, task_id: str, percent: int, message: str, step: int = 0, preview: str | None = None) -> None:
+    def _progress(
+        self,
+        task_id: str,
+        percent: int,
+        message: str,
+        *,
+        stage: ProgressStage,
+        step: int = 0,
+        steps: int = 0,
+        image_index: int = 0,
+        image_count: int = 0,
+        preview: str | None = None,
+    ) -> None:
         self._emit(
-            TaskProgress(task_id=task_id, at_ms=now_ms(), percent=percent, message=message, step=step, preview=preview)
-        )
+            TaskProgress(
+                task_id=task_id, at_ms=now_ms(), percent=percent, message=message, stage=stage, step=step,
+                steps=steps, image_index=image_index, image_count=image_count, preview=preview,
+            )
+        )  # fmt: skip
 
-    def _save(self, job: Job, plan: GenerationPlan, images: list[Any]) -> list[str]:
-        fmt = job.params["output_format"]
+    def _save(self, task_id: str, params: dict[str, Any], plan: GenerationPlan, images: list[Any]) -> list[str]:
+        fmt = params["output_format"]
         result: list[str] = []
         for number, generated in enumerate(images, start=1):
-            self._progress(job.task_id, 100, f"Saving image {number}/{len(images)} to system ...")
-            meta = parameters_text(job.params, plan, generated.seed, generated.image_index)
+            self._progress(
+                task_id, 100, f"Saving image {number}/{len(images)} to system ...", stage="saving",
+                image_index=number - 1, image_count=len(images),
+            )  # fmt: skip
+            meta = parameters_text(params, plan, generated.seed, generated.image_index)
             data = encode_image(
                 generated.image, fmt, parameters=meta[0] if meta else None, scheme=meta[1] if meta else "fooocus"
             )
@@ -261,8 +294,8 @@ class Runner:
         return result
 
     # -- called by the hooks on this thread -----------------------------------------------------
-    def _poll(self, task_id: str, image_index: int) -> Control | None:
-        with self._cond:
+    def _poll(self, task_id: str, image_index: int) -> ControlAnswer | None:
+        with self._lock:
             current = self._current
             if current is None or current.task_id != task_id:
                 return None
@@ -299,7 +332,10 @@ class _Hooks:
         if preview_jpeg is not None:
             preview = "data:image/jpeg;base64," + base64.b64encode(preview_jpeg).decode()
         message = f"Sampling step {step}/{steps}, image {image_index + 1}/{self.image_count} ..."
-        self.runner._progress(self.task_id, percent, message, step=step, preview=preview)
+        self.runner._progress(
+            self.task_id, percent, message, stage="sampling", step=step, steps=steps, image_index=image_index,
+            image_count=self.image_count, preview=preview,
+        )  # fmt: skip
 
-    def poll_control(self) -> Control | None:
+    def poll_control(self) -> ControlAnswer | None:
         return self.runner._poll(self.task_id, self.image_index)

@@ -30,10 +30,9 @@ from fooocus_es.api.fooocus_api.responses import (
     result_seeds,
     succeeded,
 )
-from fooocus_es.events.types import TasksDeleted, TaskSkipped
+from fooocus_es.events.types import TasksDeleted, TaskSkipped, now_ms
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTask
-from fooocus_es.runner.worker import now_ms
 from fooocus_es.services import Services
 
 
@@ -76,7 +75,7 @@ async def results_of(services: Services, stored: dict[str, Any]) -> list[Generat
         skipped: set[int] = set()
         if stored["task_status"] in ("skip", "stop"):  # only these can have skipped an image
             events = services.event_log.read(task_id=stored["task_id"])
-            skipped = {event.image_index for _seq, event in events if isinstance(event, TaskSkipped)}
+            skipped = {e.event.image_index for e in events if isinstance(e.event, TaskSkipped)}
         encoded = None
         if params.get("require_base64"):
             encoded = [base64.b64encode(services.data_path(path).read_bytes()).decode("ascii") for path in paths]

@@ -199,7 +199,7 @@ async def job_history(
 )
 async def stop(request: Request) -> StopResponse:
     services: Services = request.app.state.services
-    services.runner.control("stop")  # nothing running is fine: upstream answers success either way
+    services.control("stop")  # nothing running is fine: upstream answers success either way
     return StopResponse()
 
 

@@ -1,0 +1,207 @@
+"""The runner itself, with a fake engine: commands in, events out, on a real SQLite log and data dir."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from fooocus_es.engine import plan as planning
+from fooocus_es.engine import presets
+from fooocus_es.engine.plan_types import GenerationPlan
+from fooocus_es.events.sqlite import SqliteEventLog
+from fooocus_es.events.store import EventStore
+from fooocus_es.events.types import (
+    TaskCancelled,
+    TaskFailed,
+    TaskFinished,
+    TaskProgress,
+    TaskQueued,
+    TaskSkipped,
+    TaskStopped,
+    event_type,
+)
+from fooocus_es.runner.queue import LocalCommandQueue
+from fooocus_es.runner.worker import Runner
+from fooocus_es.tasks.commands import Generate, Skip, Stop
+
+
+@dataclass
+class FakeImage:
+    image_index: int
+    seed: int
+    image: Image.Image
+
+
+@dataclass
+class FakeEngine:
+    """EngineLike without torch: `plan.steps` steps per image; `at_step` runs a callback mid-task."""
+
+    store: Any = None
+    at_step: dict[tuple[int, int], Callable[[], None]] = field(default_factory=dict)
+    fail: Exception | None = None
+    prepared: list[str] = field(default_factory=list)
+
+    def prepare(self, plan: GenerationPlan) -> None:
+        self.prepared.append(plan.task_id)
+
+    def generate(self, plan: GenerationPlan, hooks: Any) -> tuple[list[FakeImage], str]:
+        if self.fail is not None:
+            raise self.fail
+        images: list[FakeImage] = []
+        for index, seed in enumerate(plan.seeds):
+            skipped = False
+            for step in range(1, plan.steps + 1):
+                hooks.on_step(index, step, plan.steps, None)
+                if (index, step) in self.at_step:
+                    self.at_step[(index, step)]()
+                action = hooks.poll_control()
+                if action == "stop":
+                    return images, "stopped"
+                if action == "skip":
+                    skipped = True
+                    break
+            if not skipped:
+                images.append(FakeImage(index, seed, Image.new("RGB", (plan.width, plan.height), (index * 40, 0, 0))))
+        return images, "finished"
+
+
+def params(**overrides: Any) -> dict[str, Any]:
+    body = {"prompt": "a cat", "performance_selection": "Lightning", "aspect_ratios_selection": "64*64", **overrides}
+    return planning.finalize(planning.merge_layers(body, presets.preset_request_defaults(presets.load_preset("demo"))))
+
+
+@dataclass
+class Rig:
+    log: SqliteEventLog
+    queue: LocalCommandQueue
+    engine: FakeEngine
+    runner: Runner
+    data_dir: Path
+
+    def queue_task(self, task_id: str, **overrides: Any) -> Generate:
+        request = params(**overrides)
+        self.log.append(TaskQueued(task_id=task_id, at_ms=1, params=request), expected_version=0)
+        return Generate(task_id=task_id, params=request)
+
+    def types(self, task_id: str) -> list[str]:
+        return [event_type(e.event) for e in self.log.read(task_id=task_id)]
+
+    def events(self, task_id: str) -> list[Any]:
+        return [e.event for e in self.log.read(task_id=task_id)]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    log = SqliteEventLog(tmp_path / "outputs" / "db.sqlite3")
+    queue = LocalCommandQueue()
+    engine = FakeEngine()
+    runner = Runner(EventStore(log), queue, lambda: engine, tmp_path, "cpu")
+    yield Rig(log, queue, engine, runner, tmp_path)
+    runner.shutdown(timeout=5)
+    log.close()
+
+
+def test_a_task_runs_to_finished_with_structured_progress_and_its_files(rig: Rig) -> None:
+    rig.runner.run(rig.queue_task("t", image_number=2))
+    types = rig.types("t")
+    assert types[:2] == ["TaskQueued", "TaskStarted"] and types[-1] == "TaskFinished"
+    sampling = [e for e in rig.events("t") if isinstance(e, TaskProgress) and e.stage == "sampling"]
+    steps = sampling[0].steps
+    assert steps > 0 and len(sampling) == 2 * steps
+    assert [(e.image_index, e.step) for e in sampling[:2]] == [(0, 1), (0, 2)] and sampling[-1].image_index == 1
+    assert all(e.image_count == 2 and e.message.startswith("Sampling step") for e in sampling)
+    assert [e.percent for e in sampling] == sorted(e.percent for e in sampling) and sampling[0].percent == 13
+    stages = [e.stage for e in rig.events("t") if isinstance(e, TaskProgress)]
+    assert stages[0] == "loading" and stages[-2:] == ["saving", "saving"]
+    finished = rig.events("t")[-1]
+    assert isinstance(finished, TaskFinished) and len(finished.result) == 2
+    assert all((rig.data_dir / path).is_file() for path in finished.result)
+    assert rig.log.version("t") == len(types) and rig.runner.running_task is None
+
+
+def test_stop_keeps_the_images_made_so_far(rig: Rig) -> None:
+    command = rig.queue_task("t", image_number=2)
+    rig.engine.at_step[(1, 1)] = lambda: rig.runner.deliver(Stop(task_id="t"))
+    rig.runner.run(command)
+    stopped = rig.events("t")[-1]
+    assert isinstance(stopped, TaskStopped) and len(stopped.result) == 1
+
+
+def test_skip_abandons_one_image_and_the_task_goes_on(rig: Rig) -> None:
+    command = rig.queue_task("t", image_number=2)
+    rig.engine.at_step[(0, 1)] = lambda: rig.runner.deliver(Skip(task_id="t"))
+    rig.runner.run(command)
+    events = rig.events("t")
+    assert [e.image_index for e in events if isinstance(e, TaskSkipped)] == [0]
+    assert isinstance(events[-1], TaskFinished) and len(events[-1].result) == 1
+
+
+def test_control_for_another_task_is_not_taken(rig: Rig) -> None:
+    command = rig.queue_task("t")
+    answers: list[bool] = []
+    rig.engine.at_step[(0, 1)] = lambda: answers.append(rig.runner.deliver(Stop(task_id="other")))
+    rig.runner.run(command)
+    assert answers == [False] and rig.types("t")[-1] == "TaskFinished"
+    assert rig.runner.deliver(Stop(task_id="t")) is False  # nothing runs now
+
+
+def test_a_task_cancelled_before_it_started_is_never_started(rig: Rig) -> None:
+    command = rig.queue_task("t")  # claimed by the runner, then cancelled before its TaskStarted
+    rig.log.append(TaskCancelled(task_id="t", at_ms=2), expected_version=1)
+    rig.runner.run(command)
+    assert rig.types("t") == ["TaskQueued", "TaskCancelled"] and rig.engine.prepared == []
+
+
+def test_a_task_ended_elsewhere_mid_run_is_abandoned_without_another_event(rig: Rig) -> None:
+    command = rig.queue_task("t")
+
+    def end_elsewhere() -> None:
+        rig.log.append(TaskFailed(task_id="t", at_ms=5, error_type="Interrupted", message="elsewhere"))
+
+    rig.engine.at_step[(0, 1)] = end_elsewhere
+    rig.runner.run(command)
+    assert rig.types("t")[-1] == "TaskFailed" and rig.types("t").count("TaskFailed") == 1
+    assert rig.runner.running_task is None
+
+
+def test_a_failure_is_a_value_and_the_next_task_runs(rig: Rig) -> None:
+    rig.engine.fail = ValueError("no such thing")
+    rig.runner.run(rig.queue_task("bad"))
+    failed = rig.events("bad")[-1]
+    assert isinstance(failed, TaskFailed) and (failed.error_type, failed.message) == ("ValueError", "no such thing")
+    rig.engine.fail = None
+    rig.runner.run(rig.queue_task("good"))
+    assert rig.types("good")[-1] == "TaskFinished"
+
+
+def test_the_runner_thread_claims_in_order_and_acks_each_claim(rig: Rig) -> None:
+    for task_id in ("a", "b", "c"):
+        rig.queue.put(rig.queue_task(task_id))
+    rig.runner.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(rig.types(t)[-1] != "TaskFinished" for t in "abc"):
+        time.sleep(0.02)
+    assert all(rig.types(t)[-1] == "TaskFinished" for t in "abc")
+    started = [e.seq for e in rig.log.read() if event_type(e.event) == "TaskStarted"]
+    assert started == sorted(started) and [e.event.task_id for e in rig.log.read() if e.seq in started] == list("abc")
+    assert rig.queue.pending() == [] and rig.queue.claimed() == []
+
+
+def test_shutdown_while_running_fails_the_task_as_interrupted(rig: Rig) -> None:
+    command = rig.queue_task("t")
+    rig.queue.put(command)
+    in_step = threading.Event()
+    rig.engine.at_step[(0, 1)] = lambda: (in_step.set(), time.sleep(0.2))
+    rig.runner.start()
+    assert in_step.wait(10)
+    rig.runner.shutdown(timeout=10)
+    failed = rig.events("t")[-1]
+    assert isinstance(failed, TaskFailed) and failed.error_type == "Interrupted"
+    assert not rig.runner.alive
