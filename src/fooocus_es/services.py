@@ -30,6 +30,7 @@ from fooocus_es.events.log import AppendRefused
 from fooocus_es.events.sqlite import SqliteEventLog
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import TaskCancelled, TaskFailed, now_ms
+from fooocus_es.media.blobs import LocalBlobs
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
@@ -72,6 +73,7 @@ class Services:
         for folder in (settings.outputs_dir, settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(settings.device)
+        self.blobs = LocalBlobs(settings.data_dir)  # inputs/ and outputs/
         self.event_log = SqliteEventLog(settings.db_path)
         self.read_model = ReadModel(settings.db_path)
         self.webhook_outbox = WebhookOutbox(settings.db_path)
@@ -107,6 +109,7 @@ class Services:
             warm_model=warm,
             style_book=self.style_book,
             fetch_models=self.fetch_plan_models,
+            blobs=self.blobs,
         )
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from fooocus_es.media import outputs as outputs_module
+from fooocus_es.media.blobs import LocalBlobs
 from fooocus_es.media.outputs import (
     MEDIA_TYPES,
     OUTPUT_FORMATS,
@@ -100,7 +101,7 @@ def test_read_parameters_rejects_non_images() -> None:
 
 def test_save_output_never_overwrites(tmp_path: Path) -> None:
     outputs_dir = tmp_path / "outputs"
-    paths = [save_output(f"image {i}".encode(), outputs_dir, "png", now=NOW) for i in range(200)]
+    paths = [save_output(f"image {i}".encode(), LocalBlobs(tmp_path), "png", now=NOW) for i in range(200)]
     assert len(set(paths)) == 200
     pattern = re.compile(r"outputs/2024-05-01/2024-05-01_12-30-05_([0-9]{4}|[0-9a-f]{12})\.png")
     for i, relative in enumerate(paths):
@@ -116,12 +117,12 @@ def test_save_output_skips_taken_names(tmp_path: Path, monkeypatch: pytest.Monke
     taken = day / "2024-05-01_12-30-05_1234.webp"
     taken.write_bytes(b"old")
     monkeypatch.setattr(outputs_module, "_name_suffixes", lambda: ["1234", "1234", "abcdef012345"])
-    relative = save_output(b"new", tmp_path / "outputs", "webp", now=NOW)
+    relative = save_output(b"new", LocalBlobs(tmp_path), "webp", now=NOW)
     assert relative == "outputs/2024-05-01/2024-05-01_12-30-05_abcdef012345.webp"
     assert taken.read_bytes() == b"old"
     monkeypatch.setattr(outputs_module, "_name_suffixes", lambda: ["1234"])
     with pytest.raises(FileExistsError):
-        save_output(b"newer", tmp_path / "outputs", "webp", now=NOW)
+        save_output(b"newer", LocalBlobs(tmp_path), "webp", now=NOW)
     assert taken.read_bytes() == b"old"
     assert sorted(p.name for p in day.iterdir()) == [taken.name, Path(relative).name]
 
@@ -129,7 +130,7 @@ def test_save_output_skips_taken_names(tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.mark.parametrize("ext", ["../png", "png/../../x", "exe", ""])
 def test_save_output_rejects_odd_extensions(tmp_path: Path, ext: str) -> None:
     with pytest.raises(ValueError):
-        save_output(b"x", tmp_path / "outputs", ext, now=NOW)
+        save_output(b"x", LocalBlobs(tmp_path), ext, now=NOW)
     assert not (tmp_path / "outputs").exists()
 
 

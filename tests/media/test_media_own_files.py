@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from fooocus_es.api.inputs import store_request_images
+from fooocus_es.media.blobs import LocalBlobs
 from fooocus_es.media.errors import InputImageError
 from fooocus_es.media.inputs import encode_input_png
 from fooocus_es.media.limits import ImageLimits
@@ -210,7 +211,7 @@ def test_store_request_images_reads_own_urls(data_dir: Path) -> None:
         "inpaint_input_image": "None",
         "controlnet_image": [{"cn_img": f"http://localhost:{PORT}/inputs/f00d.png", "cn_type": "ImagePrompt"}],
     }
-    stored = store_request_images(params, data_dir / "inputs", LIMITS, own_files=own(data_dir))
+    stored = store_request_images(params, LocalBlobs(data_dir), LIMITS, own_files=own(data_dir))
     with Image.open(io.BytesIO((data_dir / RESULT).read_bytes())) as original:
         expected = hashlib.sha256(encode_input_png(original.convert("RGB"))).hexdigest()
     assert stored["uov_input_image"] == f"inputs/{expected}.png"
@@ -222,7 +223,7 @@ def test_store_request_images_reads_own_urls(data_dir: Path) -> None:
 def test_store_request_images_still_refuses_other_loopback(data_dir: Path) -> None:
     params = {"uov_input_image": f"http://127.0.0.1:{PORT + 1}/{RESULT}"}
     with pytest.raises(InputImageError) as caught:
-        store_request_images(params, data_dir / "inputs", LIMITS, own_files=own(data_dir))
+        store_request_images(params, LocalBlobs(data_dir), LIMITS, own_files=own(data_dir))
     assert caught.value.field == FIELD
     assert "loopback" in caught.value.message
 
@@ -231,16 +232,16 @@ def test_own_file_goes_through_the_decode_checks(data_dir: Path) -> None:
     (data_dir / "outputs" / "fake.png").write_bytes(b"this is not an image")
     params = {"controlnet_image": [{"cn_img": f"http://127.0.0.1:{PORT}/outputs/fake.png"}]}
     with pytest.raises(InputImageError) as caught:
-        store_request_images(params, data_dir / "inputs", LIMITS, own_files=own(data_dir))
+        store_request_images(params, LocalBlobs(data_dir), LIMITS, own_files=own(data_dir))
     assert caught.value.field == "controlnet_image[0].cn_img"
     assert "not a supported image format" in caught.value.message
     tiny = ImageLimits(max_pixels=10)
     params = {"uov_input_image": f"http://127.0.0.1:{PORT}/{RESULT}"}
     with pytest.raises(InputImageError, match="the limit is 10 pixels"):
-        store_request_images(params, data_dir / "inputs", tiny, own_files=own(data_dir))
+        store_request_images(params, LocalBlobs(data_dir), tiny, own_files=own(data_dir))
 
 
 def test_without_a_resolver_own_urls_are_refused_as_before(data_dir: Path) -> None:
     params = {"uov_input_image": f"http://127.0.0.1:{PORT}/{RESULT}"}
     with pytest.raises(InputImageError, match="loopback"):
-        store_request_images(params, data_dir / "inputs", LIMITS)
+        store_request_images(params, LocalBlobs(data_dir), LIMITS)

@@ -52,7 +52,7 @@ async def validate_and_store(services: Services, params: dict[str, Any], sent: d
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     # This server's own result/input URLs (chained tasks) are read from the data dir, not fetched.
     store = partial(store_request_images, own_files=OwnFiles.from_settings(services.settings))
-    stored = await anyio.to_thread.run_sync(store, params, services.settings.inputs_dir, limits)
+    stored = await anyio.to_thread.run_sync(store, params, services.blobs, limits)
     await anyio.to_thread.run_sync(check_inpaint_mask, stored, services.settings.data_dir)
     check_capacity(services)  # the images took time; the queue may have filled meanwhile
     return stored

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
 
 from fooocus_es.api.urls import IMAGE_FIELDS
+from fooocus_es.media.blobs import BlobStore
 from fooocus_es.media.decode import is_no_image, parse_image_field
 from fooocus_es.media.fetch import fetch_image_url
 from fooocus_es.media.inputs import store_input
@@ -18,7 +18,7 @@ class Fetch(Protocol):
 
 
 def store_request_images(
-    params: dict[str, Any], inputs_dir: Path, limits: ImageLimits, *, own_files: OwnFiles | None = None
+    params: dict[str, Any], blobs: BlobStore, limits: ImageLimits, *, own_files: OwnFiles | None = None
 ) -> dict[str, Any]:
     """Blocking (decode, fetch, write): run in a worker thread.
 
@@ -37,9 +37,9 @@ def store_request_images(
     ]
     stored = dict(params)
     for name, image in decoded.items():
-        stored[name] = f"inputs/{store_input(image, inputs_dir)}" if image is not None else ""
+        stored[name] = f"inputs/{store_input(image, blobs)}" if image is not None else ""
     stored["controlnet_image"] = [
-        {**item, "cn_img": f"inputs/{store_input(image, inputs_dir)}" if image is not None else ""}
+        {**item, "cn_img": f"inputs/{store_input(image, blobs)}" if image is not None else ""}
         for item, image in zip(prompts, decoded_cn, strict=True)
     ]
     return stored

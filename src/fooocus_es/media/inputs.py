@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-from pathlib import Path
 
 from PIL import Image
 
-from fooocus_es.media._atomic import publish_replace, write_temp
+from fooocus_es.media.blobs import BlobStore
 
 # Fixed encoder settings: the same pixels must give the same bytes, hence the same name.
 # Level 6 (zlib's default) because inputs are written once and kept: size beats speed here.
@@ -32,18 +31,13 @@ def encode_input_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def store_input(image: Image.Image, inputs_dir: Path) -> str:
-    """Write ``image`` to ``inputs_dir/<sha256>.png`` unless it is already there; return the name."""
+def store_input(image: Image.Image, blobs: BlobStore) -> str:
+    """Store ``image`` as ``inputs/<sha256>.png`` unless it is already there; return the file name."""
     data = encode_input_png(image)
     name = f"{hashlib.sha256(data).hexdigest()}.png"
-    target = inputs_dir / name
-    if target.is_file():
-        return name  # content-addressed: an existing file already holds these exact bytes
-    inputs_dir.mkdir(parents=True, exist_ok=True)
-    temp = write_temp(inputs_dir, data)
-    try:
-        # Two requests racing on one image both replace with identical bytes: harmless.
-        publish_replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+    key = f"inputs/{name}"
+    if blobs.exists(key):
+        return name  # content-addressed: the stored blob already holds these exact bytes
+    # Two requests racing on one image both write identical bytes: harmless.
+    blobs.put(key, data)
     return name

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from fooocus_es.media._atomic import publish_new, write_temp
+from fooocus_es.media.blobs import BlobStore
 
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -98,28 +98,22 @@ def read_parameters(data: bytes) -> tuple[str | None, str | None]:
         return _exif_text(comment, big_endian), _exif_text(scheme, big_endian)
 
 
-def save_output(data: bytes, outputs_dir: Path, ext: str, *, now: datetime) -> str:
-    """Write ``outputs_dir/YYYY-MM-DD/YYYY-MM-DD_HH-MM-SS_NNNN.<ext>``; never replaces a file.
+def save_output(data: bytes, blobs: BlobStore, ext: str, *, now: datetime) -> str:
+    """Store ``outputs/YYYY-MM-DD/YYYY-MM-DD_HH-MM-SS_NNNN.<ext>``; never replaces a blob.
 
-    Returns the path relative to the data dir (the parent of ``outputs_dir``) in POSIX form,
-    e.g. ``outputs/2024-05-01/2024-05-01_12-30-00_4821.png``.
+    Returns the key (the path relative to the data dir in POSIX form), e.g.
+    ``outputs/2024-05-01/2024-05-01_12-30-00_4821.png``.
     """
     ext = ext.lower()
     if ext not in _SAVE_EXTENSIONS:
         raise ValueError(f"unsupported output extension {ext!r}")
     day = now.strftime("%Y-%m-%d")
     stamp = now.strftime("%Y-%m-%d_%H-%M-%S")
-    day_dir = outputs_dir / day
-    day_dir.mkdir(parents=True, exist_ok=True)
-    temp = write_temp(day_dir, data)  # written and synced once, then linked under a free name
-    try:
-        for suffix in _name_suffixes():
-            name = f"{stamp}_{suffix}.{ext}"
-            if publish_new(temp, day_dir / name):
-                return f"{outputs_dir.name}/{day}/{name}"
-    finally:
-        temp.unlink(missing_ok=True)
-    raise FileExistsError(f"no free output name for {stamp} in {day_dir}")
+    for suffix in _name_suffixes():
+        key = f"outputs/{day}/{stamp}_{suffix}.{ext}"
+        if blobs.create(key, data):
+            return key
+    raise FileExistsError(f"no free output name for {stamp} in outputs/{day}")
 
 
 def convert_for_accept(path: Path, accept: str | None) -> tuple[bytes, str] | None:

@@ -38,6 +38,7 @@ from fooocus_es.events.types import (
     TaskStopped,
     now_ms,
 )
+from fooocus_es.media.blobs import BlobStore, LocalBlobs
 from fooocus_es.media.metadata import parameters_text
 from fooocus_es.media.outputs import encode_image, save_output
 from fooocus_es.runner.queue import CommandQueue
@@ -94,8 +95,10 @@ class Runner:
         warm_model: str | None = None,
         style_book: StyleBook | None = None,
         fetch_models: ModelFetcher | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.store = store
+        self.blobs = blobs or LocalBlobs(data_dir)
         self.queue = queue
         self.engine_factory = engine_factory
         self.data_dir = data_dir
@@ -290,7 +293,7 @@ class Runner:
             data = encode_image(
                 generated.image, fmt, parameters=meta[0] if meta else None, scheme=meta[1] if meta else "fooocus"
             )
-            result.append(save_output(data, self.data_dir / "outputs", fmt, now=datetime.now()))
+            result.append(save_output(data, self.blobs, fmt, now=datetime.now()))
         return result
 
     # -- called by the hooks on this thread -----------------------------------------------------

@@ -1,0 +1,59 @@
+"""The BlobStore contract, run against every implementation (the local directory today)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fooocus_es.media.blobs import BadKey, BlobStore, LocalBlobs
+
+STORES: dict[str, Callable[[Path], BlobStore]] = {"local": LocalBlobs}
+KEY = "outputs/2026-12-02/2026-12-02_10-00-00_0001.png"
+
+
+@pytest.fixture(params=sorted(STORES))
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    return STORES[request.param](tmp_path)
+
+
+def test_create_never_replaces_and_put_does(blobs: BlobStore) -> None:
+    assert blobs.get(KEY) is None and not blobs.exists(KEY)
+    assert blobs.create(KEY, b"first") is True
+    assert blobs.create(KEY, b"second") is False and blobs.get(KEY) == b"first"
+    blobs.put("inputs/abc.png", b"one")
+    blobs.put("inputs/abc.png", b"one again")
+    assert blobs.get("inputs/abc.png") == b"one again"
+
+
+def test_delete_and_url(blobs: BlobStore) -> None:
+    blobs.create(KEY, b"x")
+    assert blobs.url(KEY) == f"/{KEY}"
+    assert blobs.delete(KEY) is True and blobs.delete(KEY) is False and not blobs.exists(KEY)
+
+
+def test_a_local_path_holds_the_bytes(blobs: BlobStore) -> None:
+    blobs.create(KEY, b"pixels")
+    path = blobs.local_path(KEY)
+    assert path is not None and path.read_bytes() == b"pixels"
+    assert blobs.local_path("outputs/2026-12-02/missing.png") is None
+
+
+@pytest.mark.parametrize(
+    "key", ["models/x.png", "outputs/../db.sqlite3", "outputs//x.png", "/outputs/x.png", "outputs", "inputs/a\\b.png",
+            "outputs/c:/x.png"],
+)  # fmt: skip
+def test_keys_outside_the_folders_are_refused(blobs: BlobStore, key: str) -> None:
+    with pytest.raises(BadKey):
+        blobs.create(key, b"x")
+    with pytest.raises(BadKey):
+        blobs.get(key)
+
+
+def test_no_temporary_files_are_left(blobs: BlobStore, tmp_path: Path) -> None:
+    for i in range(5):
+        blobs.create(f"outputs/d/{i}.png", b"x")
+    blobs.create("outputs/d/0.png", b"y")  # refused: its temp file goes too
+    if isinstance(blobs, LocalBlobs):
+        assert sorted(p.name for p in (tmp_path / "outputs" / "d").iterdir()) == [f"{i}.png" for i in range(5)]
