@@ -77,7 +77,10 @@ def _feed(metrics: TaskMetrics, *events) -> None:
 
 
 def _step(task_id: str, at: int, step: int, image: int = 1) -> TaskProgress:
-    return TaskProgress(task_id=task_id, at_ms=at, percent=50, message=f"Sampling step {step}/4, image {image}/2 ...")
+    return TaskProgress(
+        task_id=task_id, at_ms=at, percent=50, message=f"Sampling step {step}/4, image {image}/2 ...",
+        stage="sampling", step=step, steps=4, image_index=image - 1, image_count=2,
+    )  # fmt: skip
 
 
 def test_task_metrics_from_events() -> None:
