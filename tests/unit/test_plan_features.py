@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from fooocus_es.engine import plan as planning
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+from fooocus_es.engine.planning import plan as planning
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 BASE = "base.safetensors"
 

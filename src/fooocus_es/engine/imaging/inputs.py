@@ -14,8 +14,8 @@ from PIL import Image
 
 from fooocus_es.engine.imaging.masks import mask_array_from_pil, mask_is_empty, prepare_mask
 from fooocus_es.engine.imaging.outpaint import expand_for_outpaint
-from fooocus_es.engine.plan import ParamError, image_task
-from fooocus_es.engine.plan_types import ImageTask
+from fooocus_es.engine.planning.plan import ParamError, image_task
+from fooocus_es.engine.planning.plan_types import ImageTask
 
 
 def load_rgb(path: Path) -> np.ndarray:

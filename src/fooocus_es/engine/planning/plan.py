@@ -1,6 +1,6 @@
 """Request -> resolved parameters -> GenerationPlan. Pure rules: no torch.
 
-The only I/O is `build_plan` reading style and wildcard files (engine.styles, engine.wildcards).
+The only I/O is `build_plan` reading style and wildcard files (planning.styles, planning.wildcards).
 
 Resolution order, each layer only for fields the layer above did not set:
     sent by the client  >  per-request preset  >  the server's preset  >  FooocusAPI defaults
@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from fooocus_es.engine import aspect, performance, prompts
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.plan_types import GenerationPlan, ImageTask
-from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
-from fooocus_es.engine.styles import Style, load_styles, style_names
-from fooocus_es.engine.wildcards import WildcardDir
+from fooocus_es.engine.planning import aspect, performance, prompts
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.plan_types import GenerationPlan, ImageTask
+from fooocus_es.engine.planning.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
+from fooocus_es.engine.planning.styles import Style, load_styles, style_names
+from fooocus_es.engine.planning.wildcards import WildcardDir
 
 MAX_SEED: Final = 2**63 - 1
 NO_PRESET: Final = "initial"

@@ -28,7 +28,7 @@ class ImageTask(msgspec.Struct, frozen=True, kw_only=True):
 class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the pipeline needs to produce a task's images, already resolved.
 
-    Built from a request by `engine.plan.build_plan`; the runner hands it to `Engine.generate`.
+    Built from a request by `engine.planning.plan.build_plan`; the runner hands it to `Engine.generate`.
     """
 
     task_id: str
@@ -43,7 +43,7 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     sampler_name: str = "dpmpp_2m_sde_gpu"
     scheduler_name: str = "karras"
     disable_preview: bool = False
-    # Per image, parallel to `seeds` (engine.prompts): `prompt`/`negative_prompt` above are image 1's.
+    # Per image, parallel to `seeds` (engine.planning.prompts): `prompt`/`negative_prompt` above are image 1's.
     prompts: tuple[str, ...] = ()  # styles applied, lines joined with ", ": what to encode
     negative_prompts: tuple[str, ...] = ()
     # The same texts as separate parts; Fooocus encodes each and concatenates the conditionings.
@@ -55,7 +55,7 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     styles: tuple[str, ...] = ()  # styles applied to image 1 ("Random Style" resolved)
     image_styles: tuple[tuple[str, ...], ...] = ()  # the same, per image
     notes: tuple[str, ...] = ()  # things the plan could not honour, for the task record
-    # Fooocus's guidance extras (engine/guidance.py); the few-step modes force them off.
+    # Fooocus's guidance extras (engine/diffusion/guidance.py); the few-step modes force them off.
     sharpness: float = 2.0
     adaptive_cfg: float = 7.0
     adm_scaler_positive: float = 1.5

@@ -25,15 +25,9 @@ import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline
 from PIL import Image
 
-from fooocus_es.engine.demo_inpaint_patch import write_demo_inpaint_files
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.demo_upscaler import ensure_demo_upscaler
-from fooocus_es.engine.image_inputs import inpaint_image_and_mask, load_rgb
-from fooocus_es.engine.imaging.inpaint_area import InpaintJob, paste_back, prepare_inpaint
-from fooocus_es.engine.imaging.masks import mask_is_empty
-from fooocus_es.engine.imaging.resample import resample_image
-from fooocus_es.engine.imaging.sizes import crop_to_multiple, plan_upscale, vary_size
-from fooocus_es.engine.inpaint_patch import (
+from fooocus_es.engine.demo.inpaint_patch import write_demo_inpaint_files
+from fooocus_es.engine.demo.upscaler import ensure_demo_upscaler
+from fooocus_es.engine.diffusion.inpaint_patch import (
     InpaintFilesMissing,
     InpaintPatch,
     InpaintPatchUnsupported,
@@ -43,9 +37,7 @@ from fooocus_es.engine.inpaint_patch import (
     neutral_masked_pixels,
     unwrap_unet,
 )
-from fooocus_es.engine.plan import INPAINT_DIR
-from fooocus_es.engine.plan_types import GenerationPlan, ImageTask
-from fooocus_es.engine.sampling import (
+from fooocus_es.engine.diffusion.sampling import (
     Aborted,
     ConditioningCache,
     GeneratedImage,
@@ -56,9 +48,17 @@ from fooocus_es.engine.sampling import (
     decode_latents,
     scale_latents,
 )
-from fooocus_es.engine.schedulers import prepare_for_image, step_eta
-from fooocus_es.engine.tiling import tile_boxes, tiled_map
-from fooocus_es.engine.upscalers import DEFAULT_UPSCALER, UPSCALE_DIR, UpscalerModel, load_upscaler, upscale
+from fooocus_es.engine.diffusion.schedulers import prepare_for_image, step_eta
+from fooocus_es.engine.imaging.inpaint_area import InpaintJob, paste_back, prepare_inpaint
+from fooocus_es.engine.imaging.inputs import inpaint_image_and_mask, load_rgb
+from fooocus_es.engine.imaging.masks import mask_is_empty
+from fooocus_es.engine.imaging.resample import resample_image
+from fooocus_es.engine.imaging.sizes import crop_to_multiple, plan_upscale, vary_size
+from fooocus_es.engine.imaging.tiling import tile_boxes, tiled_map
+from fooocus_es.engine.models.upscalers import DEFAULT_UPSCALER, UPSCALE_DIR, UpscalerModel, load_upscaler, upscale
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.plan import INPAINT_DIR
+from fooocus_es.engine.planning.plan_types import GenerationPlan, ImageTask
 
 DIFFUSION_TILE = 1024  # SDXL's native size: the tiled upscale pass diffuses 1024-px tiles
 DIFFUSION_OVERLAP = 128
