@@ -21,7 +21,7 @@ from fooocus_es.engine.planning import presets
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
 from fooocus_es.engine.planning.performance import PERFORMANCE_LORAS
 from fooocus_es.engine.planning.plan import INPAINT_DIR
-from fooocus_es.engine.planning.plan_types import GenerationPlan
+from fooocus_es.engine.planning.plan_types import GenerationPlan, UpscaleTask
 from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.log import EventLog
@@ -141,7 +141,7 @@ class Services:
         files += [(plan.refiner_model, "checkpoints")] if plan.refiner_model else []
         files += [(name, "loras") for name, _weight in plan.loras]
         files += [(plan.vae_name, "vae")] if plan.vae_name else []
-        if plan.image_task is not None and plan.image_task.kind == "upscale" and plan.base_model != DEMO_CHECKPOINT:
+        if isinstance(plan.image_task, UpscaleTask) and plan.base_model != DEMO_CHECKPOINT:
             files.append((DEFAULT_UPSCALER, UPSCALE_DIR))
         return [(name, kind) for name, kind in files if name not in GENERATED_FILES]
 
