@@ -6,7 +6,7 @@ Per latent size (1x4x128x128 is a 1024 px image), it times:
 - each extra alone on realistic tensors, and the whole GuidedUNet wrapper around a free stub UNet
   (what the extras add to one CFG step: casts, sharpness, adaptive CFG, ADM ids, the output);
 - the CFG step's UNet call (batch 2: uncond + cond) of (a) the tiny demo UNet and (b) the
-  full-size SDXL UNet with random weights built from engine/sdxl/base/unet/config.json.
+  full-size SDXL UNet with random weights built from engine/models/sdxl/base/unet/config.json.
 
 It checks that the wrapper stays under 3% of a full-size UNet step at every size timed, prints a
 table, and writes bench/guidance-results.json. On a CPU a full-size step takes tens of seconds, so
@@ -32,8 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fooocus_es.engine import guidance as g  # noqa: E402
-from fooocus_es.engine.guided_unet import GuidanceSettings, GuidedUNet  # noqa: E402
+from fooocus_es.engine.diffusion import guidance as g  # noqa: E402
+from fooocus_es.engine.diffusion.guided_unet import GuidanceSettings, GuidedUNet  # noqa: E402
 
 SDXL_UNET_CONFIG = ROOT / "src" / "fooocus_es" / "engine" / "sdxl" / "base" / "unet"
 RESULTS = ROOT / "bench" / "guidance-results.json"
@@ -153,7 +153,7 @@ def bench_unet(
 
 
 def tiny_unet(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    from fooocus_es.engine.demo_model import build_demo_models
+    from fooocus_es.engine.demo.checkpoint import build_demo_models
 
     return build_demo_models()["unet"].to(device, dtype).eval()
 

@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import ServerProcess  # noqa: E402  - the tests' real-server harness
 
-from fooocus_es.engine import plan as planning  # noqa: E402
-from fooocus_es.engine import presets  # noqa: E402
-from fooocus_es.engine.demo_model import ensure_demo_checkpoint  # noqa: E402
+from fooocus_es.engine.demo.checkpoint import ensure_demo_checkpoint  # noqa: E402
+from fooocus_es.engine.planning import plan as planning  # noqa: E402
+from fooocus_es.engine.planning import presets  # noqa: E402
 from fooocus_es.events.sqlite import SqliteEventLog  # noqa: E402
 from fooocus_es.events.types import TaskFinished, TaskProgress, TaskQueued, TaskStarted  # noqa: E402
 from fooocus_es.projections.records import ReadModel  # noqa: E402
@@ -100,8 +100,8 @@ def _iso(epoch: float) -> str:
 
 def bench_overhead(tmp: Path, models: Path, count: int) -> dict[str, float]:
     """End-to-end latency of a blocking request minus the engine's own time for the same plan."""
-    from fooocus_es.engine.models import ModelStore
-    from fooocus_es.engine.pipeline import Engine
+    from fooocus_es.engine.diffusion.pipeline import Engine
+    from fooocus_es.engine.models.store import ModelStore
 
     class NoHooks:
         def on_step(self, *args: object) -> None:

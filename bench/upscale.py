@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fooocus_es.engine import plan as planning
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.image_to_image import DIFFUSION_OVERLAP, DIFFUSION_TILE
-from fooocus_es.engine.models import ModelStore
-from fooocus_es.engine.pipeline import Engine
-from fooocus_es.engine.tiling import tile_boxes
-from fooocus_es.engine.upscalers import upscale
+from fooocus_es.engine.diffusion.image_to_image import DIFFUSION_OVERLAP, DIFFUSION_TILE
+from fooocus_es.engine.diffusion.pipeline import Engine
+from fooocus_es.engine.imaging.tiling import tile_boxes
+from fooocus_es.engine.models.store import ModelStore
+from fooocus_es.engine.models.upscalers import upscale
+from fooocus_es.engine.planning import plan as planning
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 
 class StageTimer:

@@ -30,8 +30,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fooocus_es.engine.demo_upscaler import write_demo_upscaler  # noqa: E402
-from fooocus_es.engine.upscalers import load_upscaler, upscale  # noqa: E402
+from fooocus_es.engine.demo.upscaler import write_demo_upscaler  # noqa: E402
+from fooocus_es.engine.models.upscalers import load_upscaler, upscale  # noqa: E402
 
 MIB = 1024 * 1024
 

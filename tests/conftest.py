@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models/ folder holding the tiny demo checkpoint, generated once for the whole run."""
-    from fooocus_es.engine.demo_model import ensure_demo_checkpoint
+    from fooocus_es.engine.demo.checkpoint import ensure_demo_checkpoint
 
     models = tmp_path_factory.mktemp("models")
     ensure_demo_checkpoint(models / "checkpoints")

@@ -252,7 +252,7 @@ def _quiet_logs() -> None:
 
 def _fetch_preset_models(settings: Settings) -> None:
     """Missing files of the preset, downloaded in the foreground with a bar (the server would do it silently)."""
-    from fooocus_es.engine import presets
+    from fooocus_es.engine.planning import presets
 
     try:
         preset = presets.load_preset(settings.preset, settings.data_dir)
@@ -358,7 +358,7 @@ def models_list(args: argparse.Namespace) -> int:
 
 def _preset_source(name: str, data_dir: Path) -> tuple[str, str] | None:
     """(url, kind) of the first preset (data dir's first, then bundled) that names the file."""
-    from fooocus_es.engine import presets
+    from fooocus_es.engine.planning import presets
 
     for preset_name in presets.list_presets(data_dir):
         try:
@@ -372,7 +372,7 @@ def _preset_source(name: str, data_dir: Path) -> tuple[str, str] | None:
 
 
 def _download_model(models_dir: Path, name: str, url: str, kind: str) -> Path:
-    from fooocus_es.engine.models import ModelMissing, ModelStore
+    from fooocus_es.engine.models.store import ModelMissing, ModelStore
 
     bar = ProgressBar()
     started = time.monotonic()

@@ -16,14 +16,14 @@ import structlog
 from anyio.abc import TaskGroup
 
 from fooocus_es.api.urls import UrlSigner
-from fooocus_es.engine import presets
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.performance import DEMO_PERFORMANCE_LORAS, PERFORMANCE_LORAS
-from fooocus_es.engine.plan import INPAINT_DIR
-from fooocus_es.engine.plan_types import GenerationPlan
-from fooocus_es.engine.safety import safety_checker_installed
-from fooocus_es.engine.styles import StyleBook
-from fooocus_es.engine.upscalers import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
+from fooocus_es.engine.models.safety import safety_checker_installed
+from fooocus_es.engine.models.upscalers import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
+from fooocus_es.engine.planning import presets
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
+from fooocus_es.engine.planning.performance import PERFORMANCE_LORAS
+from fooocus_es.engine.planning.plan import INPAINT_DIR
+from fooocus_es.engine.planning.plan_types import GenerationPlan, UpscaleTask
+from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.follower import LogFollower
 from fooocus_es.events.log import AppendRefused
@@ -90,8 +90,8 @@ class Services:
         self.model_status = ModelStatus()
         # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
         # runner's warm-up and request threads would otherwise race into them.
-        from fooocus_es.engine.models import ModelStore
-        from fooocus_es.engine.pipeline import Engine
+        from fooocus_es.engine.diffusion.pipeline import Engine
+        from fooocus_es.engine.models.store import ModelStore
 
         cache_mb = settings.model_cache_mb
         self.model_store = ModelStore(
@@ -156,7 +156,7 @@ class Services:
         files += [(plan.refiner_model, "checkpoints")] if plan.refiner_model else []
         files += [(name, "loras") for name, _weight in plan.loras]
         files += [(plan.vae_name, "vae")] if plan.vae_name else []
-        if plan.image_task is not None and plan.image_task.kind == "upscale" and plan.base_model != DEMO_CHECKPOINT:
+        if isinstance(plan.image_task, UpscaleTask) and plan.base_model != DEMO_CHECKPOINT:
             files.append((DEFAULT_UPSCALER, UPSCALE_DIR))
         return [(name, kind) for name, kind in files if name not in GENERATED_FILES]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 from e2e_helpers import submit, wait_for
 
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 MEMORY = "/v1/engines/memory"
 CLEAN_VRAM = "/v1/engines/clean_vram"

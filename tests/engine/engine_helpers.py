@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fooocus_es.engine.demo_model import TINY_CONFIG_DIR
+from fooocus_es.engine.demo.checkpoint import TINY_CONFIG_DIR
 
 FLAG_ALL, FLAG_NONE = -2.0, 10.0  # safety-checker concept thresholds every / no cosine distance passes
 

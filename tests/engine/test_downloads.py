@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fooocus_es.engine.models import ModelMissing, ModelStore
+from fooocus_es.engine.models.store import ModelMissing, ModelStore
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB, every offset distinguishable
 

@@ -19,14 +19,15 @@ import torch
 from engine_helpers import FLAG_ALL, Hooks, meta_demo_models, write_safety_checker
 from safetensors.torch import load_file, save_file
 
-from fooocus_es.engine import plan as planning
-from fooocus_es.engine.demo_loras import write_kohya_lora
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, build_demo_models
-from fooocus_es.engine.ldm_convert import UNET_PREFIX, save_checkpoint, vae_to_ldm
-from fooocus_es.engine.models import ModelMissing, ModelStore
-from fooocus_es.engine.performance import DEMO_PERFORMANCE_LORAS, PERFORMANCE_LORAS, forced_overrides
-from fooocus_es.engine.pipeline import Engine, GenerationFailed
-from fooocus_es.engine.plan_types import GenerationPlan
+from fooocus_es.engine.demo.checkpoint import build_demo_models
+from fooocus_es.engine.demo.loras import write_kohya_lora
+from fooocus_es.engine.diffusion.pipeline import Engine, GenerationFailed
+from fooocus_es.engine.models.ldm_convert import UNET_PREFIX, save_checkpoint, vae_to_ldm
+from fooocus_es.engine.models.store import ModelMissing, ModelStore
+from fooocus_es.engine.planning import plan as planning
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
+from fooocus_es.engine.planning.performance import PERFORMANCE_LORAS, forced_overrides
+from fooocus_es.engine.planning.plan_types import GenerationPlan
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),

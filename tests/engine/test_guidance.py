@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fooocus_es.engine import guidance as g
+from fooocus_es.engine.diffusion import guidance as g
 
 
 def full(value: float, shape: tuple[int, ...] = (1, 4, 2, 2), dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from diffusers import EDMDPMSolverMultistepScheduler, StableDiffusionXLPipeline
 
-from fooocus_es.engine import guidance as g
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.guided_unet import GuidanceSettings, GuidedUNet, wrap_unet
-from fooocus_es.engine.models import ModelStore
-from fooocus_es.engine.schedulers import make_scheduler
+from fooocus_es.engine.diffusion import guidance as g
+from fooocus_es.engine.diffusion.guided_unet import GuidanceSettings, GuidedUNet, wrap_unet
+from fooocus_es.engine.diffusion.schedulers import make_scheduler
+from fooocus_es.engine.models.store import ModelStore
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
@@ -37,7 +37,7 @@ def generate(
     steps: int = 4,
     scheduler: Any = None,
 ) -> np.ndarray:
-    """A per-task pipeline sharing the cached models, as engine/pipeline.py builds one, with `unet` swapped in."""
+    """A per-task pipeline sharing the cached models, as engine/diffusion/pipeline.py builds one, `unet` swapped in."""
     components = {**pipe.components, "unet": unet, "scheduler": scheduler or pipe.scheduler}
     task = StableDiffusionXLPipeline(**components, add_watermarker=False)
     task.set_progress_bar_config(disable=True)

@@ -15,12 +15,12 @@ import torch
 from engine_helpers import Hooks
 from PIL import Image
 
-from fooocus_es.engine import plan as planning
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+from fooocus_es.engine.diffusion.pipeline import Engine, GenerationFailed
 from fooocus_es.engine.imaging.outpaint import outpaint_pads
 from fooocus_es.engine.imaging.sizes import plan_upscale, vae_crop_size, vary_size
-from fooocus_es.engine.models import ModelStore
-from fooocus_es.engine.pipeline import Engine, GenerationFailed
+from fooocus_es.engine.models.store import ModelStore
+from fooocus_es.engine.planning import plan as planning
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fooocus_es.engine.demo_inpaint_patch import write_demo_inpaint_files
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.inpaint_patch import (
+from fooocus_es.engine.demo.inpaint_patch import write_demo_inpaint_files
+from fooocus_es.engine.diffusion.inpaint_patch import (
     INPAINT_HEAD,
     PATCH_FILES,
     InpaintFilesMissing,
@@ -22,7 +21,8 @@ from fooocus_es.engine.inpaint_patch import (
     neutral_masked_pixels,
     unwrap_unet,
 )
-from fooocus_es.engine.models import ModelStore
+from fooocus_es.engine.models.store import ModelStore
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
@@ -258,8 +258,8 @@ def test_pickle_payloads_are_refused(tmp_path: Path, inpaint_dir: Path, unet, ta
 def test_works_through_peft_lora_layers_and_inference_mode(
     demo_models: Path, inpaint_dir: Path, tmp_path: Path
 ) -> None:
-    from fooocus_es.engine.demo_loras import write_kohya_lora
-    from fooocus_es.engine.loras import LoraSpec, activate_loras
+    from fooocus_es.engine.demo.loras import write_kohya_lora
+    from fooocus_es.engine.models.loras import LoraSpec, activate_loras
 
     pipe = ModelStore(demo_models).load_pipeline(DEMO_CHECKPOINT)  # its own UNet: adapters stay here
     write_kohya_lora(tmp_path / "l.safetensors", pipe.unet, seed=7)

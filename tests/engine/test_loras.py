@@ -12,10 +12,11 @@ import structlog.testing
 import torch
 from safetensors.torch import save_file
 
-from fooocus_es.engine.demo_loras import DEMO_LORA_NAMES, ensure_demo_lora, write_kohya_lora
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, TINY_CONFIG_DIR
-from fooocus_es.engine.loras import LoraSpec, LoraUnsupported, activate_loras, deactivate_loras, merge_loras
-from fooocus_es.engine.models import ModelStore
+from fooocus_es.engine.demo.checkpoint import TINY_CONFIG_DIR
+from fooocus_es.engine.demo.loras import DEMO_LORA_NAMES, ensure_demo_lora, write_kohya_lora
+from fooocus_es.engine.models.loras import LoraSpec, LoraUnsupported, activate_loras, deactivate_loras, merge_loras
+from fooocus_es.engine.models.store import ModelStore
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),

@@ -27,9 +27,9 @@ import torch
 from engine_helpers import meta_demo_models
 from safetensors.torch import load_file, save_file
 
-from fooocus_es.engine.demo_loras import write_kohya_lora
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.ldm_convert import UNET_PREFIX
+from fooocus_es.engine.demo.loras import write_kohya_lora
+from fooocus_es.engine.models.ldm_convert import UNET_PREFIX
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 TASKS = 50
 REFERENCE_TASK = 10
@@ -52,9 +52,9 @@ SCRIPT = textwrap.dedent(
     import torch
 
     torch.set_num_threads(1)
-    from fooocus_es.engine import plan as planning
-    from fooocus_es.engine.models import ModelStore
-    from fooocus_es.engine.pipeline import Engine
+    from fooocus_es.engine.planning import plan as planning
+    from fooocus_es.engine.models.store import ModelStore
+    from fooocus_es.engine.diffusion.pipeline import Engine
 
     models = Path(sys.argv[1])
     spec = json.loads(sys.argv[2])

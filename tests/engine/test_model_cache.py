@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, build_demo_models
-from fooocus_es.engine.ldm_convert import VAE_PREFIX, save_checkpoint, vae_to_ldm
-from fooocus_es.engine.models import ModelMissing, ModelStore, ModelUnsupported, model_bytes
+from fooocus_es.engine.demo.checkpoint import build_demo_models
+from fooocus_es.engine.models.ldm_convert import VAE_PREFIX, save_checkpoint, vae_to_ldm
+from fooocus_es.engine.models.store import ModelMissing, ModelStore, ModelUnsupported, model_bytes
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, build_demo_models, ensure_demo_checkpoint
-from fooocus_es.engine.ldm_convert import OPEN_CLIP_PREFIX
-from fooocus_es.engine.models import ModelMissing, ModelStore, ModelUnsupported, sdxl_config_for
+from fooocus_es.engine.demo.checkpoint import build_demo_models, ensure_demo_checkpoint
+from fooocus_es.engine.models.ldm_convert import OPEN_CLIP_PREFIX
+from fooocus_es.engine.models.store import ModelMissing, ModelStore, ModelUnsupported, sdxl_config_for
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 
 @pytest.fixture(scope="module")

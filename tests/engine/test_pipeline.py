@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.models import ModelMissing, ModelStore
-from fooocus_es.engine.pipeline import Engine, GeneratedImage, GenerationFailed
-from fooocus_es.engine.plan_types import GenerationPlan
-from fooocus_es.engine.preview import latent_preview_jpeg
-from fooocus_es.engine.sampler_names import SAMPLER_NAMES, unsupported_reason
+from fooocus_es.engine.diffusion.pipeline import Engine, GeneratedImage, GenerationFailed
+from fooocus_es.engine.diffusion.preview import latent_preview_jpeg
+from fooocus_es.engine.models.store import ModelMissing, ModelStore
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.plan_types import GenerationPlan
+from fooocus_es.engine.planning.sampler_names import SAMPLER_NAMES, unsupported_reason
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),

@@ -9,8 +9,8 @@ import torch
 from engine_helpers import FLAG_ALL, FLAG_NONE, write_safety_checker
 from PIL import Image
 
-from fooocus_es.engine.models import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported, model_bytes
-from fooocus_es.engine.safety import SAFETY_CHECKER_FILES, SafetyChecker, safety_checker_installed
+from fooocus_es.engine.models.safety import SAFETY_CHECKER_FILES, SafetyChecker, safety_checker_installed
+from fooocus_es.engine.models.store import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported, model_bytes
 
 
 # A cosine distance lies in [-1, 1]: a threshold of -2 is always passed, one of 10 never.

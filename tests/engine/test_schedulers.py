@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from diffusers import DPMSolverMultistepScheduler, DPMSolverSDEScheduler, TCDScheduler, UniPCMultistepScheduler
 
-from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, supported_pairs, unsupported_reason
-from fooocus_es.engine.schedulers import make_scheduler, prepare_for_image, step_eta
-from fooocus_es.engine.sdxl.build_configs import SDXL_DIR
+from fooocus_es.engine.diffusion.schedulers import make_scheduler, prepare_for_image, step_eta
+from fooocus_es.engine.models.sdxl.build_configs import SDXL_DIR
+from fooocus_es.engine.planning.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, supported_pairs, unsupported_reason
 
 # diffusers 0.42's schedulers run numpy functions on torch tensors; numpy 2.4 warns on every call.
 pytestmark = [
@@ -37,7 +37,7 @@ def test_names_are_fooocus_lists() -> None:
 
 
 def test_the_name_module_is_pure() -> None:
-    code = "import sys, fooocus_es.engine.sampler_names; assert 'torch' not in sys.modules"
+    code = "import sys, fooocus_es.engine.planning.sampler_names; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from fooocus_es.engine.sdxl.build_configs import BASE, SDXL_DIR, clip_vocab
+from fooocus_es.engine.models.sdxl.build_configs import BASE, SDXL_DIR, clip_vocab
 
 CONFIG_FOLDERS = ("base", "tiny")
 

@@ -10,9 +10,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionXLPipeline
 
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.models import ModelStore
-from fooocus_es.engine.text_encoding import (
+from fooocus_es.engine.diffusion.text_encoding import (
     CHUNK_LENGTH,
     Conditioning,
     chunk_tokens,
@@ -23,6 +21,8 @@ from fooocus_es.engine.text_encoding import (
     match_lengths,
     tokenize_words,
 )
+from fooocus_es.engine.models.store import ModelStore
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),

@@ -1,4 +1,4 @@
-"""SR models (engine/upscalers.py): safe loading through spandrel, tiled 4x upscaling, bounded memory."""
+"""SR models (engine/models/upscalers.py): safe loading through spandrel, tiled 4x upscaling, bounded memory."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from fooocus_es.engine.demo_upscaler import DEMO_UPSCALER, ensure_demo_upscaler, write_demo_upscaler
-from fooocus_es.engine.upscalers import (
+from fooocus_es.engine.demo.upscaler import DEMO_UPSCALER, ensure_demo_upscaler, write_demo_upscaler
+from fooocus_es.engine.models.upscalers import (
     DEFAULT_UPSCALER,
     DEFAULT_UPSCALER_URL,
     UpscalerMissing,
@@ -262,7 +262,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     from PIL import Image
     sys.path.insert(0, sys.argv[2])
     from test_upscalers import write_compact
-    from fooocus_es.engine.upscalers import load_upscaler, upscale
+    from fooocus_es.engine.models.upscalers import load_upscaler, upscale
 
     torch.set_num_threads(1)  # 2 threads on a shared 2-core box is slower and far less steady
     model = load_upscaler(write_compact(Path(sys.argv[1]), scale=4))

@@ -45,9 +45,9 @@ def test_the_wheel_carries_schema_presets_configs_and_page(wheel: Path) -> None:
     for needed in (
         "fooocus_es/presets/default.json",
         "fooocus_es/presets/demo.json",
-        "fooocus_es/engine/sdxl/base/model_index.json",
-        "fooocus_es/engine/sdxl/tiny/model_index.json",
-        "fooocus_es/engine/data/style_names.json",
+        "fooocus_es/engine/models/sdxl/base/model_index.json",
+        "fooocus_es/engine/models/sdxl/tiny/model_index.json",
+        "fooocus_es/engine/planning/data/style_names.json",
         "fooocus_es/web/index.html",
         "fooocus_es/docs_assets/redoc.standalone.js",
     ):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fooocus_es.engine.emphasis import has_emphasis, parse_emphasis
+from fooocus_es.engine.planning.emphasis import has_emphasis, parse_emphasis
 
 CASES: list[tuple[str, list[tuple[str, float]]]] = [
     # plain text

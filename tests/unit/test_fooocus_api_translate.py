@@ -27,7 +27,7 @@ from fooocus_es.api.fooocus_api.translate import (
     translate,
 )
 from fooocus_es.api.structs import sent_fields
-from fooocus_es.engine.plan import ParamError
+from fooocus_es.engine.planning.plan import ParamError
 
 INSTALLED = Installed(
     checkpoints=frozenset({"model.safetensors", "other.safetensors"}),

@@ -8,8 +8,16 @@ import msgspec
 import pytest
 
 from fooocus_es.api.structs import GenerateRequest, sent_fields
-from fooocus_es.engine import aspect, performance, presets
-from fooocus_es.engine.plan import MAX_SEED, ParamError, build_plan, finalize, image_seeds, merge_layers, validate_names
+from fooocus_es.engine.planning import aspect, performance, presets
+from fooocus_es.engine.planning.plan import (
+    MAX_SEED,
+    ParamError,
+    build_plan,
+    finalize,
+    image_seeds,
+    merge_layers,
+    validate_names,
+)
 
 
 def resolve(body: dict, *preset_layers: dict) -> dict:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
-from fooocus_es.engine import plan as planning
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+from fooocus_es.engine.planning import plan as planning
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.plan_types import ImageTask, InpaintTask, UpscaleTask, VaryTask
 
 BASE = "base.safetensors"
+UOV = "inputs/x.png"
 
 
 def plan_for(**sent: Any) -> planning.GenerationPlan:
@@ -67,36 +70,63 @@ def test_vae_freeu_clip_skip_and_nsfw_reach_the_plan() -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "sent", "kind", "denoise", "factor"),
+    ("method", "sent", "expected"),
     [
-        ("Vary (Subtle)", {}, "vary", 0.5, 1.0),
-        ("Vary (Strong)", {}, "vary", 0.85, 1.0),
-        ("Vary (Strong)", {"overwrite_vary_strength": 0.3}, "vary", 0.3, 1.0),
-        ("Upscale (1.5x)", {}, "upscale", 0.382, 1.5),
-        ("Upscale (2x)", {"overwrite_upscale_strength": 0.2}, "upscale", 0.2, 2.0),
-        ("Upscale (Fast 2x)", {}, "upscale", 0.382, 2.0),
-        ("Upscale (Custom)", {"upscale_multiple": 3.5}, "upscale", 0.382, 3.5),
+        ("Vary (Subtle)", {}, VaryTask(image=UOV, denoise=0.5)),
+        ("Vary (Strong)", {}, VaryTask(image=UOV, denoise=0.85)),
+        ("Vary (Strong)", {"overwrite_vary_strength": 0.3}, VaryTask(image=UOV, denoise=0.3)),
+        ("Upscale (1.5x)", {}, UpscaleTask(image=UOV, method="Upscale (1.5x)", denoise=0.382, upscale_factor=1.5)),
+        (
+            "Upscale (2x)",
+            {"overwrite_upscale_strength": 0.2},
+            UpscaleTask(image=UOV, method="Upscale (2x)", denoise=0.2, upscale_factor=2.0),
+        ),
+        (
+            "Upscale (Fast 2x)",
+            {},
+            UpscaleTask(image=UOV, method="Upscale (Fast 2x)", denoise=0.382, upscale_factor=2.0, fast_upscale=True),
+        ),
+        (
+            "Upscale (Custom)",
+            {"upscale_multiple": 3.5},
+            UpscaleTask(image=UOV, method="Upscale (Custom)", denoise=0.382, upscale_factor=3.5),
+        ),
     ],
 )
-def test_uov_methods(method: str, sent: dict[str, Any], kind: str, denoise: float, factor: float) -> None:
-    plan = plan_for(uov_method=method, uov_input_image="inputs/x.png", **sent)
-    task = plan.image_task
-    assert task is not None and (task.kind, task.denoise, task.upscale_factor) == (kind, denoise, factor)
-    assert task.fast_upscale == (method == "Upscale (Fast 2x)")
+def test_uov_methods(method: str, sent: dict[str, Any], expected: ImageTask) -> None:
+    plan = plan_for(uov_method=method, uov_input_image=UOV, **sent)
+    assert plan.image_task == expected  # the kind's own struct, every field
     assert plan.steps == 18  # Speed's upscale/vary step count
+
+
+def test_image_tasks_are_a_tagged_union_on_kind() -> None:
+    tasks: list[ImageTask] = [
+        VaryTask(image=UOV, denoise=0.5),
+        UpscaleTask(image=UOV, method="Upscale (2x)", denoise=0.382, upscale_factor=2.0),
+        InpaintTask(image="inputs/i.png", mask="inputs/m.png", outpaint=("Left",), outpaint_distance=(8, 0, 0, 0)),
+    ]
+    encoded = [msgspec.json.decode(msgspec.json.encode(task)) for task in tasks]
+    assert [item["kind"] for item in encoded] == ["vary", "upscale", "inpaint"]
+    assert "upscale_factor" not in encoded[0] and "mask" not in encoded[1]  # each kind carries only its fields
+    decoded = msgspec.json.decode(msgspec.json.encode(tasks), type=list[ImageTask])
+    assert decoded == tasks
+    plan = plan_for(inpaint_input_image="inputs/i.png", inpaint_mask_image_upload="inputs/m.png")
+    assert msgspec.json.decode(msgspec.json.encode(plan), type=planning.GenerationPlan) == plan
+    with pytest.raises(msgspec.ValidationError, match="kind"):
+        msgspec.json.decode(b'{"kind": "enhance", "image": "inputs/x.png"}', type=ImageTask)
 
 
 def test_tab_rules_pick_uov_before_inpaint_and_mixing_flags_gate_image_prompts() -> None:
     both = {"uov_method": "Vary (Subtle)", "uov_input_image": "inputs/u.png", "inpaint_input_image": "inputs/i.png"}
-    assert plan_for(**both).image_task.kind == "vary"  # type: ignore[union-attr]
+    assert isinstance(plan_for(**both).image_task, VaryTask)
     assert plan_for(uov_method="Disabled", uov_input_image="inputs/u.png").image_task is None
     inpaint = plan_for(inpaint_input_image="inputs/i.png", inpaint_mask_image_upload="inputs/m.png")
-    assert inpaint.image_task is not None and inpaint.image_task.mask == "inputs/m.png"
+    assert isinstance(inpaint.image_task, InpaintTask) and inpaint.image_task.mask == "inputs/m.png"
     assert inpaint.steps == 30  # inpainting keeps the normal step count
     image_prompt = [{"cn_img": "inputs/c.png", "cn_stop": 0.5, "cn_weight": 0.6, "cn_type": "ImagePrompt"}]
     assert plan_for(**both, controlnet_image=image_prompt).image_task is None
     mixed = plan_for(**both, controlnet_image=image_prompt, mixing_image_prompt_and_inpaint=True)
-    assert mixed.image_task is not None and mixed.image_task.kind == "inpaint"
+    assert isinstance(mixed.image_task, InpaintTask)
     assert any("controlnet_image" in note for note in mixed.notes)  # said, not silently dropped
     assert any("refiner" in note for note in plan_for(**both, refiner_model_name="r").notes)
 
@@ -109,11 +139,12 @@ def test_outpaint_forces_full_strength_and_field() -> None:
         inpaint_strength=0.4,
         inpaint_respective_field=0.2,
     ).image_task
-    assert task is not None
+    assert isinstance(task, InpaintTask)
     assert (task.denoise, task.respective_field) == (1.0, 1.0)
     assert task.outpaint == ("Left", "Top") and task.outpaint_distance == (10, 20, 0, 0)
     plain = plan_for(inpaint_input_image="inputs/i.png", inpaint_strength=0.4, inpaint_respective_field=0.2)
-    assert plain.image_task is not None and (plain.image_task.denoise, plain.image_task.respective_field) == (0.4, 0.2)
+    assert isinstance(plain.image_task, InpaintTask)
+    assert (plain.image_task.denoise, plain.image_task.respective_field) == (0.4, 0.2)
 
 
 def validate(sent: dict[str, Any], **kwargs: Any) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fooocus_es.engine import aspect, performance, presets
-from fooocus_es.engine.plan import MAX_LORAS, finalize, merge_layers
-from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
-from fooocus_es.engine.styles import style_names
+from fooocus_es.engine.planning import aspect, performance, presets
+from fooocus_es.engine.planning.plan import MAX_LORAS, finalize, merge_layers
+from fooocus_es.engine.planning.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
+from fooocus_es.engine.planning.styles import style_names
 
 FOOOCUS_PRESETS = ("default", "anime", "realistic", "lightning", "lcm", "sai", "playground_v2.5", "pony_v6")
 

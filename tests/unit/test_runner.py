@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from fooocus_es.engine import plan as planning
-from fooocus_es.engine import presets
-from fooocus_es.engine.plan_types import GenerationPlan
+from fooocus_es.engine.planning import plan as planning
+from fooocus_es.engine.planning import presets
+from fooocus_es.engine.planning.plan_types import GenerationPlan
 from fooocus_es.events.sqlite import SqliteEventLog
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import (

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from fooocus_es.engine import styles
-from fooocus_es.engine.plan import build_plan, finalize, merge_layers
-from fooocus_es.engine.prompts import V2_SKIPPED_NOTE, apply_arrays, build_prompts
-from fooocus_es.engine.styles import Style, StyleBook, load_styles, normalize_name, style_names
-from fooocus_es.engine.wildcards import MAX_DEPTH, WildcardDir, apply_wildcards, parse_options
+from fooocus_es.engine.planning import styles
+from fooocus_es.engine.planning.plan import build_plan, finalize, merge_layers
+from fooocus_es.engine.planning.prompts import V2_SKIPPED_NOTE, apply_arrays, build_prompts
+from fooocus_es.engine.planning.styles import Style, StyleBook, load_styles, normalize_name, style_names
+from fooocus_es.engine.planning.wildcards import MAX_DEPTH, WildcardDir, apply_wildcards, parse_options
 
-STYLE_NAMES = json.loads(resources.files("fooocus_es.engine").joinpath("data/style_names.json").read_text("utf-8"))
+PLANNING_DATA = resources.files("fooocus_es.engine.planning").joinpath("data")
+STYLE_NAMES = json.loads(PLANNING_DATA.joinpath("style_names.json").read_text("utf-8"))
 GROUP_SIZES = {"fooocus": 8, "sai": 17, "mre": 22, "twri": 89, "diva": 79, "marc_k3nt3l": 62}
 
 
@@ -63,7 +64,7 @@ def test_names_are_normalised_as_fooocus_does(raw: str, normalised: str) -> None
 
 
 def test_bundled_files_hold_every_name_in_its_group_in_order() -> None:
-    folder = resources.files("fooocus_es.engine").joinpath("data/styles")
+    folder = resources.files("fooocus_es.engine.planning").joinpath("data/styles")
     assert sorted(entry.name for entry in folder.iterdir()) == sorted(f"{group}.json" for group in GROUP_SIZES)
     start = 0
     for group, size in GROUP_SIZES.items():
@@ -292,5 +293,6 @@ def test_build_plan_uses_user_styles_and_the_inpaint_prompt_line(tmp_path: Path)
 
 
 def test_prompt_rules_import_no_torch() -> None:
-    code = "import sys, fooocus_es.engine.plan, fooocus_es.engine.prompts; assert 'torch' not in sys.modules"
+    modules = "fooocus_es.engine.planning.plan, fooocus_es.engine.planning.prompts"
+    code = f"import sys, {modules}; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""Tiles and feather blending (engine/tiling.py): coverage, sizes, weights, and exactness of tiled_map."""
+"""Tiles and feather blending (engine/imaging/tiling.py): coverage, sizes, weights, and exactness of tiled_map."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fooocus_es.engine.tiling import Box, axis_spans, blend_weights, iter_tiled_rows, tile_boxes, tiled_map
+from fooocus_es.engine.imaging.tiling import Box, axis_spans, blend_weights, iter_tiled_rows, tile_boxes, tiled_map
 
 SIZES = [(1, 1), (5, 3), (64, 64), (100, 37), (257, 131), (1024, 768), (1000, 1001)]
 

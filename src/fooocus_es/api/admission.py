@@ -18,8 +18,8 @@ import structlog
 
 from fooocus_es.api.errors import TooManyRequests
 from fooocus_es.api.inputs import store_request_images
-from fooocus_es.engine import plan as planning
-from fooocus_es.engine.image_inputs import check_inpaint_mask
+from fooocus_es.engine.imaging.inputs import check_inpaint_mask
+from fooocus_es.engine.planning import plan as planning
 from fooocus_es.events.bus import Subscription
 from fooocus_es.events.types import TaskQueued, now_ms
 from fooocus_es.media.limits import ImageLimits

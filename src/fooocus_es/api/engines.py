@@ -11,7 +11,7 @@ from litestar.openapi.spec import Example
 
 from fooocus_es import __version__
 from fooocus_es.api import examples
-from fooocus_es.engine import presets
+from fooocus_es.engine.planning import presets
 from fooocus_es.services import Services
 
 

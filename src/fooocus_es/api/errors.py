@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from fooocus_es.engine.plan import ParamError
+from fooocus_es.engine.planning.plan import ParamError
 from fooocus_es.media.errors import InputImageError
 
 

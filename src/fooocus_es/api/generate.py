@@ -21,9 +21,9 @@ from fooocus_es.api.admission import enqueue, validate_and_store
 from fooocus_es.api.sse import Pacer, paced_progress, sleep_until, sse_event
 from fooocus_es.api.structs import GenerateRequest, sent_fields
 from fooocus_es.api.tolerance import drop_empty_image_prompts, ignored_fields, ignored_header, ignored_note
-from fooocus_es.engine import plan as planning
-from fooocus_es.engine import presets
-from fooocus_es.engine.plan import ParamError
+from fooocus_es.engine.planning import plan as planning
+from fooocus_es.engine.planning import presets
+from fooocus_es.engine.planning.plan import ParamError
 from fooocus_es.events.bus import Subscription
 from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
 from fooocus_es.services import Services

@@ -56,9 +56,9 @@ from fooocus_es.api.admission import Admitted, enqueue, validate_and_store
 from fooocus_es.api.errors import NotFound
 from fooocus_es.api.generate import resolve_request
 from fooocus_es.api.structs import GenerateRequest, sent_fields
-from fooocus_es.engine import aspect, performance
-from fooocus_es.engine import plan as planning
-from fooocus_es.engine.plan import ParamError
+from fooocus_es.engine.planning import aspect, performance
+from fooocus_es.engine.planning import plan as planning
+from fooocus_es.engine.planning.plan import ParamError
 from fooocus_es.events.types import TaskProgress, is_terminal
 from fooocus_es.media.decode import ALLOWED_FORMATS, decode_image_bytes
 from fooocus_es.media.errors import InputImageError

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from fooocus_es import __version__
-from fooocus_es.engine.plan_types import GenerationPlan
+from fooocus_es.engine.planning.plan_types import GenerationPlan
 
 VERSION = f"fooocus-es v{__version__}"
 

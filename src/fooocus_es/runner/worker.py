@@ -19,12 +19,12 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from fooocus_es.engine.models import ModelMissing, ModelUnsupported
-from fooocus_es.engine.pipeline import GenerationFailed
-from fooocus_es.engine.plan import build_plan
-from fooocus_es.engine.plan_types import GenerationPlan
-from fooocus_es.engine.styles import StyleBook
-from fooocus_es.engine.upscalers import UpscalerMissing, UpscalerUnsupported
+from fooocus_es.engine.diffusion.pipeline import GenerationFailed
+from fooocus_es.engine.models.store import ModelMissing, ModelUnsupported
+from fooocus_es.engine.models.upscalers import UpscalerMissing, UpscalerUnsupported
+from fooocus_es.engine.planning.plan import build_plan
+from fooocus_es.engine.planning.plan_types import GenerationPlan
+from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.log import AppendRefused
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import (

@@ -25,7 +25,7 @@ from fooocus_es.api.fooocus_api.translate import Installed, Translation, rename_
 from fooocus_es.api.generate import resolve_request
 from fooocus_es.api.structs import sent_fields
 from fooocus_es.api.tolerance import drop_empty_image_prompts, ignored_header, ignored_note
-from fooocus_es.engine.plan import REQUEST_DEFAULTS, ParamError
+from fooocus_es.engine.planning.plan import REQUEST_DEFAULTS, ParamError
 from fooocus_es.media.errors import InputImageError
 from fooocus_es.media.outputs import convert_for_accept
 from fooocus_es.services import Services

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from litestar.datastructures import FormMultiDict, UploadFile
 
-from fooocus_es.engine.plan import ParamError
+from fooocus_es.engine.planning.plan import ParamError
 
 IMAGE_PARTS: Final = ("input_image", "input_mask")
 LIST_FIELDS: Final = frozenset({"style_selections", "outpaint_selections"})

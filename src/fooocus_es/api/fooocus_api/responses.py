@@ -12,7 +12,7 @@ from typing import Any, Final, Literal
 from msgspec import Struct
 
 from fooocus_es.api.fooocus_api.kinds import JobType
-from fooocus_es.engine.plan import image_seeds
+from fooocus_es.engine.planning.plan import image_seeds
 
 JobStage = Literal["WAITING", "RUNNING", "SUCCESS", "ERROR"]
 FinishReason = Literal["SUCCESS", "QUEUE_IS_FULL", "USER_CANCEL", "ERROR"]

@@ -28,8 +28,8 @@ import msgspec
 
 from fooocus_es.api.fooocus_api.kinds import JOB_TYPES, JobType, RouteKind, wire_of
 from fooocus_es.api.structs import GenerateRequest
-from fooocus_es.engine.plan import DEFAULT_VAE_NAMES, NO_MODEL_NAMES, ParamError
-from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
+from fooocus_es.engine.planning.plan import DEFAULT_VAE_NAMES, NO_MODEL_NAMES, ParamError
+from fooocus_es.engine.planning.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
 from fooocus_es.media.decode import is_no_image
 
 # CommonRequest fields FooocusAPI spells the same.

@@ -1,6 +1,6 @@
 """Fooocus sampler and scheduler names, and which pairs have a faithful diffusers mapping (pure, no torch).
 
-The API validates requests with these; `engine.schedulers` turns a valid pair into a diffusers
+The API validates requests with these; `engine.diffusion.schedulers` turns a valid pair into a diffusers
 scheduler. The tables here describe what each diffusers scheduler class can express, so a pair is
 rejected up front (HTTP 4xx naming the field) rather than failing in the runner.
 """

@@ -18,22 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import numpy as np
 import torch
 from diffusers import StableDiffusionXLImg2ImgPipeline
 from PIL import Image
 
-from fooocus_es.engine.demo_inpaint_patch import write_demo_inpaint_files
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.demo_upscaler import ensure_demo_upscaler
-from fooocus_es.engine.image_inputs import inpaint_image_and_mask, load_rgb
-from fooocus_es.engine.imaging.inpaint_area import InpaintJob, paste_back, prepare_inpaint
-from fooocus_es.engine.imaging.masks import mask_is_empty
-from fooocus_es.engine.imaging.resample import resample_image
-from fooocus_es.engine.imaging.sizes import crop_to_multiple, plan_upscale, vary_size
-from fooocus_es.engine.inpaint_patch import (
+from fooocus_es.engine.demo.inpaint_patch import write_demo_inpaint_files
+from fooocus_es.engine.demo.upscaler import ensure_demo_upscaler
+from fooocus_es.engine.diffusion.inpaint_patch import (
     InpaintFilesMissing,
     InpaintPatch,
     InpaintPatchUnsupported,
@@ -43,9 +37,7 @@ from fooocus_es.engine.inpaint_patch import (
     neutral_masked_pixels,
     unwrap_unet,
 )
-from fooocus_es.engine.plan import INPAINT_DIR
-from fooocus_es.engine.plan_types import GenerationPlan, ImageTask
-from fooocus_es.engine.sampling import (
+from fooocus_es.engine.diffusion.sampling import (
     Aborted,
     ConditioningCache,
     GeneratedImage,
@@ -56,9 +48,17 @@ from fooocus_es.engine.sampling import (
     decode_latents,
     scale_latents,
 )
-from fooocus_es.engine.schedulers import prepare_for_image, step_eta
-from fooocus_es.engine.tiling import tile_boxes, tiled_map
-from fooocus_es.engine.upscalers import DEFAULT_UPSCALER, UPSCALE_DIR, UpscalerModel, load_upscaler, upscale
+from fooocus_es.engine.diffusion.schedulers import prepare_for_image, step_eta
+from fooocus_es.engine.imaging.inpaint_area import InpaintJob, paste_back, prepare_inpaint
+from fooocus_es.engine.imaging.inputs import inpaint_image_and_mask, load_rgb
+from fooocus_es.engine.imaging.masks import mask_is_empty
+from fooocus_es.engine.imaging.resample import resample_image
+from fooocus_es.engine.imaging.sizes import crop_to_multiple, plan_upscale, vary_size
+from fooocus_es.engine.imaging.tiling import tile_boxes, tiled_map
+from fooocus_es.engine.models.upscalers import DEFAULT_UPSCALER, UPSCALE_DIR, UpscalerModel, load_upscaler, upscale
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.plan import INPAINT_DIR
+from fooocus_es.engine.planning.plan_types import GenerationPlan, ImageTask, InpaintTask, UpscaleTask, VaryTask
 
 DIFFUSION_TILE = 1024  # SDXL's native size: the tiled upscale pass diffuses 1024-px tiles
 DIFFUSION_OVERLAP = 128
@@ -181,28 +181,28 @@ class _Run:
         self._latents: dict[str, torch.Tensor] = {}  # VAE encodings of the prepared input, shared by every seed
 
     def image(self, index: int, seed: int) -> tuple[Image.Image, bool]:
-        kind = self.task.kind
-        if kind == "vary":
-            return self._vary(index, seed), False
-        if kind == "upscale":
-            return self._upscale(index, seed)
-        if kind == "inpaint":
-            return self._inpaint(index, seed)
-        raise GenerationFailed(f"unknown image task {kind!r}")
+        match self.task:
+            case VaryTask() as task:
+                return self._vary(task, index, seed), False
+            case UpscaleTask() as task:
+                return self._upscale(task, index, seed)
+            case InpaintTask() as task:
+                return self._inpaint(task, index, seed)
+            case unreachable:
+                assert_never(unreachable)
 
     # -- vary ------------------------------------------------------------------------------------
-    def _vary(self, index: int, seed: int) -> Image.Image:
+    def _vary(self, task: VaryTask, index: int, seed: int) -> Image.Image:
         if self._source is None:
-            image = load_rgb(self.owner.data_dir / self.task.image)
+            image = load_rgb(self.owner.data_dir / task.image)
             width, height = vary_size(image.shape[1], image.shape[0])
             self._source = crop_to_multiple(resample_image(image, width, height), 8)
         source = self._source
-        latents = self._denoise(index, seed, self._encoded("source", lambda: _unit_tensor(source)), self.task.denoise)
+        latents = self._denoise(index, seed, self._encoded("source", lambda: _unit_tensor(source)), task.denoise)
         return decode_latents(self.pipe, self.vae, latents)
 
     # -- upscale ---------------------------------------------------------------------------------
-    def _upscale(self, index: int, seed: int) -> tuple[Image.Image, bool]:
-        task = self.task
+    def _upscale(self, task: UpscaleTask, index: int, seed: int) -> tuple[Image.Image, bool]:
         if self._source is None:
             image = load_rgb(self.owner.data_dir / task.image)
             model = self.owner.load_upscaler(self.plan.base_model)
@@ -232,8 +232,7 @@ class _Run:
         return Image.fromarray(result), False
 
     # -- inpaint / outpaint ----------------------------------------------------------------------
-    def _inpaint(self, index: int, seed: int) -> tuple[Image.Image, bool]:
-        task = self.task
+    def _inpaint(self, task: InpaintTask, index: int, seed: int) -> tuple[Image.Image, bool]:
         if self._job is None:
             image, mask = inpaint_image_and_mask(task, self.owner.data_dir)
             if task.debug_mask:
@@ -258,12 +257,13 @@ class _Run:
         if task.inpaint_engine == "None":
             latents = self._denoise(index, seed, initial, task.denoise, blend=blend)
         else:
-            latents = self._denoise_patched(index, seed, initial, blend, job.crop_image, pixel_mask, latent_mask)
+            latents = self._denoise_patched(task, index, seed, initial, blend, job.crop_image, pixel_mask, latent_mask)
         generated = np.asarray(decode_latents(self.pipe, self.vae, latents))
         return Image.fromarray(paste_back(job, generated)), False
 
     def _denoise_patched(
         self,
+        task: InpaintTask,
         index: int,
         seed: int,
         initial: torch.Tensor,
@@ -277,7 +277,7 @@ class _Run:
         The head sees the original crop with its masked pixels greyed out; Fooocus's "synthetic
         refiner" (the unpatched base model) takes over after round(steps * 0.8) steps.
         """
-        patch = self.owner.inpaint_patch(self.task.inpaint_engine, self.plan.base_model, self.pipe.unet)
+        patch = self.owner.inpaint_patch(task.inpaint_engine, self.plan.base_model, self.pipe.unet)
         masked = self._encoded("masked", lambda: neutral_masked_pixels(_unit_tensor(crop), pixel_mask))
         switch = int(round(self.plan.steps * SYNTHETIC_REFINER_SWITCH))
         with patch.applied(self.pipe.unet, head_input(latent_mask, masked)) as applied:
@@ -288,7 +288,7 @@ class _Run:
                 if (i + 1) % order == 0 and (i + 1) // order == switch:
                     applied.restore()  # steps from here on run on the unpatched UNet
 
-            return self._denoise(index, seed, initial, self.task.denoise, blend=blend_then_switch)
+            return self._denoise(index, seed, initial, task.denoise, blend=blend_then_switch)
 
     def _sr_model(self) -> UpscalerModel | None:
         """Fooocus super-resolves small crops before diffusing them; without an SR model, plain resampling."""

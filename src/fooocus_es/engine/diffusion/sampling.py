@@ -15,10 +15,10 @@ from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
-from fooocus_es.engine.guided_unet import GuidanceSettings, wrap_unet
-from fooocus_es.engine.plan_types import GenerationPlan
-from fooocus_es.engine.preview import latent_preview_jpeg
-from fooocus_es.engine.text_encoding import Conditioning, encode_conditioning
+from fooocus_es.engine.diffusion.guided_unet import GuidanceSettings, wrap_unet
+from fooocus_es.engine.diffusion.preview import latent_preview_jpeg
+from fooocus_es.engine.diffusion.text_encoding import Conditioning, encode_conditioning
+from fooocus_es.engine.planning.plan_types import GenerationPlan
 
 Control = Literal["stop", "skip"]
 Status = Literal["finished", "stopped"]

@@ -32,7 +32,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from fooocus_es.engine.sampler_names import (
+from fooocus_es.engine.planning.sampler_names import (
     SAMPLER_NAMES,
     SCHEDULER_NAMES,
     SIGMA_SCHEDULES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
 
 PERFORMANCE_NAMES: Final = ("Quality", "Speed", "Extreme Speed", "Lightning", "Hyper-SD")
 
@@ -58,15 +58,6 @@ def steps_for(performance: str, overwrite_step: int = -1, *, uov: bool = False) 
 
 def forced_overrides(performance: str) -> dict[str, Any]:
     return dict(FORCED_OVERRIDES.get(performance, {}))
-
-
-# The demo checkpoint's own tiny performance LoRAs (engine/demo_loras.py): a real file named like
-# Fooocus's would be loaded onto a model it was not made for.
-DEMO_PERFORMANCE_LORAS: Final[dict[str, str]] = {
-    "sdxl_lcm_lora.safetensors": "fooocus_es_demo_lcm_lora.safetensors",
-    "sdxl_lightning_4step_lora.safetensors": "fooocus_es_demo_lightning_lora.safetensors",
-    "sdxl_hyper_sd_4step_lora.safetensors": "fooocus_es_demo_hyper_sd_lora.safetensors",
-}
 
 
 def lora_file_for_model(lora: str, base_model: str) -> str:

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from fooocus_es.engine.demo_model import TINY_CONFIG_DIR
-from fooocus_es.engine.performance import DEMO_PERFORMANCE_LORAS
+from fooocus_es.engine.demo.checkpoint import TINY_CONFIG_DIR
+from fooocus_es.engine.planning.demo_names import DEMO_PERFORMANCE_LORAS
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +64,7 @@ def write_kohya_lora(
     """
     import torch
 
-    from fooocus_es.engine.ldm_convert import save_checkpoint
+    from fooocus_es.engine.models.ldm_convert import save_checkpoint
 
     generator = torch.Generator().manual_seed(seed)  # a private RNG: the global one is untouched
     alpha_tensor = torch.tensor(float(alpha if alpha is not None else rank))
@@ -85,7 +85,7 @@ def _kohya_layers(
     text_targets: Sequence[str],
 ) -> Iterator[tuple[str, tuple[int, int]]]:
     """(kohya layer key, (in_features, out_features)) for every targeted linear layer."""
-    from fooocus_es.engine.ldm_convert import unet_to_ldm
+    from fooocus_es.engine.models.ldm_convert import unet_to_ldm
 
     unet_layers = dict(_linear_layers(unet, unet_targets))
     # unet_to_ldm renames state-dict keys; feed it one placeholder per layer and keep the order.

@@ -14,8 +14,8 @@ import zlib
 from pathlib import Path
 from typing import Any, Final
 
-from fooocus_es.engine.demo_model import TINY_CONFIG_DIR
-from fooocus_es.engine.inpaint_patch import INPAINT_HEAD, LDM_UNET_PREFIX, PATCH_FILES
+from fooocus_es.engine.demo.checkpoint import TINY_CONFIG_DIR
+from fooocus_es.engine.diffusion.inpaint_patch import INPAINT_HEAD, LDM_UNET_PREFIX, PATCH_FILES
 
 _HEAD_SCALE: Final = 0.02  # head weights ~N(0, 0.02^2): a visible feature, finite images
 _DIFF_SCALE: Final = 0.01  # each weight moves by at most 0.01
@@ -30,7 +30,7 @@ def write_demo_inpaint_files(folder: Path, version: str = "v2.6", *, overwrite: 
     import torch
     from diffusers import UNet2DConditionModel
 
-    from fooocus_es.engine.ldm_convert import unet_to_ldm
+    from fooocus_es.engine.models.ldm_convert import unet_to_ldm
 
     if version not in PATCH_FILES:
         raise ValueError(f"unknown inpaint engine {version!r}; known: {', '.join(PATCH_FILES)}")

@@ -50,7 +50,7 @@ class WildcardDir:
         if self._folder is not None and (self._folder / f"{name}.txt").is_file():
             text = (self._folder / f"{name}.txt").read_text("utf-8", errors="replace")
         else:
-            bundled = resources.files("fooocus_es.engine").joinpath(f"data/wildcards/{name}.txt")
+            bundled = resources.files("fooocus_es.engine.planning").joinpath(f"data/wildcards/{name}.txt")
             if bundled.is_file():
                 text = bundled.read_text("utf-8")
         options = parse_options(text) if text is not None else ()
@@ -58,7 +58,7 @@ class WildcardDir:
 
     def names(self) -> list[str]:
         """Every wildcard name available (bundled and the data dir's), sorted."""
-        bundled = resources.files("fooocus_es.engine").joinpath("data/wildcards")
+        bundled = resources.files("fooocus_es.engine.planning").joinpath("data/wildcards")
         found = {Path(entry.name).stem for entry in bundled.iterdir() if entry.name.endswith(".txt")}
         if self._folder is not None and self._folder.is_dir():
             found |= {path.stem for path in self._folder.glob("*.txt")}

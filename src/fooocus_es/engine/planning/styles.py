@@ -1,7 +1,7 @@
 """Styles: Fooocus-format template files, loaded and looked up by normalised name (no torch).
 
 A style file is a JSON array of `{"name", "prompt", "negative_prompt"}` (fooocus-facts §3.4).
-The bundled files (engine/data/styles/) hold our own templates for Fooocus's 277 names; a data
+The bundled files (engine/planning/data/styles/) hold our own templates for Fooocus's 277 names; a data
 dir's `styles/*.json` load after them, so users can drop in Fooocus's original files or their own.
 """
 
@@ -69,7 +69,7 @@ def parse_styles(text: str, source: str = "<styles>") -> list[Style]:
 @cache
 def bundled_styles() -> tuple[Style, ...]:
     """The shipped templates (package data never changes while running, so caching is safe)."""
-    folder = resources.files("fooocus_es.engine").joinpath("data/styles")
+    folder = resources.files("fooocus_es.engine.planning").joinpath("data/styles")
     files = ordered_files(Path(entry.name) for entry in folder.iterdir() if entry.name.endswith(".json"))
     styles: list[Style] = []
     for path in files:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
-from fooocus_es.engine import guidance
+from fooocus_es.engine.diffusion import guidance
 
 Tensor = torch.Tensor
 

@@ -1,6 +1,6 @@
 """Request -> resolved parameters -> GenerationPlan. Pure rules: no torch.
 
-The only I/O is `build_plan` reading style and wildcard files (engine.styles, engine.wildcards).
+The only I/O is `build_plan` reading style and wildcard files (planning.styles, planning.wildcards).
 
 Resolution order, each layer only for fields the layer above did not set:
     sent by the client  >  per-request preset  >  the server's preset  >  FooocusAPI defaults
@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from fooocus_es.engine import aspect, performance, prompts
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT
-from fooocus_es.engine.plan_types import GenerationPlan, ImageTask
-from fooocus_es.engine.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
-from fooocus_es.engine.styles import Style, load_styles, style_names
-from fooocus_es.engine.wildcards import WildcardDir
+from fooocus_es.engine.planning import aspect, performance, prompts
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.plan_types import GenerationPlan, ImageTask, InpaintTask, UpscaleTask, VaryTask
+from fooocus_es.engine.planning.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
+from fooocus_es.engine.planning.styles import Style, load_styles, style_names
+from fooocus_es.engine.planning.wildcards import WildcardDir
 
 MAX_SEED: Final = 2**63 - 1
 NO_PRESET: Final = "initial"
@@ -232,7 +232,7 @@ def validate_names(
         raise ParamError("vae_name", f"unknown VAE {vae!r}; available: Default (model), {listed}")
     task = image_task(params)
     demo = params["base_model_name"] == DEMO_CHECKPOINT  # the demo model's tiny patch files are generated
-    if task is not None and task.kind == "inpaint" and inpaint_files is not None and not demo:
+    if isinstance(task, InpaintTask) and inpaint_files is not None and not demo:
         needed = INPAINT_ENGINE_FILES.get(task.inpaint_engine, ())
         missing = [name for name in needed if name not in inpaint_files]
         if missing:
@@ -273,7 +273,7 @@ def build_plan(
     )
     seeds = image_seeds(params)
     task = image_task(params)
-    uov = task is not None and task.kind in ("vary", "upscale")
+    uov = isinstance(task, VaryTask | UpscaleTask)
     steps = performance.steps_for(params["performance_selection"], params["overwrite_step"], uov=uov)
     refiner = refiner_model(params)
     notes: tuple[str, ...] = ()
@@ -358,16 +358,15 @@ def image_task(params: dict[str, Any]) -> ImageTask | None:
     return None
 
 
-def _uov_task(params: dict[str, Any], method: str) -> ImageTask:
+def _uov_task(params: dict[str, Any], method: str) -> VaryTask | UpscaleTask:
     if method in VARY_STRENGTH:
         overwrite = float(params["overwrite_vary_strength"])
         denoise = overwrite if overwrite > 0 else VARY_STRENGTH[method]
-        return ImageTask(kind="vary", image=params["uov_input_image"], method=method, denoise=denoise)
+        return VaryTask(image=params["uov_input_image"], denoise=denoise)
     overwrite = float(params["overwrite_upscale_strength"])
     # FooocusAPI sends Custom as "Upscale (Nx)" with N clamped to 1..5.
     factor = UPSCALE_FACTORS.get(method, min(5.0, max(1.0, float(params["upscale_multiple"]))))
-    return ImageTask(
-        kind="upscale",
+    return UpscaleTask(
         image=params["uov_input_image"],
         method=method,
         denoise=overwrite if overwrite > 0 else UPSCALE_STRENGTH,
@@ -376,13 +375,12 @@ def _uov_task(params: dict[str, Any], method: str) -> ImageTask:
     )
 
 
-def _inpaint_task(params: dict[str, Any]) -> ImageTask:
+def _inpaint_task(params: dict[str, Any]) -> InpaintTask:
     outpaint = tuple(params["outpaint_selections"] or ())
     # Outpainting forces the whole area at full strength (Fooocus's apply_outpaint).
     forced = bool(outpaint)
     distance = tuple(int(v) for v in (params["outpaint_distance"] or (0, 0, 0, 0)))
-    return ImageTask(
-        kind="inpaint",
+    return InpaintTask(
         image=params["inpaint_input_image"],
         mask=params["inpaint_mask_image_upload"] or None,
         denoise=1.0 if forced else float(params["inpaint_strength"]),

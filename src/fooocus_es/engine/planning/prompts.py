@@ -27,8 +27,8 @@ from typing import Final
 
 import msgspec
 
-from fooocus_es.engine.styles import FOOOCUS_V2, RANDOM_STYLE, Style
-from fooocus_es.engine.wildcards import WildcardOptions, apply_wildcards
+from fooocus_es.engine.planning.styles import FOOOCUS_V2, RANDOM_STYLE, Style
+from fooocus_es.engine.planning.wildcards import WildcardOptions, apply_wildcards
 
 V2_SKIPPED_NOTE: Final = "Fooocus V2 prompt expansion skipped: no expansion model installed in models/prompt_expansion/"
 ARRAY: Final = re.compile(r"\[\[(.*?)\]\]")

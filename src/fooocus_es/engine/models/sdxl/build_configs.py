@@ -1,6 +1,6 @@
 """Regenerate the shipped, weight-free SDXL config folders (`base/`, `tiny/`) beside this file.
 
-    python -m fooocus_es.engine.sdxl.build_configs
+    python -m fooocus_es.engine.models.sdxl.build_configs
 
 `from_single_file(path, config=<folder>, local_files_only=True)` needs a diffusers-layout folder
 with every component's config and the tokenizers, and the hub cannot be reached at run time, so

@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+
 if TYPE_CHECKING:
     import torch
 
-DEMO_CHECKPOINT: Final = "fooocus_es_demo.safetensors"
-TINY_CONFIG_DIR: Final = Path(__file__).resolve().parent / "sdxl" / "tiny"
+TINY_CONFIG_DIR: Final = Path(__file__).resolve().parents[1] / "models" / "sdxl" / "tiny"
 _SEED: Final = 20240229
 
 
@@ -49,7 +50,7 @@ def build_demo_models(config_dir: Path = TINY_CONFIG_DIR) -> dict[str, torch.nn.
 
 def ensure_demo_checkpoint(checkpoints_dir: Path) -> Path:
     """Write `checkpoints_dir/fooocus_es_demo.safetensors` unless it is already there; returns its path."""
-    from fooocus_es.engine.ldm_convert import save_checkpoint, sdxl_to_ldm
+    from fooocus_es.engine.models.ldm_convert import save_checkpoint, sdxl_to_ldm
 
     path = checkpoints_dir / DEMO_CHECKPOINT
     if path.exists():

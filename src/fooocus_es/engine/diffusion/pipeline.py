@@ -15,13 +15,10 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from fooocus_es.engine.demo_loras import ensure_demo_lora
-from fooocus_es.engine.guided_unet import GuidanceSettings, GuidedUNet
-from fooocus_es.engine.image_to_image import ImageToImage
-from fooocus_es.engine.loras import LoraSpec, LoraUnsupported, activate_loras
-from fooocus_es.engine.models import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported
-from fooocus_es.engine.plan_types import GenerationPlan
-from fooocus_es.engine.sampling import (
+from fooocus_es.engine.demo.loras import ensure_demo_lora
+from fooocus_es.engine.diffusion.guided_unet import GuidanceSettings, GuidedUNet
+from fooocus_es.engine.diffusion.image_to_image import ImageToImage
+from fooocus_es.engine.diffusion.sampling import (
     Aborted,
     ConditioningCache,
     Control,
@@ -36,7 +33,10 @@ from fooocus_es.engine.sampling import (
     task_pipeline,
     unscale_latents,
 )
-from fooocus_es.engine.schedulers import make_scheduler, prepare_for_image, step_eta
+from fooocus_es.engine.diffusion.schedulers import make_scheduler, prepare_for_image, step_eta
+from fooocus_es.engine.models.loras import LoraSpec, LoraUnsupported, activate_loras
+from fooocus_es.engine.models.store import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported
+from fooocus_es.engine.planning.plan_types import GenerationPlan
 
 __all__ = ["Control", "Engine", "GeneratedImage", "GenerationFailed", "GenerationHooks", "Status"]
 

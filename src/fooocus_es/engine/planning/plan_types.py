@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 
-class ImageTask(msgspec.Struct, frozen=True, kw_only=True):
+class _ImageTaskBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     """Image-to-image work on an input image: Fooocus's upscale/vary and inpaint/outpaint tabs."""
 
-    kind: str  # "vary", "upscale" or "inpaint"
     image: str  # stored input, relative to the data dir (inputs/<sha256>.png)
-    method: str = ""  # the uov_method, for upscale's size rules
-    denoise: float = 1.0  # vary / upscale / inpaint strength
+    denoise: float = 1.0  # the strength: how much of the schedule runs on the input
+
+
+class VaryTask(_ImageTaskBase, frozen=True, kw_only=True, tag="vary"):
+    """Vary (Subtle / Strong): the input resized to SDXL's range, then img2img."""
+
+
+class UpscaleTask(_ImageTaskBase, frozen=True, kw_only=True, tag="upscale"):
+    """Upscale (1.5x / 2x / Fast 2x / Custom): super-resolution, then (unless Fast) a tiled img2img pass."""
+
+    method: str  # the uov_method, for upscale's size rules
     upscale_factor: float = 1.0
     fast_upscale: bool = False  # Upscale (Fast 2x): the super-resolution output, no diffusion
+
+
+class InpaintTask(_ImageTaskBase, frozen=True, kw_only=True, tag="inpaint"):
+    """Inpaint / outpaint: diffuse the masked area (and any outpaint border) around a crop of the input."""
+
     mask: str | None = None  # stored mask image; None with outpaint = only the new area
     invert_mask: bool = False
     erode_or_dilate: int = 0
@@ -25,10 +40,16 @@ class ImageTask(msgspec.Struct, frozen=True, kw_only=True):
     debug_mask: bool = False  # debugging_inpaint_preprocessor: return the processed mask instead
 
 
+# One struct per kind, so each carries only the fields its kind uses; callers dispatch with `match`.
+ImageTask = VaryTask | UpscaleTask | InpaintTask
+# Fooocus's refiner hand-over (engine/diffusion/pipeline.py _RefinerSwitch); the API admits only these.
+RefinerSwapMethod = Literal["joint", "separate", "vae"]
+
+
 class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the pipeline needs to produce a task's images, already resolved.
 
-    Built from a request by `engine.plan.build_plan`; the runner hands it to `Engine.generate`.
+    Built from a request by `engine.planning.plan.build_plan`; the runner hands it to `Engine.generate`.
     """
 
     task_id: str
@@ -43,7 +64,7 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     sampler_name: str = "dpmpp_2m_sde_gpu"
     scheduler_name: str = "karras"
     disable_preview: bool = False
-    # Per image, parallel to `seeds` (engine.prompts): `prompt`/`negative_prompt` above are image 1's.
+    # Per image, parallel to `seeds` (engine.planning.prompts): `prompt`/`negative_prompt` above are image 1's.
     prompts: tuple[str, ...] = ()  # styles applied, lines joined with ", ": what to encode
     negative_prompts: tuple[str, ...] = ()
     # The same texts as separate parts; Fooocus encodes each and concatenates the conditionings.
@@ -55,7 +76,7 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     styles: tuple[str, ...] = ()  # styles applied to image 1 ("Random Style" resolved)
     image_styles: tuple[tuple[str, ...], ...] = ()  # the same, per image
     notes: tuple[str, ...] = ()  # things the plan could not honour, for the task record
-    # Fooocus's guidance extras (engine/guidance.py); the few-step modes force them off.
+    # Fooocus's guidance extras (engine/diffusion/guidance.py); the few-step modes force them off.
     sharpness: float = 2.0
     adaptive_cfg: float = 7.0
     adm_scaler_positive: float = 1.5
@@ -65,7 +86,7 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     loras: tuple[tuple[str, float], ...] = ()
     refiner_model: str | None = None  # checkpoint the sampling switches to at `refiner_switch_step`
     refiner_switch_step: int = 0  # steps run on the base model before the switch
-    refiner_swap_method: str = "joint"
+    refiner_swap_method: RefinerSwapMethod = "joint"
     vae_name: str | None = None  # file under models/vae; None = the checkpoint's own VAE
     clip_skip: int = 2  # Fooocus's: CLIP hidden layer -clip_skip (2 = penultimate, SDXL's default)
     freeu: tuple[float, float, float, float] | None = None  # (b1, b2, s1, s2) when enabled

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import torch
 from diffusers.utils.torch_utils import get_module_execution_device
 
-from fooocus_es.engine.emphasis import parse_emphasis
+from fooocus_es.engine.planning.emphasis import parse_emphasis
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

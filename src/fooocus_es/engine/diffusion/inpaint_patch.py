@@ -37,7 +37,7 @@ from typing import Any, Final
 import torch
 import torch.nn.functional as F
 
-from fooocus_es.engine.ldm_convert import unet_to_ldm
+from fooocus_es.engine.models.ldm_convert import unet_to_ldm
 
 Tensor = torch.Tensor
 

@@ -3,7 +3,7 @@
 Layout (Fooocus's): `models/checkpoints`, `models/loras`, `models/vae`. A checkpoint is a single
 `.safetensors` file in the original LDM layout (what users download), or a diffusers folder.
 Everything loads offline: single files get their configs and tokenizers from the folders shipped
-in `engine/sdxl/`, picked by the tensor shapes in the file's header.
+in `engine/models/sdxl/`, picked by the tensor shapes in the file's header.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from diffusers.utils import logging as diffusers_logging
 from safetensors import safe_open
 from transformers.utils import logging as transformers_logging
 
-from fooocus_es.engine.demo_model import DEMO_CHECKPOINT, ensure_demo_checkpoint
-from fooocus_es.engine.safety import (
+from fooocus_es.engine.demo.checkpoint import ensure_demo_checkpoint
+from fooocus_es.engine.models.safety import (
     SAFETY_CHECKER_FILES,
     SafetyChecker,
     safety_checker_folder,
     safety_checker_installed,
 )
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
 ModelKind = Literal["checkpoints", "loras", "vae"]
 CacheKind = Literal["checkpoints", "vae", "safety_checker"]

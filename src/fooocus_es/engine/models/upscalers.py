@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fooocus_es.engine.tiling import iter_tiled_rows, round_into_range_
+from fooocus_es.engine.imaging.tiling import iter_tiled_rows, round_into_range_
 
 if TYPE_CHECKING:
     from spandrel import ImageModelDescriptor

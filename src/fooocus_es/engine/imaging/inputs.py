@@ -14,8 +14,8 @@ from PIL import Image
 
 from fooocus_es.engine.imaging.masks import mask_array_from_pil, mask_is_empty, prepare_mask
 from fooocus_es.engine.imaging.outpaint import expand_for_outpaint
-from fooocus_es.engine.plan import ParamError, image_task
-from fooocus_es.engine.plan_types import ImageTask
+from fooocus_es.engine.planning.plan import ParamError, image_task
+from fooocus_es.engine.planning.plan_types import InpaintTask
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -28,7 +28,7 @@ def load_rgb(path: Path) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def inpaint_image_and_mask(task: ImageTask, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def inpaint_image_and_mask(task: InpaintTask, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The (outpaint-extended) image and its binary mask, after erode/dilate and invert."""
     image = load_rgb(data_dir / task.image)
     height, width = image.shape[:2]
@@ -45,7 +45,7 @@ def inpaint_image_and_mask(task: ImageTask, data_dir: Path) -> tuple[np.ndarray,
 def check_inpaint_mask(params: dict[str, Any], data_dir: Path) -> None:
     """Refuse an inpaint task with nothing to inpaint: an empty mask and no outpaint direction."""
     task = image_task(params)
-    if task is None or task.kind != "inpaint" or task.outpaint:
+    if not isinstance(task, InpaintTask) or task.outpaint:
         return
     _image, mask = inpaint_image_and_mask(task, data_dir)
     if mask_is_empty(mask):

@@ -1,0 +1,1 @@
+"""Tiny deterministic demo fixtures (torch imported inside the functions), written on first use."""

@@ -1,0 +1,1 @@
+"""The diffusion path on torch and diffusers: GenerationPlan -> images."""

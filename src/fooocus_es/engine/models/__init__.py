@@ -1,0 +1,1 @@
+"""Model files and loading: the checkpoint store and cache, LoRAs, upscalers, the safety checker."""

@@ -1,0 +1,1 @@
+"""Pure planning rules (no torch): request params -> GenerationPlan, with styles, wildcards, presets."""
