@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.to_thread
@@ -29,12 +29,18 @@ from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import Envelope, TaskFailed, TaskQueued
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
-from fooocus_es.runner.worker import Job, Runner, now_ms
+from fooocus_es.runner.worker import EngineLike, Job, Runner, now_ms
 from fooocus_es.settings import Settings
 from fooocus_es.subscribers.waiters import Waiters
 from fooocus_es.subscribers.webhooks import BodyShaper, WebhookSender, record_as_body
 
+if TYPE_CHECKING:
+    from fooocus_es.engine.models import ModelStore
+
 log = structlog.get_logger("fooocus_es")
+
+# Builds the runner's engine, once, on the runner thread; the default is engine.pipeline.Engine.
+EngineFactory = Callable[["ModelStore", Path], EngineLike]
 
 # Demo files the engine writes itself when first used: never downloaded, always available.
 GENERATED_FILES: Final[Mapping[str, str]] = MappingProxyType(
@@ -60,7 +66,7 @@ class ModelStatus:
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, engine_factory: EngineFactory | None = None) -> None:
         self.settings = settings
         for folder in (settings.outputs_dir, settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -78,13 +84,16 @@ class Services:
         # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
         # runner's warm-up and request threads would otherwise race into them.
         from fooocus_es.engine.models import ModelStore
-        from fooocus_es.engine.pipeline import Engine
 
+        if engine_factory is None:
+            from fooocus_es.engine.pipeline import Engine
+
+            engine_factory = Engine
         cache_mb = settings.model_cache_mb
         self.model_store = ModelStore(
             settings.models_dir, device=self.device, cache_bytes=cache_mb * 1024 * 1024 if cache_mb else None
         )
-        self._engine_class = Engine
+        self._engine_factory = engine_factory
         self._downloads: dict[str, tuple[str, str]] | None = None
         warm = self.preset_defaults.get("base_model_name")
         self.runner = Runner(
@@ -111,7 +120,7 @@ class Services:
             import torch
 
             torch.set_num_threads(self.settings.torch_threads)
-        return self._engine_class(self.model_store, self.settings.data_dir)
+        return self._engine_factory(self.model_store, self.settings.data_dir)
 
     def downloadable_models(self, kind: str = "checkpoints") -> set[str]:
         """Names of `kind` a task may name although they are not on disk yet (fetched or generated on use)."""

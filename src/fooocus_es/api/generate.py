@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import anyio
 import anyio.to_thread
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.params import Body
 from litestar.response import Stream
 
@@ -61,16 +62,16 @@ def resolve_request(services: Services, sent: dict[str, Any]) -> dict[str, Any]:
 
 
 @post(
-    ["/v1/engine/generate/", "/v1/engine/generate"],
+    ["/generate/", "/generate"],
     status_code=200,
     summary="Generate images (FooocusAPI)",
-    tags=["generate"],
     responses=examples.GENERATE_RESPONSES,
 )
 async def generate(
-    request: Request, data: Annotated[GenerateRequest, Body(examples=examples.GENERATE_BODIES)]
+    request: Request,
+    data: Annotated[GenerateRequest, Body(examples=examples.GENERATE_BODIES)],
+    services: NamedDependency[Services],
 ) -> Response[Any]:
-    services: Services = request.app.state.services
     ignored = ignored_fields(await request.json(), GenerateRequest)
     sent = drop_empty_image_prompts(sent_fields(data))
     params = resolve_request(services, sent)
