@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import anyio.to_thread
@@ -27,7 +27,9 @@ from fooocus_es.engine import presets
 from fooocus_es.engine.plan import ParamError
 from fooocus_es.events.bus import Subscription
 from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
-from fooocus_es.services import Services
+
+if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
+    from fooocus_es.services import Services
 
 BINARY_ACCEPT = ("image/png", "image/jpeg", "image/jpg", "image/webp")
 
