@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_engine import FakeEngine
 from litestar.testing import TestClient
 
 from fooocus_es.app import create_app
 from fooocus_es.settings import settings_from_env
+
+from .fake_engine import FakeEngine
 
 ClientFactory = Callable[..., TestClient]
 

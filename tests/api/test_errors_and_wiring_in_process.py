@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from api_helpers import FAST, GENERATE, local_path, submit, wait_for
 from litestar.testing import TestClient
+
+from .api_helpers import FAST, GENERATE, local_path, submit, wait_for
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 
-from api_helpers import FAST, GENERATE, local_path, submit, wait_for
-from fake_engine import FakeEngine
 from litestar.testing import TestClient
 from PIL import Image
 
 from fooocus_es.media.outputs import read_parameters
+
+from .api_helpers import FAST, GENERATE, local_path, submit, wait_for
+from .fake_engine import FakeEngine
 
 
 def test_async_submit_then_poll_until_finished(client: TestClient, engine: FakeEngine) -> None:

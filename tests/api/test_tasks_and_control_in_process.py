@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from api_helpers import FAST, GENERATE, submit, wait_for
-from fake_engine import FakeEngine
 from litestar.testing import TestClient
+
+from .api_helpers import FAST, GENERATE, submit, wait_for
+from .fake_engine import FakeEngine
 
 
 def _control(client: TestClient, action: str) -> str:
