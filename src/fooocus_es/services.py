@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import anyio.to_thread
@@ -35,14 +35,20 @@ from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
 from fooocus_es.runner.queue import LocalCommandQueue
-from fooocus_es.runner.worker import Runner
+from fooocus_es.runner.worker import EngineLike, Runner
 from fooocus_es.settings import Settings
 from fooocus_es.subscribers.waiters import Waiters
 from fooocus_es.subscribers.webhook_outbox import WebhookOutbox
 from fooocus_es.subscribers.webhooks import BodyShaper, WebhookSender, record_as_body
 from fooocus_es.tasks.commands import Generate, Skip, Stop
 
+if TYPE_CHECKING:
+    from fooocus_es.engine.models.store import ModelStore
+
 log = structlog.get_logger("fooocus_es")
+
+# Builds the runner's engine, once, on the runner thread; the default is engine.pipeline.Engine.
+EngineFactory = Callable[["ModelStore", Path], EngineLike]
 
 # Demo files the engine writes itself when first used: never downloaded, always available.
 GENERATED_FILES: Final[Mapping[str, str]] = MappingProxyType(
@@ -68,7 +74,7 @@ class ModelStatus:
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, engine_factory: EngineFactory | None = None) -> None:
         self.settings = settings
         for folder in (settings.outputs_dir, settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -90,14 +96,17 @@ class Services:
         self.model_status = ModelStatus()
         # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
         # runner's warm-up and request threads would otherwise race into them.
-        from fooocus_es.engine.diffusion.pipeline import Engine
         from fooocus_es.engine.models.store import ModelStore
 
+        if engine_factory is None:
+            from fooocus_es.engine.diffusion.pipeline import Engine
+
+            engine_factory = Engine
         cache_mb = settings.model_cache_mb
         self.model_store = ModelStore(
             settings.models_dir, device=self.device, cache_bytes=cache_mb * 1024 * 1024 if cache_mb else None
         )
-        self._engine_class = Engine
+        self._engine_factory = engine_factory
         self._downloads: dict[str, tuple[str, str]] | None = None
         warm = self.preset_defaults.get("base_model_name")
         self.runner = Runner(
@@ -126,7 +135,7 @@ class Services:
             import torch
 
             torch.set_num_threads(self.settings.torch_threads)
-        return self._engine_class(self.model_store, self.settings.data_dir)
+        return self._engine_factory(self.model_store, self.settings.data_dir)
 
     def downloadable_models(self, kind: str = "checkpoints") -> set[str]:
         """Names of `kind` a task may name although they are not on disk yet (fetched or generated on use)."""
@@ -272,14 +281,14 @@ class Services:
 
     def _rebuild_live(self) -> list[dict[str, Any]]:
         """Worker thread: the tasks the log has not ended, their events applied to the live view."""
-        unfinished = records.unfinished(self.event_log.reader())
+        unfinished = records.unfinished(self.read_model.reader())
         for record in unfinished:
             for envelope in self.event_log.read(task_id=record["task_id"]):
                 self.live.apply(envelope)
         return unfinished
 
     def _webhook_url(self, task_id: str) -> str:
-        record = records.get(self.event_log.reader(), task_id)
+        record = records.get(self.read_model.reader(), task_id)
         return (record or {}).get("webhook_url") or self.settings.webhook_url
 
     async def recover(self, unfinished: list[dict[str, Any]]) -> None:
@@ -342,7 +351,7 @@ class Services:
 
     async def stored_record(self, task_id: str) -> dict[str, Any] | None:
         """The generate_record row as stored (paths relative to the data dir)."""
-        return await anyio.to_thread.run_sync(lambda: records.get(self.event_log.reader(), task_id))
+        return await anyio.to_thread.run_sync(lambda: records.get(self.read_model.reader(), task_id))
 
     async def final_record(self, task_id: str) -> dict[str, Any] | None:
         stored = await self.stored_record(task_id)

@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from litestar import HttpMethod, Request, get, route
+from litestar import HttpMethod, get, route
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 
 from fooocus_es import __version__
 from fooocus_es.api import examples
 from fooocus_es.engine.planning import presets
-from fooocus_es.services import Services
+
+if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
+    from fooocus_es.engine.models.store import ModelStore
+    from fooocus_es.engine.planning.styles import StyleBook
+    from fooocus_es.services import Services
+    from fooocus_es.settings import Settings
 
 
-@get("/v1/engines/all-models", summary="Model files on disk", tags=["engines"], responses=examples.MODELS_RESPONSES)
-async def all_models(request: Request) -> dict[str, list[str]]:
-    services: Services = request.app.state.services
-    store = services.model_store
+def model_files(store: ModelStore) -> dict[str, list[str]]:
+    """Blocking: the model folders' listings, as FooocusAPI names them."""
+    return {
+        "model_filenames": store.list_checkpoints(),
+        "lora_filenames": store.list_loras(),
+        "vae_filenames": store.list_vaes(),
+    }
 
-    def scan() -> dict[str, list[str]]:
-        return {
-            "model_filenames": store.list_checkpoints(),
-            "lora_filenames": store.list_loras(),
-            "vae_filenames": store.list_vaes(),
-        }
 
-    return await anyio.to_thread.run_sync(scan)
+@get("/all-models", summary="Model files on disk", responses=examples.MODELS_RESPONSES)
+async def all_models(model_store: NamedDependency[ModelStore]) -> dict[str, list[str]]:
+    return await anyio.to_thread.run_sync(model_files, model_store)
 
 
 _MEMORY_EXAMPLE: dict[str, Any] = {
@@ -67,27 +72,23 @@ CLEAN_VRAM_RESPONSES = {
 
 
 @get(
-    "/v1/engines/memory",
+    "/memory",
     summary="Loaded models, the model cache budget, process and CUDA memory",
-    tags=["engines"],
     responses=MEMORY_RESPONSES,
 )
-async def memory(request: Request) -> dict[str, Any]:
-    services: Services = request.app.state.services
-    return await anyio.to_thread.run_sync(services.model_store.memory_report)
+async def memory(model_store: NamedDependency[ModelStore]) -> dict[str, Any]:
+    return await anyio.to_thread.run_sync(model_store.memory_report)
 
 
 @route(
-    "/v1/engines/clean_vram",
+    "/clean_vram",
     http_method=[HttpMethod.GET, HttpMethod.POST],
     status_code=200,
     summary="Unload every cached model (FooocusAPI's clean_vram); a running task keeps what it uses",
-    tags=["engines"],
     responses=CLEAN_VRAM_RESPONSES,
 )
-async def clean_vram(request: Request) -> dict[str, Any]:
-    services: Services = request.app.state.services
-    store = services.model_store
+async def clean_vram(model_store: NamedDependency[ModelStore]) -> dict[str, Any]:
+    store = model_store
 
     def clean() -> dict[str, Any]:
         freed = store.free()["freed"]
@@ -96,31 +97,26 @@ async def clean_vram(request: Request) -> dict[str, Any]:
     return await anyio.to_thread.run_sync(clean)
 
 
-@get("/v1/engines/styles", summary="Every style name", tags=["engines"], responses=examples.STYLES_RESPONSES)
-async def styles(request: Request) -> list[str]:
-    services: Services = request.app.state.services
-    return list(await anyio.to_thread.run_sync(services.style_book.names))
+@get("/styles", summary="Every style name", responses=examples.STYLES_RESPONSES)
+async def styles(style_book: NamedDependency[StyleBook]) -> list[str]:
+    return list(await anyio.to_thread.run_sync(style_book.names))
 
 
 @get(
-    "/v1/engines/presets",
+    "/presets",
     summary="Preset names (bundled and the data dir's presets/)",
-    tags=["engines"],
     responses=examples.PRESETS_RESPONSES,
 )
-async def preset_list(request: Request) -> dict[str, Any]:
-    services: Services = request.app.state.services
-    return {"presets": presets.list_presets(services.settings.data_dir), "server_preset": services.settings.preset}
+async def preset_list(settings: NamedDependency[Settings]) -> dict[str, Any]:
+    return {"presets": presets.list_presets(settings.data_dir), "server_preset": settings.preset}
 
 
 @get(
     "/health",
     summary="Readiness, device, loaded model, queue depth, missing model files",
-    tags=["ops"],
     responses=examples.HEALTH_RESPONSES,
 )
-async def health(request: Request) -> dict[str, Any]:
-    services: Services = request.app.state.services
+async def health(services: NamedDependency[Services]) -> dict[str, Any]:
     with services.model_status.lock:
         missing = dict(services.model_status.missing)
         downloading = dict(services.model_status.downloading)

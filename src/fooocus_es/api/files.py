@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import anyio.to_thread
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 
 from fooocus_es.api import examples
 from fooocus_es.api.errors import NotFound
+from fooocus_es.media.blobs import BadKey
 from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
-from fooocus_es.media.safe_paths import resolve_inside
-from fooocus_es.services import Services
+
+if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
+    from fooocus_es.media.blobs import BlobStore
 
 _SUFFIX_TYPES = {
     ".png": MEDIA_TYPES["png"],
@@ -19,10 +25,15 @@ _SUFFIX_TYPES = {
 }
 
 
-async def _serve(request: Request, folder: str, relative: str) -> Response[bytes]:
-    services: Services = request.app.state.services
-    root = services.settings.data_dir / folder
-    path = await anyio.to_thread.run_sync(resolve_inside, root, relative.lstrip("/"))
+def _local_file(blobs: BlobStore, key: str) -> Path | None:
+    try:
+        return blobs.local_path(key)  # the file routes' guard: a regular image really inside its folder
+    except BadKey:
+        return None
+
+
+async def _serve(request: Request, blobs: BlobStore, folder: str, relative: str) -> Response[bytes]:
+    path = await anyio.to_thread.run_sync(_local_file, blobs, f"{folder}/{relative.lstrip('/')}")
     if path is None:
         raise NotFound(f"no such file: /{folder}/{relative.lstrip('/')}")
     converted = await anyio.to_thread.run_sync(convert_for_accept, path, request.headers.get("accept"))
@@ -34,16 +45,15 @@ async def _serve(request: Request, folder: str, relative: str) -> Response[bytes
     return Response(content, media_type=media_type, headers={"Cache-Control": "private, max-age=86400, immutable"})
 
 
-@get("/outputs/{file_path:path}", summary="A generated image", tags=["files"], responses=examples.FILE_RESPONSES)
-async def outputs(request: Request, file_path: str) -> Response[bytes]:
-    return await _serve(request, "outputs", file_path)
+@get("/outputs/{file_path:path}", summary="A generated image", responses=examples.FILE_RESPONSES)
+async def outputs(request: Request, blobs: NamedDependency[BlobStore], file_path: str) -> Response[bytes]:
+    return await _serve(request, blobs, "outputs", file_path)
 
 
 @get(
     "/inputs/{file_path:path}",
     summary="An input image, stored by its SHA-256",
-    tags=["files"],
     responses=examples.FILE_RESPONSES,
 )
-async def inputs(request: Request, file_path: str) -> Response[bytes]:
-    return await _serve(request, "inputs", file_path)
+async def inputs(request: Request, blobs: NamedDependency[BlobStore], file_path: str) -> Response[bytes]:
+    return await _serve(request, blobs, "inputs", file_path)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import anyio.to_thread
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.params import Body
 from litestar.response import Stream
 
@@ -26,7 +27,9 @@ from fooocus_es.engine.planning import presets
 from fooocus_es.engine.planning.plan import ParamError
 from fooocus_es.events.bus import Subscription
 from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
-from fooocus_es.services import Services
+
+if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
+    from fooocus_es.services import Services
 
 BINARY_ACCEPT = ("image/png", "image/jpeg", "image/jpg", "image/webp")
 
@@ -61,16 +64,16 @@ def resolve_request(services: Services, sent: dict[str, Any]) -> dict[str, Any]:
 
 
 @post(
-    ["/v1/engine/generate/", "/v1/engine/generate"],
+    ["/generate/", "/generate"],
     status_code=200,
     summary="Generate images (FooocusAPI)",
-    tags=["generate"],
     responses=examples.GENERATE_RESPONSES,
 )
 async def generate(
-    request: Request, data: Annotated[GenerateRequest, Body(examples=examples.GENERATE_BODIES)]
+    request: Request,
+    data: Annotated[GenerateRequest, Body(examples=examples.GENERATE_BODIES)],
+    services: NamedDependency[Services],
 ) -> Response[Any]:
-    services: Services = request.app.state.services
     ignored = ignored_fields(await request.json(), GenerateRequest)
     sent = drop_empty_image_prompts(sent_fields(data))
     params = resolve_request(services, sent)

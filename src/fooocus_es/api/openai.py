@@ -24,8 +24,8 @@ in /tasks, its history, its events and webhooks like any other task.
 | edits: image, mask | inpaint_input_image, inpaint_mask_image_upload (alpha 0 in the OpenAI mask -> |
 |                    | white, i.e. the area to repaint); no mask: the image's own transparency       |
 
-Errors on these routes have OpenAI's shape `{"error": {message, type, param, code}}` (route-level
-exception handlers, so the native routes keep theirs). Every answer carries `X-Task-Id`.
+Errors on these routes have OpenAI's shape `{"error": {message, type, param, code}}` (exception
+handlers on this module's router, so the native routes keep theirs). Every answer carries `X-Task-Id`.
 """
 
 from __future__ import annotations
@@ -36,14 +36,15 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import anyio
 import anyio.to_thread
 import msgspec
 import structlog
-from litestar import Request, Response, get, post
+from litestar import Request, Response, Router, get, post
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
@@ -63,7 +64,10 @@ from fooocus_es.events.types import TaskProgress, is_terminal
 from fooocus_es.media.decode import ALLOWED_FORMATS, decode_image_bytes
 from fooocus_es.media.errors import InputImageError
 from fooocus_es.media.limits import ImageLimits
-from fooocus_es.services import Services
+
+if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
+    from fooocus_es.engine.models.store import ModelStore
+    from fooocus_es.services import Services
 
 log = structlog.get_logger("fooocus_es.openai")
 
@@ -285,8 +289,8 @@ def _ask(request: ImageGenerationRequest, event_prefix: str) -> _Ask:
     )
 
 
-async def _checkpoints(services: Services) -> set[str]:
-    return set(await anyio.to_thread.run_sync(services.model_store.list_checkpoints))
+async def _checkpoints(model_store: ModelStore) -> set[str]:
+    return set(await anyio.to_thread.run_sync(model_store.list_checkpoints))
 
 
 async def _enqueue(services: Services, sent: dict[str, Any], origin: dict[str, str], *, stream: bool) -> Admitted:
@@ -485,22 +489,16 @@ MODEL_RESPONSES = _responses(
 
 
 # -- routes --------------------------------------------------------------------------------------------
-@post(
-    "/v1/images/generations",
-    status_code=200,
-    summary="Create images (OpenAI-compatible)",
-    tags=["openai"],
-    exception_handlers=EXCEPTION_HANDLERS,
-    responses=IMAGES_RESPONSES,
-)
+@post("/images/generations", status_code=200, summary="Create images (OpenAI-compatible)", responses=IMAGES_RESPONSES)
 async def generations(
-    request: Request, data: Annotated[ImageGenerationRequest, Body(examples=GENERATION_BODIES)]
+    request: Request,
+    data: Annotated[ImageGenerationRequest, Body(examples=GENERATION_BODIES)],
+    services: NamedDependency[Services],
 ) -> Response[Any]:
-    services: Services = request.app.state.services
     _bind_user(data.user)
     raw = msgspec.json.decode(await request.body())
     sent = native_extras(raw) if isinstance(raw, dict) else {}
-    checkpoints = await _checkpoints(services)
+    checkpoints = await _checkpoints(services.model_store)
     mapped, origin = map_request(data, checkpoints)
     sent.update(mapped)
     queued = await _enqueue(services, sent, origin, stream=bool(data.stream))
@@ -571,15 +569,12 @@ def prepare_edit(image: bytes, mask: bytes | None, limits: ImageLimits) -> tuple
 
 
 @post(
-    "/v1/images/edits",
+    "/images/edits",
     status_code=200,
     summary="Edit an image: inpaint task (OpenAI-compatible, multipart: image, mask, prompt, n, size, ...)",
-    tags=["openai"],
-    exception_handlers=EXCEPTION_HANDLERS,
     responses=IMAGES_RESPONSES,
 )
-async def edits(request: Request) -> Response[Any]:
-    services: Services = request.app.state.services
+async def edits(request: Request, services: NamedDependency[Services]) -> Response[Any]:
     form = await request.form()
     try:
         data = msgspec.convert(_form_fields(form), ImageGenerationRequest, strict=False)
@@ -593,7 +588,7 @@ async def edits(request: Request) -> Response[Any]:
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     fields, (width, height) = await anyio.to_thread.run_sync(prepare_edit, image, mask, limits)
     sent: dict[str, Any] = {}  # form values are plain strings: no native pass-through here
-    checkpoints = await _checkpoints(services)
+    checkpoints = await _checkpoints(services.model_store)
     mapped, origin = map_request(data, checkpoints)
     sent.update(mapped)
     sent.update(fields)
@@ -632,10 +627,10 @@ class ModelList(Struct):
     object: str = "list"
 
 
-def _scan_models(services: Services) -> list[Model]:
-    folder = services.model_store.folder("checkpoints")
+def _scan_models(model_store: ModelStore) -> list[Model]:
+    folder = model_store.folder("checkpoints")
     models = []
-    for name in services.model_store.list_checkpoints():
+    for name in model_store.list_checkpoints():
         try:
             created = int((folder / name).stat().st_mtime)
         except OSError:
@@ -644,31 +639,24 @@ def _scan_models(services: Services) -> list[Model]:
     return models
 
 
-@get(
-    "/v1/models",
-    summary="Checkpoints on disk (OpenAI-compatible)",
-    tags=["openai"],
-    exception_handlers=EXCEPTION_HANDLERS,
-    responses=MODELS_RESPONSES,
-)
-async def list_models(request: Request) -> ModelList:
-    services: Services = request.app.state.services
-    return ModelList(data=await anyio.to_thread.run_sync(_scan_models, services))
+@get("/models", summary="Checkpoints on disk (OpenAI-compatible)", responses=MODELS_RESPONSES)
+async def list_models(model_store: NamedDependency[ModelStore]) -> ModelList:
+    return ModelList(data=await anyio.to_thread.run_sync(_scan_models, model_store))
 
 
-@get(
-    "/v1/models/{model_id:str}",
-    summary="One checkpoint (OpenAI-compatible)",
-    tags=["openai"],
-    exception_handlers=EXCEPTION_HANDLERS,
-    responses=MODEL_RESPONSES,
-)
-async def get_model(request: Request, model_id: FromPath[str]) -> Model:
-    services: Services = request.app.state.services
-    for model in await anyio.to_thread.run_sync(_scan_models, services):
+@get("/models/{model_id:str}", summary="One checkpoint (OpenAI-compatible)", responses=MODEL_RESPONSES)
+async def get_model(model_id: FromPath[str], model_store: NamedDependency[ModelStore]) -> Model:
+    for model in await anyio.to_thread.run_sync(_scan_models, model_store):
         if model.id == model_id:
             return model
     raise NotFound(f"model: no checkpoint {model_id!r}")
 
 
-OPENAI_ROUTES = [generations, edits, list_models, get_model]
+def openai_router() -> Router:
+    """/v1/images/* and /v1/models*: one tag, and OpenAI-shaped errors instead of the app's."""
+    return Router(
+        path="/v1",
+        tags=["openai"],
+        exception_handlers=EXCEPTION_HANDLERS,
+        route_handlers=[generations, edits, list_models, get_model],
+    )

@@ -9,17 +9,21 @@ FooocusAPI's own stream (/v1/engine/generate/ with stream_output) keeps its fram
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, get
+from litestar import get
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from fooocus_es.api.errors import NotFound
 from fooocus_es.events.types import Envelope, event_type, is_terminal
-from fooocus_es.services import Services
+
+if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
+    from fooocus_es.events.bus import Bus
+    from fooocus_es.events.log import EventLog
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -35,27 +39,26 @@ def _resume_after(last_event_id: str | None) -> int:
 
 
 @get(
-    "/tasks/{task_id:str}/stream",
+    "/{task_id:str}/stream",
     summary="The task's events as SSE (id = log seq), resumable with Last-Event-ID",
-    tags=["tasks"],
     description="Replays the task's stored events after `Last-Event-ID` (all of them without it), then "
     "follows it live until its terminal event. Reconnecting with the last `id:` seen loses nothing.",
 )
 async def task_stream(
-    request: Request,
     task_id: str,
+    bus: NamedDependency[Bus],
+    event_log: NamedDependency[EventLog],
     last_event_id: str | None = Parameter(header="Last-Event-ID", default=None, required=False),
 ) -> ServerSentEvent:
-    services: Services = request.app.state.services
     after = _resume_after(last_event_id)
-    subscription = services.bus.subscribe(task_id, maxsize=256)  # before reading: nothing falls between
+    subscription = bus.subscribe(task_id, maxsize=256)  # before reading: nothing falls between
     try:
-        stored = await anyio.to_thread.run_sync(lambda: list(services.event_log.read(task_id=task_id)))
+        stored = await anyio.to_thread.run_sync(lambda: list(event_log.read(task_id=task_id)))
     except BaseException:
-        services.bus.unsubscribe(subscription)
+        bus.unsubscribe(subscription)
         raise
     if not stored:
-        services.bus.unsubscribe(subscription)
+        bus.unsubscribe(subscription)
         raise NotFound(f"task_id: no task {task_id!r}")
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
@@ -76,7 +79,7 @@ async def task_stream(
                     return
             # Cut off for lagging: the client reconnects with Last-Event-ID and loses nothing.
         finally:
-            services.bus.unsubscribe(subscription)
+            bus.unsubscribe(subscription)
 
     headers: dict[str, Any] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return ServerSentEvent(events(), headers=headers)

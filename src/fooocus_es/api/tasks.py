@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
 import msgspec
 from litestar import Request, delete, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.params import Parameter
 
@@ -18,7 +19,15 @@ from fooocus_es.api.errors import NotFound
 from fooocus_es.api.structs import ControlResponse, TasksResponse
 from fooocus_es.events.types import TasksDeleted, event_type, now_ms
 from fooocus_es.projections import records
-from fooocus_es.services import Services
+
+if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
+    from fooocus_es.api.urls import UrlSigner
+    from fooocus_es.events.log import EventLog
+    from fooocus_es.events.store import EventStore
+    from fooocus_es.media.blobs import BlobStore
+    from fooocus_es.projections.live import LiveTasks
+    from fooocus_es.projections.records import ReadModel
+    from fooocus_es.services import Services
 
 
 def _parse_time(name: str, value: str | None) -> int | None:
@@ -34,9 +43,13 @@ def _parse_time(name: str, value: str | None) -> int | None:
     return int(moment.timestamp() * 1000)  # naive times are local, as in FooocusAPI
 
 
-@get("/tasks", summary="Query tasks: history, current and pending", tags=["tasks"], responses=examples.TASKS_RESPONSES)
+@get("/", summary="Query tasks: history, current and pending", responses=examples.TASKS_RESPONSES)
 async def list_tasks(
-    request: Request,
+    live: NamedDependency[LiveTasks],
+    signer: NamedDependency[UrlSigner],
+    read_model: NamedDependency[ReadModel],
+    event_store: NamedDependency[EventStore],
+    blobs: NamedDependency[BlobStore],
     query_kind: Literal["all", "history", "current", "pending"] = Parameter(query="query", default="all"),
     page: int = Parameter(default=0, ge=0),
     page_size: int = Parameter(default=10, ge=1, le=1000),
@@ -44,7 +57,6 @@ async def list_tasks(
     end_at: str | None = None,
     action: Literal["delete"] | None = None,
 ) -> TasksResponse:
-    services: Services = request.app.state.services
     start_ms = _parse_time("start_at", start_at)
     end_ms = _parse_time("end_at", end_at) or now_ms()  # default: the time of this request
     if start_ms is not None and start_ms >= end_ms:
@@ -55,14 +67,14 @@ async def list_tasks(
                 "start_at: action=delete needs a time range (start_at before end_at)",
                 extra=[{"key": "start_at", "message": "required for action=delete", "source": "query"}],
             )
-        deleted = await _delete_range(services, start_ms, end_ms)
+        deleted = await _delete_range(read_model, event_store, signer, blobs, start_ms, end_ms)
         return TasksResponse(history=deleted, current=[], pending=[])
-    render = services.signer.render_record
+    render = signer.render_record
     history: list[Any] = []
     if query_kind in ("all", "history"):
         rows = await anyio.to_thread.run_sync(
             lambda: records.history(
-                services.event_log.reader(),
+                read_model.reader(),
                 page=page,
                 page_size=page_size,
                 start_ms=start_ms,
@@ -70,58 +82,50 @@ async def list_tasks(
             )
         )
         history = [render(row) for row in rows]
-    current = [render(r) for r in services.live.current_records()] if query_kind in ("all", "current") else []
-    pending = (
-        [render(r) for r in services.live.pending_records(page, page_size)] if query_kind in ("all", "pending") else []
-    )
+    current = [render(r) for r in live.current_records()] if query_kind in ("all", "current") else []
+    pending = [render(r) for r in live.pending_records(page, page_size)] if query_kind in ("all", "pending") else []
     return TasksResponse(history=history, current=current, pending=pending)  # type: ignore[arg-type]
 
 
-async def _delete_range(services: Services, start_ms: int, end_ms: int) -> list[Any]:
-    rows = await anyio.to_thread.run_sync(lambda: records.ended_in_range(services.event_log.reader(), start_ms, end_ms))
+async def _delete_range(
+    read_model: ReadModel, event_store: EventStore, signer: UrlSigner, blobs: BlobStore, start_ms: int, end_ms: int
+) -> list[Any]:
+    rows = await anyio.to_thread.run_sync(lambda: records.ended_in_range(read_model.reader(), start_ms, end_ms))
     if not rows:
         return []
     event = TasksDeleted(
         task_id=f"delete-{uuid.uuid4().hex}", at_ms=now_ms(), deleted_task_ids=[r["task_id"] for r in rows],
         start_ms=start_ms, end_ms=end_ms,
     )  # fmt: skip
-    await services.store.emit_async(event)  # the deletion is durable before any file goes
+    await event_store.emit_async(event)  # the deletion is durable before any file goes
 
     def remove_files() -> None:
         for row in rows:
             for relative in row["result"]:
                 if relative.startswith("outputs/"):  # never inputs: they are shared by hash
-                    services.data_path(relative).unlink(missing_ok=True)
+                    blobs.delete(relative)
 
     await anyio.to_thread.run_sync(remove_files)
-    return [services.signer.render_record(row) for row in rows]
+    return [signer.render_record(row) for row in rows]
 
 
-@get("/tasks/{task_id:str}", summary="One task's record", tags=["tasks"], responses=examples.TASK_RESPONSES)
-async def get_task(request: Request, task_id: str) -> dict[str, Any]:
-    services: Services = request.app.state.services
+@get("/{task_id:str}", summary="One task's record", responses=examples.TASK_RESPONSES)
+async def get_task(task_id: str, services: NamedDependency[Services]) -> dict[str, Any]:
     record = await services.record(task_id)
     if record is None:
         raise NotFound(f"task_id: no task {task_id!r}")
     return record
 
 
-@get(
-    "/tasks/{task_id:str}/events",
-    summary="The task's events in log order (the audit)",
-    tags=["tasks"],
-    responses=examples.EVENTS_RESPONSES,
-)
-async def task_events(request: Request, task_id: str) -> list[dict[str, Any]]:
-    services: Services = request.app.state.services
-    events = await anyio.to_thread.run_sync(lambda: list(services.event_log.read(task_id=task_id)))
+@get("/{task_id:str}/events", summary="The task's events in log order (the audit)", responses=examples.EVENTS_RESPONSES)
+async def task_events(task_id: str, event_log: NamedDependency[EventLog]) -> list[dict[str, Any]]:
+    events = await anyio.to_thread.run_sync(lambda: list(event_log.read(task_id=task_id)))
     if not events:
         raise NotFound(f"task_id: no task {task_id!r}")
     return [{"seq": e.seq, "type": event_type(e.event), **msgspec.to_builtins(e.event)} for e in events]
 
 
-async def _cancel(request: Request, task_id: str) -> dict[str, Any]:
-    services: Services = request.app.state.services
+async def _cancel(services: Services, task_id: str) -> dict[str, Any]:
     outcome = await services.cancel(task_id)
     if outcome == "unknown":
         if await services.record(task_id) is None:
@@ -132,37 +136,30 @@ async def _cancel(request: Request, task_id: str) -> dict[str, Any]:
 
 
 @post(
-    "/tasks/{task_id:str}/cancel",
+    "/{task_id:str}/cancel",
     status_code=200,
     summary="Cancel a pending task (stops it if running)",
-    tags=["tasks"],
     responses=examples.CANCEL_RESPONSES,
 )
-async def cancel_task(request: Request, task_id: str) -> dict[str, Any]:
-    return await _cancel(request, task_id)
+async def cancel_task(task_id: str, services: NamedDependency[Services]) -> dict[str, Any]:
+    return await _cancel(services, task_id)
 
 
 @delete(
-    "/tasks/{task_id:str}",
+    "/{task_id:str}",
     status_code=200,
     summary="Cancel a pending task (same as POST .../cancel)",
-    tags=["tasks"],
     responses=examples.CANCEL_RESPONSES,
 )
-async def delete_task(request: Request, task_id: str) -> dict[str, Any]:
-    return await _cancel(request, task_id)
+async def delete_task(task_id: str, services: NamedDependency[Services]) -> dict[str, Any]:
+    return await _cancel(services, task_id)
 
 
-@post(
-    "/v1/engine/control",
-    status_code=200,
-    summary="Stop or skip the running task",
-    tags=["generate"],
-    responses=examples.CONTROL_RESPONSES,
-)
-async def control(request: Request, action: str | None = None) -> ControlResponse:
+@post("/control", status_code=200, summary="Stop or skip the running task", responses=examples.CONTROL_RESPONSES)
+async def control(
+    request: Request, services: NamedDependency[Services], action: str | None = None
+) -> ControlResponse:
     """`action` from the query string (upstream), or from a JSON body `{"action": ...}` (some clients)."""
-    services: Services = request.app.state.services
     if action is None:
         body = await request.json() if await request.body() else None
         action = body.get("action") if isinstance(body, dict) else None

@@ -11,7 +11,7 @@ from what is durable, never from whoever appended.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fooocus_es.events.types import Envelope, Event
 
@@ -40,6 +40,7 @@ class TaskAlreadyEnded(AppendRefused):
         self.version = version
 
 
+@runtime_checkable  # Litestar checks injected values with isinstance
 class EventLog(Protocol):
     def append(self, event: Event, expected_version: int | None = None) -> int:
         """Durably append `event`; returns its seq (the total order across tasks).

@@ -10,7 +10,7 @@ content-addressed, so a replacement has the same bytes).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from fooocus_es.media._atomic import publish_new, publish_replace, write_temp
 from fooocus_es.media.safe_paths import resolve_inside
@@ -22,6 +22,7 @@ class BadKey(ValueError):
     """A key outside the store's folders, or with a path segment that could escape them."""
 
 
+@runtime_checkable  # Litestar checks injected values with isinstance
 class BlobStore(Protocol):
     def create(self, key: str, data: bytes) -> bool:
         """Store `data` under `key` if no blob has that key; False when it is taken."""

@@ -15,9 +15,10 @@ Two registries end up on one page (`MetricsController`):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
-from litestar import Request, get
+from litestar import get
+from litestar.di import NamedDependency
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Response
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -124,8 +125,7 @@ class MetricsController(PrometheusController):
 
     path = "/metrics"
 
-    @get(summary="Prometheus metrics", tags=["ops"])
-    async def get(self, request: Request) -> Response:  # type: ignore[override]
-        metrics: TaskMetrics = request.app.state.metrics
+    @get(summary="Prometheus metrics")  # tagged "ops" by its router (api/routers.py)
+    async def get(self, metrics: NamedDependency[TaskMetrics]) -> Response[Any]:  # type: ignore[override]
         body = generate_latest(REGISTRY) + metrics.render()
         return Response(body, status_code=200, media_type=CONTENT_TYPE_LATEST)

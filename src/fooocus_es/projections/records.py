@@ -44,8 +44,18 @@ class ReadModel:
     """The table's writer: applies the log in order and keeps its position beside the rows."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._writer = connect(path)  # the schema is the log's migrations (same file here)
         self._lock = threading.Lock()
+        self._readers = threading.local()
+
+    def reader(self) -> Database:
+        """This thread's read-only connection, for the queries below (history, get, ...)."""
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = connect(self.path, readonly=True)
+            self._readers.db = db
+        return db
 
     def position(self) -> int:
         with self._lock:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fooocus_es.tasks.commands import Generate
 
 
+@runtime_checkable
 class Claim(Protocol):
     command: Generate
 
@@ -22,6 +23,7 @@ class Claim(Protocol):
     def release(self) -> None: ...
 
 
+@runtime_checkable
 class CommandQueue(Protocol):
     def put(self, command: Generate) -> None: ...
 

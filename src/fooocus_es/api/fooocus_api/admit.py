@@ -58,8 +58,9 @@ def _renamed(exc: ParamError | InputImageError, translation: Translation, form: 
     return type(exc)(name, exc.message)
 
 
-async def submit(request: Request, kind: RouteKind, body: Mapping[str, Any], form: FormBody | None = None) -> Response:
-    services: Services = request.app.state.services
+async def submit(
+    request: Request, services: Services, kind: RouteKind, body: Mapping[str, Any], form: FormBody | None = None
+) -> Response:
     installed = await anyio.to_thread.run_sync(_installed, services)
     try:
         translation = translate(kind, body, installed)

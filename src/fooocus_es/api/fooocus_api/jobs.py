@@ -103,7 +103,7 @@ def webhook_body(services: Services) -> Callable[[str, dict[str, Any]], Awaitabl
 
 async def queue_info(services: Services) -> JobQueueInfo:
     def counts() -> tuple[int, str | None]:
-        db = services.event_log.reader()
+        db = services.read_model.reader()
         return records.ended_count(db), records.last_task_id(db)
 
     finished, last = await anyio.to_thread.run_sync(counts)
@@ -121,7 +121,7 @@ async def history(services: Services, job_id: str | None, page: int, page_size: 
     else:
         rows = await anyio.to_thread.run_sync(
             lambda: records.history(
-                services.event_log.reader(), page=page, page_size=page_size, start_ms=None, end_ms=None
+                services.read_model.reader(), page=page, page_size=page_size, start_ms=None, end_ms=None
             )
         )
     return JobHistoryResponse(queue=queue, history=[history_info(row) for row in rows])

@@ -7,10 +7,12 @@ the task_id: these jobs are /tasks' tasks, and every task (FooocusAPI's too) is 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
+import anyio.to_thread
 import msgspec
-from litestar import MediaType, Request, Response, get, post
+from litestar import MediaType, Request, Response, Router, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.params import Body, FromQuery, Parameter
 
@@ -26,7 +28,10 @@ from fooocus_es.api.fooocus_api.responses import (
     JobQueueInfo,
     StopResponse,
 )
-from fooocus_es.services import Services
+
+if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
+    from fooocus_es.engine.models.store import ModelStore
+    from fooocus_es.services import Services
 
 TAG: Final = "fooocus-api (older)"
 _FORM_TYPES: Final = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -51,10 +56,7 @@ _FORM_DOC: Final = (
 
 
 def _generation(path: str, summary: str) -> Any:
-    return post(
-        path, status_code=200, summary=summary, tags=[TAG], responses=examples.GENERATE_RESPONSES,
-        description=_JSON_DOC,
-    )  # fmt: skip
+    return post(path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES, description=_JSON_DOC)
 
 
 # The raw body: the mapping needs every key as sent (unknown ones are listed, tolerated values replaced).
@@ -63,40 +65,50 @@ JsonBody = dict[str, Any]
 
 @_generation("/v1/generation/text-to-image", "Text to image (Fooocus-API v1, JSON)")
 async def text_to_image(
-    request: Request, data: Annotated[JsonBody, Body(examples=examples.TEXT_TO_IMAGE_BODIES)]
+    request: Request,
+    data: Annotated[JsonBody, Body(examples=examples.TEXT_TO_IMAGE_BODIES)],
+    services: NamedDependency[Services],
 ) -> Response[Any]:
-    return await admit.submit(request, "text-to-image", data)
+    return await admit.submit(request, services, "text-to-image", data)
 
 
 @_generation("/v2/generation/text-to-image-with-ip", "Text to image with image prompts (Fooocus-API v2)")
 async def text_to_image_with_ip(
-    request: Request, data: Annotated[JsonBody, Body(examples=examples.TEXT_TO_IMAGE_IP_BODIES)]
+    request: Request,
+    data: Annotated[JsonBody, Body(examples=examples.TEXT_TO_IMAGE_IP_BODIES)],
+    services: NamedDependency[Services],
 ) -> Response[Any]:
-    return await admit.submit(request, "text-to-image-with-ip", data)
+    return await admit.submit(request, services, "text-to-image-with-ip", data)
 
 
 @_generation("/v2/generation/image-upscale-vary", "Upscale or vary (Fooocus-API v2, JSON)")
 async def upscale_vary_v2(
-    request: Request, data: Annotated[JsonBody, Body(examples=examples.UPSCALE_VARY_BODIES)]
+    request: Request,
+    data: Annotated[JsonBody, Body(examples=examples.UPSCALE_VARY_BODIES)],
+    services: NamedDependency[Services],
 ) -> Response[Any]:
-    return await admit.submit(request, "upscale-vary", data)
+    return await admit.submit(request, services, "upscale-vary", data)
 
 
 @_generation("/v2/generation/image-inpaint-outpaint", "Inpaint or outpaint (Fooocus-API v2, JSON)")
 async def inpaint_outpaint_v2(
-    request: Request, data: Annotated[JsonBody, Body(examples=examples.INPAINT_OUTPAINT_BODIES)]
+    request: Request,
+    data: Annotated[JsonBody, Body(examples=examples.INPAINT_OUTPAINT_BODIES)],
+    services: NamedDependency[Services],
 ) -> Response[Any]:
-    return await admit.submit(request, "inpaint-outpaint", data)
+    return await admit.submit(request, services, "inpaint-outpaint", data)
 
 
 @_generation("/v2/generation/image-prompt", "Image prompt (Fooocus-API v2, JSON)")
 async def image_prompt_v2(
-    request: Request, data: Annotated[JsonBody, Body(examples=examples.IMAGE_PROMPT_BODIES)]
+    request: Request,
+    data: Annotated[JsonBody, Body(examples=examples.IMAGE_PROMPT_BODIES)],
+    services: NamedDependency[Services],
 ) -> Response[Any]:
-    return await admit.submit(request, "image-prompt", data)
+    return await admit.submit(request, services, "image-prompt", data)
 
 
-async def _submit_form(request: Request, kind: RouteKind) -> Response[Any]:
+async def _submit_form(request: Request, services: Services, kind: RouteKind) -> Response[Any]:
     if request.content_type[0] not in _FORM_TYPES:  # a JSON body: read it as the v2 route would
         try:
             body = msgspec.json.decode(await request.body())
@@ -104,21 +116,21 @@ async def _submit_form(request: Request, kind: RouteKind) -> Response[Any]:
             raise ValidationException(f"body: expected a multipart form or a JSON object ({exc})") from None
         if not isinstance(body, dict):
             raise ValidationException("body: expected a multipart form or a JSON object")
-        return await admit.submit(request, kind, body)
+        return await admit.submit(request, services, kind, body)
     form = await read_form(await request.form())
-    return await admit.submit(request, kind, form.body, form)
+    return await admit.submit(request, services, kind, form.body, form)
 
 
 def _form_route(path: str, summary: str, files: str) -> Any:
     return post(
-        path, status_code=200, summary=summary, tags=[TAG], responses=examples.GENERATE_RESPONSES,
+        path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES,
         description=_FORM_DOC.format(files=files),
     )  # fmt: skip
 
 
 @_form_route("/v1/generation/image-upscale-vary", "Upscale or vary (Fooocus-API v1, multipart)", "`input_image`")
-async def upscale_vary_v1(request: Request) -> Response[Any]:
-    return await _submit_form(request, "upscale-vary")
+async def upscale_vary_v1(request: Request, services: NamedDependency[Services]) -> Response[Any]:
+    return await _submit_form(request, services, "upscale-vary")
 
 
 @_form_route(
@@ -126,8 +138,8 @@ async def upscale_vary_v1(request: Request) -> Response[Any]:
     "Inpaint or outpaint (Fooocus-API v1, multipart)",
     "`input_image` and `input_mask` (optional)",
 )
-async def inpaint_outpaint_v1(request: Request) -> Response[Any]:
-    return await _submit_form(request, "inpaint-outpaint")
+async def inpaint_outpaint_v1(request: Request, services: NamedDependency[Services]) -> Response[Any]:
+    return await _submit_form(request, services, "inpaint-outpaint")
 
 
 @_form_route(
@@ -135,19 +147,18 @@ async def inpaint_outpaint_v1(request: Request) -> Response[Any]:
     "Image prompt (Fooocus-API v1, multipart)",
     "`input_image` and `input_mask` (both optional: inpaint with the image prompts)",
 )
-async def image_prompt_v1(request: Request) -> Response[Any]:
-    return await _submit_form(request, "image-prompt")
+async def image_prompt_v1(request: Request, services: NamedDependency[Services]) -> Response[Any]:
+    return await _submit_form(request, services, "image-prompt")
 
 
 # -- jobs -----------------------------------------------------------------------------------------
 @get(
     "/v1/generation/query-job",
     summary="One job: stage, progress, status text, step preview, result (Fooocus-API)",
-    tags=[TAG],
     responses=examples.QUERY_JOB_RESPONSES,
 )
 async def query_job(
-    request: Request,
+    services: NamedDependency[Services],
     job_id: FromQuery[str | None] = None,
     require_step_preview: Annotated[bool, Parameter(description="Also the live preview (bare base64)")] = False,
 ) -> Response[AsyncJobResponse]:
@@ -156,7 +167,6 @@ async def query_job(
             "job_id: required (the job_id an async request returned)",
             extra=[{"key": "job_id", "message": "required", "source": "query"}],
         )
-    services: Services = request.app.state.services
     found = await jobs.job(services, job_id, preview=require_step_preview)
     return Response(found) if found is not None else Response(JOB_NOT_FOUND, status_code=404)
 
@@ -164,27 +174,24 @@ async def query_job(
 @get(
     "/v1/generation/job-queue",
     summary="Queue size, ended jobs, the last job queued (Fooocus-API)",
-    tags=[TAG],
     responses=examples.JOB_QUEUE_RESPONSES,
 )
-async def job_queue(request: Request) -> JobQueueInfo:
-    return await jobs.queue_info(request.app.state.services)
+async def job_queue(services: NamedDependency[Services]) -> JobQueueInfo:
+    return await jobs.queue_info(services)
 
 
 @get(
     "/v1/generation/job-history",
     summary="Queued and ended jobs; delete=true&job_id= removes one (Fooocus-API)",
-    tags=[TAG],
     responses=examples.JOB_HISTORY_RESPONSES,
 )
 async def job_history(
-    request: Request,
+    services: NamedDependency[Services],
     job_id: FromQuery[str | None] = None,
     page: Annotated[int, Parameter(ge=0)] = 0,
     page_size: Annotated[int, Parameter(ge=1, le=1000)] = 20,
     delete: FromQuery[bool] = False,
 ) -> JobHistoryResponse | HistoryMessage:
-    services: Services = request.app.state.services
     if delete and job_id is not None:
         return HistoryMessage("Deleted" if await jobs.delete(services, job_id) else "Not found")
     return await jobs.history(services, job_id, page, page_size)
@@ -194,11 +201,9 @@ async def job_history(
     "/v1/generation/stop",
     status_code=200,
     summary="Stop the running job; it ends as SUCCESS with the images made so far (Fooocus-API)",
-    tags=[TAG],
     responses=examples.STOP_RESPONSES,
 )
-async def stop(request: Request) -> StopResponse:
-    services: Services = request.app.state.services
+async def stop(services: NamedDependency[Services]) -> StopResponse:
     services.control("stop")  # nothing running is fine: upstream answers success either way
     return StopResponse()
 
@@ -207,15 +212,13 @@ async def stop(request: Request) -> StopResponse:
     "/v1/engines/refresh-models",
     status_code=200,
     summary="Model files on disk, read again (Fooocus-API v0.3; same as GET /v1/engines/all-models)",
-    tags=[TAG],
     responses=examples.MODELS_RESPONSES,
 )
-async def refresh_models(request: Request) -> dict[str, list[str]]:
-    return await engines.all_models.fn(request)  # type: ignore[no-any-return]
+async def refresh_models(model_store: NamedDependency[ModelStore]) -> dict[str, list[str]]:
+    return await anyio.to_thread.run_sync(engines.model_files, model_store)
 
 
-@get("/ping", summary="Liveness: pong (Fooocus-API)", tags=[TAG], media_type=MediaType.TEXT,
-     responses=examples.PING_RESPONSES)  # fmt: skip
+@get("/ping", summary="Liveness: pong (Fooocus-API)", media_type=MediaType.TEXT, responses=examples.PING_RESPONSES)
 async def ping() -> str:
     return "pong"
 
@@ -236,3 +239,8 @@ FOOOCUS_API_ROUTES: Final = [
     refresh_models,
     ping,
 ]
+
+
+def fooocus_api_router() -> Router:
+    """Every older-wire route under one tag; their paths share no prefix (/v1/generation, /v2, /ping, ...)."""
+    return Router(path="/", tags=[TAG], route_handlers=FOOOCUS_API_ROUTES)
