@@ -16,8 +16,8 @@ import structlog
 from anyio.abc import TaskGroup
 
 from fooocus_es.api.urls import UrlSigner
+from fooocus_es.engine.models.files import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
 from fooocus_es.engine.models.safety import safety_checker_installed
-from fooocus_es.engine.models.upscalers import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
 from fooocus_es.engine.planning import presets
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
 from fooocus_es.engine.planning.performance import PERFORMANCE_LORAS

@@ -16,9 +16,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from fooocus_es.engine.demo.upscaler import DEMO_UPSCALER, ensure_demo_upscaler, write_demo_upscaler
+from fooocus_es.engine.models.files import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL
 from fooocus_es.engine.models.upscalers import (
-    DEFAULT_UPSCALER,
-    DEFAULT_UPSCALER_URL,
     UpscalerMissing,
     UpscalerModel,
     UpscalerUnsupported,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import structlog
@@ -24,7 +24,6 @@ from litestar.plugins import InitPluginProtocol
 
 from fooocus_es.api.fooocus_api.jobs import webhook_body
 from fooocus_es.api.urls import UrlSigner
-from fooocus_es.engine.models.store import ModelStore
 from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.log import EventLog
@@ -76,7 +75,7 @@ class ServicesPlugin(InitPluginProtocol):
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.dependencies.update(self.dependencies())
-        app_config.signature_types.extend(PROVIDED_TYPES)
+        app_config.signature_types.extend(provided_types())
         app_config.lifespan.append(self.lifespan)
         return app_config
 
@@ -98,8 +97,15 @@ class ServicesPlugin(InitPluginProtocol):
                 task_group.cancel_scope.cancel()
 
 
-# Every type dependencies() provides, for handlers whose modules import them under TYPE_CHECKING.
-PROVIDED_TYPES: Final[tuple[type, ...]] = (
-    Services, Settings, LiveTasks, UrlSigner, Bus, EventLog, EventStore, ReadModel, BlobStore, Runner, ModelStore,
-    StyleBook, TaskMetrics,
-)  # fmt: skip
+def provided_types() -> tuple[type, ...]:
+    """Every type dependencies() provides, for handlers whose modules import them under TYPE_CHECKING.
+
+    Built when the app is, not on import: ModelStore brings torch, and importing the HTTP layer
+    must not (an API-only node has no torch).
+    """
+    from fooocus_es.engine.models.store import ModelStore
+
+    return (
+        Services, Settings, LiveTasks, UrlSigner, Bus, EventLog, EventStore, ReadModel, BlobStore, Runner,
+        ModelStore, StyleBook, TaskMetrics,
+    )  # fmt: skip

@@ -19,9 +19,6 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from fooocus_es.engine.diffusion.pipeline import GenerationFailed
-from fooocus_es.engine.models.store import ModelMissing, ModelUnsupported
-from fooocus_es.engine.models.upscalers import UpscalerMissing, UpscalerUnsupported
 from fooocus_es.engine.planning.plan import build_plan
 from fooocus_es.engine.planning.plan_types import GenerationPlan
 from fooocus_es.engine.planning.styles import StyleBook
@@ -46,15 +43,19 @@ from fooocus_es.tasks.commands import Control, Generate, Skip, Stop
 
 # What the engine's hooks answer when polled.
 ControlAnswer = Literal["stop", "skip"]
-# Failures a user can act on from the message alone (missing file, unsupported combination).
-EXPECTED_FAILURES: tuple[type[Exception], ...] = (
-    ModelMissing,
-    ModelUnsupported,
-    UpscalerMissing,
-    UpscalerUnsupported,
-    GenerationFailed,
-    ValueError,
-)
+
+
+def expected_failures() -> tuple[type[Exception], ...]:
+    """Failures a user can act on from the message alone (missing file, unsupported combination).
+
+    Imported on the runner thread when a task fails: importing this module must not load torch
+    (an API-only process imports it for the types).
+    """
+    from fooocus_es.engine.diffusion.pipeline import GenerationFailed
+    from fooocus_es.engine.models.store import ModelMissing, ModelUnsupported
+    from fooocus_es.engine.models.upscalers import UpscalerMissing, UpscalerUnsupported
+
+    return (ModelMissing, ModelUnsupported, UpscalerMissing, UpscalerUnsupported, GenerationFailed, ValueError)
 
 
 class TaskAbandoned(Exception):
@@ -232,7 +233,7 @@ class Runner:
             raise
         except Exception as exc:  # a task's failure is a value: it never takes the runner down
             message = str(exc) or type(exc).__name__
-            if isinstance(exc, EXPECTED_FAILURES):  # the message says it all; no traceback
+            if isinstance(exc, expected_failures()):  # the message says it all; no traceback
                 task_log.warning("task.failed", error_type=type(exc).__name__, error=message)
             else:
                 task_log.exception("task.failed", error=message)

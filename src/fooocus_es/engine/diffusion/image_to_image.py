@@ -55,7 +55,8 @@ from fooocus_es.engine.imaging.masks import mask_is_empty
 from fooocus_es.engine.imaging.resample import resample_image
 from fooocus_es.engine.imaging.sizes import crop_to_multiple, plan_upscale, vary_size
 from fooocus_es.engine.imaging.tiling import tile_boxes, tiled_map
-from fooocus_es.engine.models.upscalers import DEFAULT_UPSCALER, UPSCALE_DIR, UpscalerModel, load_upscaler, upscale
+from fooocus_es.engine.models.files import DEFAULT_UPSCALER, UPSCALE_DIR
+from fooocus_es.engine.models.upscalers import UpscalerModel, load_upscaler, upscale
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 from fooocus_es.engine.planning.plan import INPAINT_DIR
 from fooocus_es.engine.planning.plan_types import GenerationPlan, ImageTask, InpaintTask, UpscaleTask, VaryTask

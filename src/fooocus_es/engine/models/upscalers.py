@@ -28,11 +28,7 @@ from fooocus_es.engine.imaging.tiling import iter_tiled_rows, round_into_range_
 if TYPE_CHECKING:
     from spandrel import ImageModelDescriptor
 
-UPSCALE_DIR: Final = "upscale_models"
 UPSCALER_SUFFIXES: Final = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-DEFAULT_UPSCALER: Final = "fooocus_upscaler_s409985e5.bin"
-# Fooocus modules/config.py downloading_upscale_model().
-DEFAULT_UPSCALER_URL: Final = "https://huggingface.co/lllyasviel/misc/resolve/main/fooocus_upscaler_s409985e5.bin"
 DEFAULT_TILE: Final = 512  # Fooocus's tile and overlap for the SR pass
 DEFAULT_OVERLAP: Final = 32
 
