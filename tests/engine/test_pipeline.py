@@ -163,3 +163,35 @@ def test_latent_preview_is_a_small_jpeg() -> None:
     assert image.size == (240, 160)  # x10: the largest whole factor within 256
     big = Image.open(BytesIO(latent_preview_jpeg(torch.zeros(4, 128, 64), max_side=64)))
     assert big.size == (32, 64)
+
+
+def test_a_tasks_setup_is_applied_once_and_again_only_when_it_changes(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fooocus_es.engine.diffusion.pipeline as pipeline_module
+
+    calls: list[list[str]] = []
+    real = pipeline_module.activate_loras
+
+    def counting(pipe: object, specs: list, path_of: object) -> None:
+        calls.append([spec.name for spec in specs])
+        real(pipe, specs, path_of)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline_module, "activate_loras", counting)
+    engine._active = None
+    plan = make_plan(steps=1)
+    engine.prepare(plan)
+    engine.generate(plan, RecordingHooks())  # prepare then generate: one setup, applied once
+    engine.generate(make_plan(seeds=(9,), steps=1), RecordingHooks())  # another task, same setup
+    assert calls == [[]]
+    engine.generate(make_plan(steps=1, freeu=(1.01, 1.02, 0.99, 0.95)), RecordingHooks())
+    assert calls == [[], []]  # FreeU changed: the setup is applied again (LoRAs re-set with it)
+
+
+def test_the_batch_key_separates_what_cannot_share_a_unet_call() -> None:
+    base = make_plan()
+    assert base.batch_key() == make_plan(seeds=(5, 6), prompt="another prompt", steps=8).batch_key()
+    for different in (make_plan(size=128), make_plan(loras=(("x.safetensors", 0.5),)), make_plan(guidance_scale=7.0),
+                      make_plan(sampler_name="euler"), make_plan(freeu=(1.0, 1.0, 1.0, 1.0))):  # fmt: skip
+        assert different.batch_key() != base.batch_key()
+    assert hash(base.batch_key()) == hash(make_plan().batch_key())  # usable as a dict key

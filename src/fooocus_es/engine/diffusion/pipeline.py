@@ -7,6 +7,7 @@ Denoising returns latents; the VAE decode happens here, only for images that ran
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from fooocus_es.engine.diffusion.sampling import (
 from fooocus_es.engine.diffusion.schedulers import make_scheduler, prepare_for_image, step_eta
 from fooocus_es.engine.models.loras import LoraSpec, LoraUnsupported, activate_loras
 from fooocus_es.engine.models.store import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported
-from fooocus_es.engine.planning.plan_types import GenerationPlan
+from fooocus_es.engine.planning.plan_types import GenerationPlan, ModelSetup
 
 __all__ = ["Control", "Engine", "GeneratedImage", "GenerationFailed", "GenerationHooks", "Status"]
 
@@ -51,6 +52,20 @@ class _TaskModels:
     safety: Any = None  # SafetyChecker when the task blacks out NSFW images
 
 
+@dataclass(frozen=True)
+class _ActiveSetup:
+    """The setup on the shared pipelines now, and which pipeline objects carry it (weakly: a
+    pipeline the cache dropped and reloaded is a new object, with none of it)."""
+
+    setup: ModelSetup
+    base: weakref.ref[Any]
+    refiner: weakref.ref[Any] | None
+
+    def holds(self, setup: ModelSetup, models: _TaskModels) -> bool:
+        refiner = self.refiner() if self.refiner is not None else None
+        return setup == self.setup and self.base() is models.base and refiner is models.refiner
+
+
 class Engine:
     """Runs plans on the pipelines of a ModelStore. One engine per device, used from one thread."""
 
@@ -58,6 +73,7 @@ class Engine:
         self.store = store
         # Image tasks read their inputs (inputs/...) relative to the data dir.
         self.image_to_image = ImageToImage(store.models_dir, data_dir or Path.cwd(), store.device, store.dtype)
+        self._active: _ActiveSetup | None = None
 
     def prepare(self, plan: GenerationPlan) -> None:
         """Validate the plan and load its models and LoRAs, so failures surface before any progress."""
@@ -133,7 +149,19 @@ class Engine:
         return _TaskModels(base=base, refiner=refiner, vae=vae, safety=safety)
 
     def _configure(self, models: _TaskModels, plan: GenerationPlan) -> None:
-        """Per-task state on the shared models: exactly this task's LoRAs and FreeU (or none)."""
+        """Per-task state on the shared models: exactly this task's LoRAs and FreeU (or none).
+
+        Set once per setup: `prepare` then `generate` of one task, or tasks with equal setups on
+        the same loaded pipelines, find it active and do nothing.
+        """
+        setup = plan.model_setup()
+        if self._active is not None and self._active.holds(setup, models):
+            return
+        self._active = None  # a failure below leaves the models in an unknown state
+        self._apply_setup(models, plan)
+        self._active = _ActiveSetup(setup, weakref.ref(models.base), models.refiner and weakref.ref(models.refiner))
+
+    def _apply_setup(self, models: _TaskModels, plan: GenerationPlan) -> None:
         specs = [LoraSpec(name, weight) for name, weight in plan.loras]
         try:
             activate_loras(models.base, specs, self._lora_path)

@@ -46,6 +46,40 @@ ImageTask = VaryTask | UpscaleTask | InpaintTask
 RefinerSwapMethod = Literal["joint", "separate", "vae"]
 
 
+class ModelSetup(msgspec.Struct, frozen=True, kw_only=True):
+    """A task's state on the shared models: which pipelines, and the LoRAs and FreeU set on them.
+
+    Gathered in one value because the models are shared: the engine sets it once per task (and
+    not again while the same setup stays active), and a batch can only hold tasks with equal ones.
+    """
+
+    base_model: str
+    refiner_model: str | None = None
+    vae_name: str | None = None
+    loras: tuple[tuple[str, float], ...] = ()
+    freeu: tuple[float, float, float, float] | None = None
+
+
+class BatchKey(msgspec.Struct, frozen=True, kw_only=True):
+    """Tasks whose keys are equal can be denoised together: same setup, latent size, sampler and
+    scheduler family, and the guidance settings GuidedUNet applies to the whole call. Prompts,
+    seeds, steps and strengths stay per row."""
+
+    setup: ModelSetup
+    width: int
+    height: int
+    sampler_name: str
+    scheduler_name: str
+    guidance_scale: float
+    sharpness: float
+    adaptive_cfg: float
+    adm_scaler_positive: float
+    adm_scaler_negative: float
+    adm_scaler_end: float
+    refiner_switch_step: int
+    image_task: str  # "NoneType" for text to image; image tasks batch only with their own kind
+
+
 class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the pipeline needs to produce a task's images, already resolved.
 
@@ -92,6 +126,22 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     freeu: tuple[float, float, float, float] | None = None  # (b1, b2, s1, s2) when enabled
     black_out_nsfw: bool = False
     image_task: ImageTask | None = None  # None: text to image at width x height
+
+    def model_setup(self) -> ModelSetup:
+        return ModelSetup(
+            base_model=self.base_model, refiner_model=self.refiner_model, vae_name=self.vae_name,
+            loras=self.loras, freeu=self.freeu,
+        )  # fmt: skip
+
+    def batch_key(self) -> BatchKey:
+        """What must be equal for two tasks' rows to share one UNet call (issue: batching on the GPU)."""
+        return BatchKey(
+            setup=self.model_setup(), width=self.width, height=self.height, sampler_name=self.sampler_name,
+            scheduler_name=self.scheduler_name, guidance_scale=self.guidance_scale, sharpness=self.sharpness,
+            adaptive_cfg=self.adaptive_cfg, adm_scaler_positive=self.adm_scaler_positive,
+            adm_scaler_negative=self.adm_scaler_negative, adm_scaler_end=self.adm_scaler_end,
+            refiner_switch_step=self.refiner_switch_step, image_task=type(self.image_task).__name__,
+        )  # fmt: skip
 
     def prompt_for(self, index: int) -> str:
         """Image `index`'s positive text; plans built without per-image prompts use `prompt`."""
