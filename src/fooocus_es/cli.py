@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from fooocus_es.engine.models import catalog
 from fooocus_es.settings import ENV_PREFIX, Settings, settings_from_env
 
 DEFAULT_SERVER = "http://127.0.0.1:7866"
-MODEL_KINDS = ("checkpoints", "loras", "vae")
 
 
 def _serve_args(parser: argparse.ArgumentParser) -> None:
@@ -258,16 +258,14 @@ def _fetch_preset_models(settings: Settings) -> None:
         preset = presets.load_preset(settings.preset, settings.data_dir)
     except presets.PresetError as exc:
         raise CliError(str(exc), code=2) from exc
-    missing = [
-        item for item in presets.preset_downloads(preset) if not (settings.models_dir / item[2] / item[0]).exists()
-    ]
+    missing = catalog.missing_downloads(preset, settings.models_dir)
     if not missing:
         return
     if not settings.download_models:
-        names = ", ".join(name for name, _url, _kind in missing)
+        names = ", ".join(item.name for item in missing)
         raise CliError(f"preset {settings.preset!r} needs {names}; run `fooocus-es models download NAME`")
-    for name, url, kind in missing:
-        _download_model(settings.models_dir, name, url, kind)
+    for item in missing:
+        _download_model(settings.models_dir, item.name, item.url, item.kind)
 
 
 @contextmanager
@@ -318,32 +316,9 @@ def _models_dir(args: argparse.Namespace) -> Path:
     return settings_from_env(data_dir=args.data_dir).models_dir
 
 
-def _entry_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
-
-
-def scan_models(models_dir: Path) -> list[dict[str, Any]]:
-    """The files ModelStore lists (.safetensors files; diffusers folders for checkpoints), with sizes."""
-    found = []
-    for kind in MODEL_KINDS:
-        folder = models_dir / kind
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith("."):
-                continue
-            is_file = path.is_file() and path.suffix == ".safetensors"
-            is_folder = kind == "checkpoints" and (path / "model_index.json").is_file()
-            if is_file or is_folder:
-                found.append({"kind": kind, "name": path.name, "bytes": _entry_size(path), "path": str(path)})
-    return found
-
-
 def models_list(args: argparse.Namespace) -> int:
     models_dir = _models_dir(args)
-    found = scan_models(models_dir)
+    found = [msgspec.to_builtins(item) for item in catalog.scan(models_dir)]
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
@@ -354,21 +329,6 @@ def models_list(args: argparse.Namespace) -> int:
     for item in found:
         print(f"{item['kind']:<12} {item['name']:<{width}}  {_size(item['bytes']):>10}")
     return 0
-
-
-def _preset_source(name: str, data_dir: Path) -> tuple[str, str] | None:
-    """(url, kind) of the first preset (data dir's first, then bundled) that names the file."""
-    from fooocus_es.engine.planning import presets
-
-    for preset_name in presets.list_presets(data_dir):
-        try:
-            preset = presets.load_preset(preset_name, data_dir)
-        except (presets.PresetError, ValueError):
-            continue
-        for file_name, url, kind in presets.preset_downloads(preset):
-            if file_name == name:
-                return url, kind
-    return None
 
 
 def _download_model(models_dir: Path, name: str, url: str, kind: str) -> Path:
@@ -406,10 +366,10 @@ def models_download(args: argparse.Namespace) -> int:
     settings = settings_from_env(data_dir=args.data_dir)
     url, kind = args.url, args.kind
     if url is None:
-        source = _preset_source(args.name, settings.data_dir)
+        source = catalog.ModelCatalog(settings.models_dir, settings.data_dir).source_of(args.name)
         if source is None:
             raise CliError(f"no preset names {args.name!r}; pass its --url", code=2)
-        url, kind = source[0], kind or source[1]
+        url, kind = source.url, kind or source.kind
     path = _download_model(settings.models_dir, args.name, url, kind or "checkpoints")
     print(path)
     return 0
@@ -494,7 +454,7 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("name", help="file name, e.g. juggernautXL_v8Rundiffusion.safetensors")
     download.add_argument("--url", help="where from (default: the URL a preset gives for NAME)")
     download.add_argument(
-        "--kind", choices=MODEL_KINDS, help="models sub-folder (default: the preset's, else checkpoints)"
+        "--kind", choices=catalog.MODEL_KINDS, help="models sub-folder (default: the preset's, else checkpoints)"
     )
     download.add_argument("--data-dir", type=Path)
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -16,13 +15,11 @@ import structlog
 from anyio.abc import TaskGroup
 
 from fooocus_es.api.urls import UrlSigner
-from fooocus_es.engine.models.files import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
+from fooocus_es.engine.models.catalog import ModelCatalog, missing_downloads, names_on_disk
 from fooocus_es.engine.models.safety import safety_checker_installed
 from fooocus_es.engine.planning import presets
-from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
-from fooocus_es.engine.planning.performance import PERFORMANCE_LORAS
 from fooocus_es.engine.planning.plan import INPAINT_DIR
-from fooocus_es.engine.planning.plan_types import GenerationPlan, UpscaleTask
+from fooocus_es.engine.planning.plan_types import GenerationPlan
 from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.follower import LogFollower
@@ -49,12 +46,6 @@ log = structlog.get_logger("fooocus_es")
 
 # Builds the runner's engine, once, on the runner thread; the default is engine.pipeline.Engine.
 EngineFactory = Callable[["ModelStore", Path], EngineLike]
-
-# Demo files the engine writes itself when first used: never downloaded, always available.
-GENERATED_FILES: Final[Mapping[str, str]] = MappingProxyType(
-    {DEMO_CHECKPOINT: "checkpoints", **dict.fromkeys(DEMO_PERFORMANCE_LORAS.values(), "loras")}
-)
-
 
 def resolve_device(requested: str) -> str:
     if requested != "auto":
@@ -107,7 +98,7 @@ class Services:
             settings.models_dir, device=self.device, cache_bytes=cache_mb * 1024 * 1024 if cache_mb else None
         )
         self._engine_factory = engine_factory
-        self._downloads: dict[str, tuple[str, str]] | None = None
+        self.catalog = ModelCatalog(settings.models_dir, settings.data_dir)
         warm = self.preset_defaults.get("base_model_name")
         self.runner = Runner(
             self.store,
@@ -137,48 +128,17 @@ class Services:
             torch.set_num_threads(self.settings.torch_threads)
         return self._engine_factory(self.model_store, self.settings.data_dir)
 
-    def downloadable_models(self, kind: str = "checkpoints") -> set[str]:
-        """Names of `kind` a task may name although they are not on disk yet (fetched or generated on use)."""
-        names = {name for name, (_url, of_kind) in self.download_urls().items() if of_kind == kind}
-        return names | {name for name, of_kind in GENERATED_FILES.items() if of_kind == kind}
-
-    def download_urls(self) -> dict[str, tuple[str, str]]:
-        """file name -> (URL, models sub-folder), from every preset and the performance modes (read once)."""
-        if self._downloads is None:
-            self._downloads = self._scan_downloads()
-        return self._downloads
-
-    def _scan_downloads(self) -> dict[str, tuple[str, str]]:
-        urls = {name: (url, "loras") for name, _weight, url in PERFORMANCE_LORAS.values()}
-        urls[DEFAULT_UPSCALER] = (DEFAULT_UPSCALER_URL, UPSCALE_DIR)
-        for data_dir_preset in presets.list_presets(self.settings.data_dir):
-            try:
-                loaded = presets.load_preset(data_dir_preset, self.settings.data_dir)
-            except (presets.PresetError, ValueError):
-                continue
-            urls.update((name, (url, kind)) for name, url, kind in presets.preset_downloads(loaded))
-        return urls
-
-    def plan_files(self, plan: GenerationPlan) -> list[tuple[str, str]]:
-        """(name, models sub-folder) of every file `plan` needs, demo files excepted (they are generated)."""
-        files = [(plan.base_model, "checkpoints")]
-        files += [(plan.refiner_model, "checkpoints")] if plan.refiner_model else []
-        files += [(name, "loras") for name, _weight in plan.loras]
-        files += [(plan.vae_name, "vae")] if plan.vae_name else []
-        if isinstance(plan.image_task, UpscaleTask) and plan.base_model != DEMO_CHECKPOINT:
-            files.append((DEFAULT_UPSCALER, UPSCALE_DIR))
-        return [(name, kind) for name, kind in files if name not in GENERATED_FILES]
-
     def fetch_plan_models(self, plan: GenerationPlan, report: Callable[[str], None]) -> None:
         """Runner thread: download the plan's missing files that have a known URL, reporting progress.
 
         Files with no known URL are left to the engine, whose error names the file and its folder.
         """
-        urls = self.download_urls()
-        for name, kind in self.plan_files(plan):
-            if (self.settings.models_dir / kind / name).exists() or urls.get(name, ("", ""))[1] != kind:
+        downloads = self.catalog.downloads()
+        for name, kind in self.catalog.plan_files(plan):
+            known = downloads.get(name)
+            if (self.settings.models_dir / kind / name).exists() or known is None or known.kind != kind:
                 continue  # on disk, or no URL for a file of this kind
-            url = urls[name][0]
+            url = known.url
             shown = [-1]  # the last percentage reported
 
             def progress(done: int, total: int | None, name: str = name, shown: list[int] = shown) -> None:
@@ -200,12 +160,12 @@ class Services:
 
     def admission_names(self) -> dict[str, Any]:
         """What validate_names checks requests against, read from disk (blocking: call in a thread)."""
-        store = self.model_store
-        inpaint_dir = self.settings.models_dir / INPAINT_DIR
+        models_dir = self.settings.models_dir
+        inpaint_dir = models_dir / INPAINT_DIR
         return {
-            "checkpoints": set(store.list_checkpoints()),
-            "loras": set(store.list_loras()) | self.downloadable_models("loras"),
-            "vaes": set(store.list_vaes()) | self.downloadable_models("vae"),
+            "checkpoints": set(names_on_disk(models_dir, "checkpoints")),
+            "loras": set(names_on_disk(models_dir, "loras")) | self.catalog.fetchable("loras"),
+            "vaes": set(names_on_disk(models_dir, "vae")) | self.catalog.fetchable("vae"),
             "safety_checker": safety_checker_installed(self.settings.models_dir),
             "inpaint_files": {p.name for p in inpaint_dir.iterdir()} if inpaint_dir.is_dir() else set(),
             "styles": self.style_book.names(),
@@ -213,14 +173,12 @@ class Services:
 
     def check_preset_models(self) -> list[tuple[str, str, str]]:
         """The server preset's files that are missing: (name, url, models sub-folder)."""
-        missing = []
-        for name, url, kind in presets.preset_downloads(self.preset):
-            path = self.settings.models_dir / kind / name
-            if not path.exists():
-                missing.append((name, url, kind))
-                with self.model_status.lock:
-                    self.model_status.missing[name] = f"put it at {path} (source: {url})"
-        return missing
+        missing = missing_downloads(self.preset, self.settings.models_dir)
+        with self.model_status.lock:
+            for item in missing:
+                path = self.settings.models_dir / item.kind / item.name
+                self.model_status.missing[item.name] = f"put it at {path} (source: {item.url})"
+        return [(item.name, item.url, item.kind) for item in missing]
 
     def download_missing(self, missing: list[tuple[str, str, str]]) -> None:
         """Worker thread: fetch the preset's files; failures leave the server up and named in /health."""

@@ -47,7 +47,7 @@ def check_capacity(services: Services) -> None:
 async def validate_and_store(services: Services, params: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
     """The finalized params, with every image field replaced by its inputs/ path."""
     names = await anyio.to_thread.run_sync(services.admission_names)
-    planning.validate_names(params, downloadable=services.downloadable_models(), sent=sent, **names)
+    planning.validate_names(params, downloadable=services.catalog.fetchable("checkpoints"), sent=sent, **names)
     check_capacity(services)
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     # This server's own result/input URLs (chained tasks) are read from the data dir, not fetched.

@@ -37,7 +37,7 @@ def _installed(services: Services) -> Installed:
     """Blocking (reads the model folders): the names translate.py may keep."""
     names = services.admission_names()
     return Installed(
-        checkpoints=frozenset(names["checkpoints"] | services.downloadable_models("checkpoints")),
+        checkpoints=frozenset(names["checkpoints"] | services.catalog.fetchable("checkpoints")),
         loras=frozenset(names["loras"]),
         vaes=frozenset(names["vaes"]),
         styles=frozenset(names["styles"]),

@@ -30,6 +30,7 @@ from safetensors import safe_open
 from transformers.utils import logging as transformers_logging
 
 from fooocus_es.engine.demo.checkpoint import ensure_demo_checkpoint
+from fooocus_es.engine.models.catalog import MODEL_KINDS, MODEL_SUFFIX, ModelKind, names_on_disk
 from fooocus_es.engine.models.safety import (
     SAFETY_CHECKER_FILES,
     SafetyChecker,
@@ -38,11 +39,8 @@ from fooocus_es.engine.models.safety import (
 )
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 
-ModelKind = Literal["checkpoints", "loras", "vae"]
 CacheKind = Literal["checkpoints", "vae", "safety_checker"]
 SAFETY_CHECKER: Final = "safety_checker"  # the checker's name in the cache, in `keep=` and in reports
-MODEL_KINDS: Final[tuple[ModelKind, ...]] = ("checkpoints", "loras", "vae")
-MODEL_SUFFIX: Final = ".safetensors"
 SDXL_CONFIGS: Final = Path(__file__).resolve().parent / "sdxl"
 
 # SDXL UNets by (conv_in width, add-embedding input width): which shipped config folder fits.
@@ -132,25 +130,16 @@ class ModelStore:
         return self.models_dir / kind
 
     def list_checkpoints(self) -> list[str]:
-        folders = [p.name for p in self.folder("checkpoints").iterdir() if (p / "model_index.json").is_file()]
-        return sorted(self._files("checkpoints") + folders)
+        return names_on_disk(self.models_dir, "checkpoints")
 
     def list_loras(self) -> list[str]:
-        return sorted(self._files("loras"))
+        return names_on_disk(self.models_dir, "loras")
 
     def list_vaes(self) -> list[str]:
-        return sorted(self._files("vae"))
+        return names_on_disk(self.models_dir, "vae")
 
     def safety_checker_installed(self) -> bool:
         return safety_checker_installed(self.models_dir)
-
-    def _files(self, kind: ModelKind) -> list[str]:
-        # Dot-files are our in-progress writes; .part files are interrupted downloads.
-        return [
-            p.name
-            for p in self.folder(kind).iterdir()
-            if p.is_file() and p.suffix == MODEL_SUFFIX and not p.name.startswith(".")
-        ]
 
     def path(self, kind: ModelKind, name: str) -> Path:
         """Where `name` lives (or would live) in `kind`'s folder; refuses names that leave it."""

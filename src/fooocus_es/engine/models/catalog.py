@@ -1,0 +1,131 @@
+"""The model catalogue: which model files exist on disk, which the server can fetch or generate,
+and which files a plan or a preset needs. No torch: admission, the CLI and an API-only node use it.
+
+One place for what the server, `fooocus-es models` and `/v1/engines/all-models` know about model
+files (the store loads them; this only names and finds them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+import msgspec
+
+from fooocus_es.engine.models.files import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
+from fooocus_es.engine.planning import presets
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
+from fooocus_es.engine.planning.performance import PERFORMANCE_LORAS
+from fooocus_es.engine.planning.plan_types import GenerationPlan, UpscaleTask
+
+ModelKind = Literal["checkpoints", "loras", "vae"]
+MODEL_KINDS: Final[tuple[ModelKind, ...]] = ("checkpoints", "loras", "vae")
+MODEL_SUFFIX: Final = ".safetensors"
+# Demo files the engine writes itself when first used: never downloaded, always available.
+GENERATED_FILES: Final[Mapping[str, str]] = MappingProxyType(
+    {DEMO_CHECKPOINT: "checkpoints", **dict.fromkeys(DEMO_PERFORMANCE_LORAS.values(), "loras")}
+)
+
+
+class ModelFile(msgspec.Struct, frozen=True):
+    kind: str
+    name: str
+    bytes: int
+    path: str
+
+
+class Download(msgspec.Struct, frozen=True):
+    name: str
+    url: str
+    kind: str  # the models sub-folder
+
+
+def names_on_disk(models_dir: Path, kind: ModelKind) -> list[str]:
+    """What the store can load: .safetensors files (and diffusers folders for checkpoints), sorted.
+
+    Dot-files are in-progress writes; .part files are interrupted downloads.
+    """
+    folder = models_dir / kind
+    if not folder.is_dir():
+        return []
+    def loadable(path: Path) -> bool:
+        if path.name.startswith("."):
+            return False
+        if path.is_file():
+            return path.suffix == MODEL_SUFFIX
+        return kind == "checkpoints" and (path / "model_index.json").is_file()  # a diffusers folder
+
+    return sorted(path.name for path in folder.iterdir() if loadable(path))
+
+
+def scan(models_dir: Path) -> list[ModelFile]:
+    """Every loadable model file with its size (what `fooocus-es models list` prints)."""
+    found = []
+    for kind in MODEL_KINDS:
+        for name in names_on_disk(models_dir, kind):
+            path = models_dir / kind / name
+            files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+            size = sum(f.stat().st_size for f in files)
+            found.append(ModelFile(kind, name, size, str(path)))
+    return found
+
+
+def missing_downloads(preset: dict[str, Any], models_dir: Path) -> list[Download]:
+    """The preset's files that are not on disk, with where they come from."""
+    return [
+        Download(name, url, kind)
+        for name, url, kind in presets.preset_downloads(preset)
+        if not (models_dir / kind / name).exists()
+    ]
+
+
+class ModelCatalog:
+    """The files a server knows by name: on disk, downloadable (presets, performance modes), generated."""
+
+    def __init__(self, models_dir: Path, data_dir: Path) -> None:
+        self.models_dir = models_dir
+        self.data_dir = data_dir
+        self._downloads: dict[str, Download] | None = None
+
+    def downloads(self) -> dict[str, Download]:
+        """file name -> its download, from every preset and the performance modes (read once)."""
+        if self._downloads is None:
+            found = {name: Download(name, url, "loras") for name, _weight, url in PERFORMANCE_LORAS.values()}
+            found[DEFAULT_UPSCALER] = Download(DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR)
+            for preset_name in presets.list_presets(self.data_dir):
+                try:
+                    loaded = presets.load_preset(preset_name, self.data_dir)
+                except (presets.PresetError, ValueError):
+                    continue
+                found.update((name, Download(name, url, kind)) for name, url, kind in presets.preset_downloads(loaded))
+            self._downloads = found
+        return self._downloads
+
+    def source_of(self, name: str) -> Download | None:
+        """Where a file comes from: the data dir's presets first, then the bundled ones."""
+        for preset_name in presets.list_presets(self.data_dir):
+            try:
+                loaded = presets.load_preset(preset_name, self.data_dir)
+            except (presets.PresetError, ValueError):
+                continue
+            for file_name, url, kind in presets.preset_downloads(loaded):
+                if file_name == name:
+                    return Download(file_name, url, kind)
+        return None
+
+    def fetchable(self, kind: str) -> set[str]:
+        """Names of `kind` a task may use although they are not on disk yet (fetched or generated on use)."""
+        fetched = {d.name for d in self.downloads().values() if d.kind == kind}
+        return fetched | {name for name, of_kind in GENERATED_FILES.items() if of_kind == kind}
+
+    def plan_files(self, plan: GenerationPlan) -> list[tuple[str, str]]:
+        """(name, models sub-folder) of every file `plan` needs, demo files excepted (they are generated)."""
+        files = [(plan.base_model, "checkpoints")]
+        files += [(plan.refiner_model, "checkpoints")] if plan.refiner_model else []
+        files += [(name, "loras") for name, _weight in plan.loras]
+        files += [(plan.vae_name, "vae")] if plan.vae_name else []
+        if isinstance(plan.image_task, UpscaleTask) and plan.base_model != DEMO_CHECKPOINT:
+            files.append((DEFAULT_UPSCALER, UPSCALE_DIR))
+        return [(name, kind) for name, kind in files if name not in GENERATED_FILES]
