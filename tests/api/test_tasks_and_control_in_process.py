@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from litestar.testing import TestClient
 
 from .api_helpers import FAST, GENERATE, submit, wait_for
@@ -70,8 +72,12 @@ def test_cancel_a_pending_task_and_the_tasks_listing(client: TestClient, engine:
 def test_a_full_queue_answers_429(make_client, engine: FakeEngine) -> None:
     client = make_client(queue_size=1)
     engine.hold()
-    submit(client, {"prompt": "running"})
+    running = submit(client, {"prompt": "running"})
     assert engine.parked.wait(10)
+    # The live view follows the log: wait until it shows the task running, not pending, as the queue counts it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and client.get(f"/tasks/{running['task_id']}").json()["task_status"] != "running":
+        time.sleep(0.01)
     submit(client, {"prompt": "pending"})
     full = client.post(GENERATE, json={**FAST, "prompt": "one too many", "async_process": True})
     assert full.status_code == 429 and int(full.headers["retry-after"]) > 0 and "queue is full" in full.text
