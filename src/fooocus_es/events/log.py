@@ -10,7 +10,7 @@ from what is durable, never from whoever appended.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from fooocus_es.events.types import Envelope, Event
@@ -69,3 +69,15 @@ class EventLog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def pages(envelopes: Iterable[Envelope], size: int = 1000) -> Iterator[list[Envelope]]:
+    """Envelopes in lists of `size` (the last one shorter), for consumers that apply them in batches."""
+    page: list[Envelope] = []
+    for envelope in envelopes:
+        page.append(envelope)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page

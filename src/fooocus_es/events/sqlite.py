@@ -70,6 +70,21 @@ def migrate(db: Database, folder: Path) -> int:
     return current
 
 
+class ThreadReaders:
+    """One read-only connection per thread to a database file (sqlite3 objects are thread-bound)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def get(self) -> Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(self.path, readonly=True)
+            self._local.db = db
+        return db
+
+
 class SqliteEventLog:
     """`EventLog` on one SQLite file (WAL): durable on commit, followed by any number of tails."""
 
@@ -80,7 +95,7 @@ class SqliteEventLog:
         self._writer = connect(path)
         migrate(self._writer, migrations_dir or default_migrations_dir())
         self._lock = threading.Lock()
-        self._readers = threading.local()
+        self._readers = ThreadReaders(path)
         self._appended = threading.Condition()
         self._head = 0  # the highest seq this process appended
         self._previews: OrderedDict[int, str] = OrderedDict()
@@ -122,11 +137,7 @@ class SqliteEventLog:
     # -- reading --------------------------------------------------------------------------------
     def reader(self) -> Database:
         """This thread's read-only connection to the file (the read model's tables live in it too)."""
-        db = getattr(self._readers, "db", None)
-        if db is None:
-            db = connect(self.path, readonly=True)
-            self._readers.db = db
-        return db
+        return self._readers.get()
 
     def version(self, task_id: str) -> int:
         row = self.reader().execute("SELECT MAX(version) FROM task_events WHERE task_id = ?", (task_id,)).fetchone()

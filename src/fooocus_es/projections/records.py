@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from fooocus_es.events.log import EventLog
-from fooocus_es.events.sqlite import connect
+from fooocus_es.events.log import EventLog, pages
+from fooocus_es.events.sqlite import ThreadReaders, connect
 from fooocus_es.events.types import (
     Envelope,
     Event,
@@ -47,15 +47,11 @@ class ReadModel:
         self.path = path
         self._writer = connect(path)  # the schema is the log's migrations (same file here)
         self._lock = threading.Lock()
-        self._readers = threading.local()
+        self._readers = ThreadReaders(path)
 
     def reader(self) -> Database:
         """This thread's read-only connection, for the queries below (history, get, ...)."""
-        db = getattr(self._readers, "db", None)
-        if db is None:
-            db = connect(self.path, readonly=True)
-            self._readers.db = db
-        return db
+        return self._readers.get()
 
     def position(self) -> int:
         with self._lock:
@@ -75,14 +71,10 @@ class ReadModel:
     def catch_up(self, log: EventLog) -> int:
         """Apply what the log has beyond the position; returns how many events that was."""
         count = 0
-        batch: list[Envelope] = []
-        for envelope in log.read(after_seq=self.position()):
-            batch.append(envelope)
-            if len(batch) == 1000:
-                self.apply(batch)
-                count, batch = count + len(batch), []
-        self.apply(batch)
-        return count + len(batch)
+        for page in pages(log.read(after_seq=self.position())):
+            self.apply(page)
+            count += len(page)
+        return count
 
     def rebuild(self, log: EventLog) -> int:
         """Empty the table and apply the whole log, in one transaction."""

@@ -10,7 +10,7 @@ webhook twice only if the server dies between the receiver's 2xx and writing it 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from fooocus_es import __version__
-from fooocus_es.events.log import EventLog
+from fooocus_es.events.log import EventLog, pages
 from fooocus_es.events.types import Envelope, is_terminal, now_ms
 from fooocus_es.subscribers.webhook_outbox import Delivery, WebhookOutbox
 
@@ -54,7 +54,7 @@ class WebhookSender:
         position = await anyio.to_thread.run_sync(self.outbox.position)
         # Catch up: terminal events stored after the position (the read model is current at start;
         # this runs before the server takes requests, so reading on the loop holds nobody up).
-        for page in _pages(self.event_log.read(after_seq=position)):
+        for page in pages(self.event_log.read(after_seq=position)):
             await anyio.to_thread.run_sync(self.outbox.record_ended, page, self.url_of)
             position = page[-1].seq
         owed = await anyio.to_thread.run_sync(self.outbox.undelivered, now_ms() - RETRY_FOR_MS)
@@ -98,14 +98,3 @@ class WebhookSender:
 
 def _ends(envelope: Envelope) -> bool:
     return is_terminal(envelope.event)
-
-
-def _pages(envelopes: Iterable[Envelope], size: int = 1000) -> Iterator[list[Envelope]]:
-    page: list[Envelope] = []
-    for envelope in envelopes:
-        page.append(envelope)
-        if len(page) == size:
-            yield page
-            page = []
-    if page:
-        yield page
