@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,23 +13,22 @@ import structlog
 from anyio.abc import TaskGroup
 
 from fooocus_es.api.urls import UrlSigner
-from fooocus_es.engine.models.catalog import ModelCatalog, missing_downloads, names_on_disk
-from fooocus_es.engine.models.safety import safety_checker_installed
+from fooocus_es.engine.models.catalog import ModelCatalog
+from fooocus_es.engine.models.downloads import ModelDownloads
 from fooocus_es.engine.planning import presets
-from fooocus_es.engine.planning.plan import INPAINT_DIR
-from fooocus_es.engine.planning.plan_types import GenerationPlan
 from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.follower import LogFollower
 from fooocus_es.events.log import AppendRefused
 from fooocus_es.events.sqlite import SqliteEventLog
 from fooocus_es.events.store import EventStore
-from fooocus_es.events.types import TaskCancelled, TaskFailed, now_ms
+from fooocus_es.events.types import TaskCancelled, now_ms
 from fooocus_es.media.blobs import LocalBlobs
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
 from fooocus_es.runner.queue import LocalCommandQueue
+from fooocus_es.runner.recovery import recover
 from fooocus_es.runner.worker import EngineLike, Runner
 from fooocus_es.settings import Settings
 from fooocus_es.subscribers.waiters import Waiters
@@ -55,15 +52,6 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@dataclass
-class ModelStatus:
-    """Files the server's preset needs that are not on disk, and what is being done about them."""
-
-    missing: dict[str, str] = field(default_factory=dict)  # file name -> where to put it / why
-    downloading: dict[str, str] = field(default_factory=dict)  # file name -> progress text
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class Services:
     def __init__(self, settings: Settings, *, engine_factory: EngineFactory | None = None) -> None:
         self.settings = settings
@@ -84,7 +72,6 @@ class Services:
         self.style_book = StyleBook(settings.data_dir)
         self.preset = presets.load_preset(settings.preset, settings.data_dir)
         self.preset_defaults = presets.preset_request_defaults(self.preset)
-        self.model_status = ModelStatus()
         # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
         # runner's warm-up and request threads would otherwise race into them.
         from fooocus_es.engine.models.store import ModelStore
@@ -99,6 +86,7 @@ class Services:
         )
         self._engine_factory = engine_factory
         self.catalog = ModelCatalog(settings.models_dir, settings.data_dir)
+        self.downloads = ModelDownloads(self.catalog, self.model_store.download)
         warm = self.preset_defaults.get("base_model_name")
         self.runner = Runner(
             self.store,
@@ -108,7 +96,7 @@ class Services:
             self.device,
             warm_model=warm,
             style_book=self.style_book,
-            fetch_models=self.fetch_plan_models,
+            fetch_models=self.downloads.fetch_for_plan,
             blobs=self.blobs,
         )
         self.bus.add_listener(self.live.apply)
@@ -127,87 +115,6 @@ class Services:
 
             torch.set_num_threads(self.settings.torch_threads)
         return self._engine_factory(self.model_store, self.settings.data_dir)
-
-    def fetch_plan_models(self, plan: GenerationPlan, report: Callable[[str], None]) -> None:
-        """Runner thread: download the plan's missing files that have a known URL, reporting progress.
-
-        Files with no known URL are left to the engine, whose error names the file and its folder.
-        """
-        downloads = self.catalog.downloads()
-        for name, kind in self.catalog.plan_files(plan):
-            known = downloads.get(name)
-            if (self.settings.models_dir / kind / name).exists() or known is None or known.kind != kind:
-                continue  # on disk, or no URL for a file of this kind
-            url = known.url
-            shown = [-1]  # the last percentage reported
-
-            def progress(done: int, total: int | None, name: str = name, shown: list[int] = shown) -> None:
-                percent = done * 100 // total if total else -1
-                if percent >= shown[0] + 5 or (percent == -1 and done // (64 << 20) > shown[0]):
-                    shown[0] = percent if total else done // (64 << 20)
-                    amount = f"{percent}%" if total else f"{done >> 20} MiB"
-                    report(f"Downloading {name}: {amount}")
-                with self.model_status.lock:
-                    self.model_status.downloading[name] = f"{percent}%" if total else f"{done} bytes"
-
-            log.info("model.download_started", file=name, url=url)
-            try:
-                self.model_store.download(name, url, kind, progress)  # type: ignore[arg-type]
-            finally:
-                with self.model_status.lock:
-                    self.model_status.downloading.pop(name, None)
-            log.info("model.downloaded", file=name)
-
-    def admission_names(self) -> dict[str, Any]:
-        """What validate_names checks requests against, read from disk (blocking: call in a thread)."""
-        models_dir = self.settings.models_dir
-        inpaint_dir = models_dir / INPAINT_DIR
-        return {
-            "checkpoints": set(names_on_disk(models_dir, "checkpoints")),
-            "loras": set(names_on_disk(models_dir, "loras")) | self.catalog.fetchable("loras"),
-            "vaes": set(names_on_disk(models_dir, "vae")) | self.catalog.fetchable("vae"),
-            "safety_checker": safety_checker_installed(self.settings.models_dir),
-            "inpaint_files": {p.name for p in inpaint_dir.iterdir()} if inpaint_dir.is_dir() else set(),
-            "styles": self.style_book.names(),
-        }
-
-    def check_preset_models(self) -> list[tuple[str, str, str]]:
-        """The server preset's files that are missing: (name, url, models sub-folder)."""
-        missing = missing_downloads(self.preset, self.settings.models_dir)
-        with self.model_status.lock:
-            for item in missing:
-                path = self.settings.models_dir / item.kind / item.name
-                self.model_status.missing[item.name] = f"put it at {path} (source: {item.url})"
-        return [(item.name, item.url, item.kind) for item in missing]
-
-    def download_missing(self, missing: list[tuple[str, str, str]]) -> None:
-        """Worker thread: fetch the preset's files; failures leave the server up and named in /health."""
-        for name, url, kind in missing:
-            logged = [-1]  # the last tenth written to the log
-
-            def progress(done: int, total: int | None, name: str = name, logged: list[int] = logged) -> None:
-                text = f"{done / total:.0%}" if total else f"{done} bytes"
-                with self.model_status.lock:
-                    self.model_status.downloading[name] = text
-                tenth = done * 10 // total if total else done // (256 * 1024 * 1024)  # 10% or 256 MiB steps
-                if tenth > logged[0]:
-                    logged[0] = tenth
-                    log.info("model.download_progress", file=name, done_bytes=done, total_bytes=total, progress=text)
-
-            try:
-                log.info("model.download_started", file=name, url=url)
-                self.model_store.download(name, url, kind, progress)
-            except Exception as exc:
-                log.error("model.download_failed", file=name, error=str(exc))
-                with self.model_status.lock:
-                    self.model_status.missing[name] = str(exc)
-            else:
-                log.info("model.downloaded", file=name)
-                with self.model_status.lock:
-                    self.model_status.missing.pop(name, None)
-            finally:
-                with self.model_status.lock:
-                    self.model_status.downloading.pop(name, None)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, task_group: TaskGroup) -> None:
@@ -229,13 +136,15 @@ class Services:
             shape_body=self.webhook_body,
         )
         await task_group.start(self.webhooks.run)
-        await self.recover(unfinished)
+        await recover(unfinished, commands=self.commands, event_log=self.event_log, store=self.store)
         self.runner.start()
-        missing = self.check_preset_models()
-        for name, url, kind in missing:
-            log.warning("model.missing", file=name, folder=str(self.settings.models_dir / kind), url=url)
+        missing = self.downloads.check_preset(self.preset)
+        for item in missing:
+            log.warning("model.missing", file=item.name, folder=str(self.settings.models_dir / item.kind), url=item.url)
         if missing and self.settings.download_models:
-            threading.Thread(target=self.download_missing, args=(missing,), name="downloads", daemon=True).start()
+            fetch = threading.Thread(target=self.downloads.download_missing, args=(missing,), name="downloads")
+            fetch.daemon = True
+            fetch.start()
 
     def _rebuild_live(self) -> list[dict[str, Any]]:
         """Worker thread: the tasks the log has not ended, their events applied to the live view."""
@@ -248,22 +157,6 @@ class Services:
     def _webhook_url(self, task_id: str) -> str:
         record = records.get(self.read_model.reader(), task_id)
         return (record or {}).get("webhook_url") or self.settings.webhook_url
-
-    async def recover(self, unfinished: list[dict[str, Any]]) -> None:
-        """Restart rule: queued-but-not-started tasks run again; started-but-not-ended ones failed."""
-        for record in unfinished:
-            task_id = record["task_id"]
-            if record["start_mills"] is None:
-                self.commands.put(Generate(task_id=task_id, params=record["req_params"]))
-                continue
-            version = await anyio.to_thread.run_sync(self.event_log.version, task_id)
-            failed = TaskFailed(
-                task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message="interrupted by restart"
-            )
-            with contextlib.suppress(AppendRefused):  # another writer ended it meanwhile
-                await self.store.emit_async(failed, expected_version=version)
-        if unfinished:
-            log.info("tasks.recovered", count=len(unfinished))
 
     async def stop(self) -> None:
         await anyio.to_thread.run_sync(self.runner.shutdown)

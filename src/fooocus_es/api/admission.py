@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 import structlog
 
 from fooocus_es.api.errors import TooManyRequests
@@ -46,8 +47,9 @@ def check_capacity(services: Services) -> None:
 
 async def validate_and_store(services: Services, params: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
     """The finalized params, with every image field replaced by its inputs/ path."""
-    names = await anyio.to_thread.run_sync(services.admission_names)
-    planning.validate_names(params, downloadable=services.catalog.fetchable("checkpoints"), sent=sent, **names)
+    names = await anyio.to_thread.run_sync(lambda: services.catalog.installed(services.style_book.names()))
+    downloadable = services.catalog.fetchable("checkpoints")
+    planning.validate_names(params, downloadable=downloadable, sent=sent, **msgspec.structs.asdict(names))
     check_capacity(services)
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     # This server's own result/input URLs (chained tasks) are read from the data dir, not fetched.

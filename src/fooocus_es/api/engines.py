@@ -117,9 +117,7 @@ async def preset_list(settings: NamedDependency[Settings]) -> dict[str, Any]:
     responses=examples.HEALTH_RESPONSES,
 )
 async def health(services: NamedDependency[Services]) -> dict[str, Any]:
-    with services.model_status.lock:
-        missing = dict(services.model_status.missing)
-        downloading = dict(services.model_status.downloading)
+    missing, downloading = services.downloads.status.snapshot()
     preset_model = services.preset_defaults.get("base_model_name")
     return {
         "status": "ok",
