@@ -8,7 +8,7 @@ from fooocus_es.api.body_types import body_type_refusal, is_json_type
 from fooocus_es.api.cors import cors_config
 from fooocus_es.api.cross_site import changes_state, cross_site_refusal
 from fooocus_es.api.hosts import allowed_hosts, host_name, host_refusal
-from fooocus_es.settings import Settings
+from fooocus_es.settings import Settings, settings_from_env
 
 LOCAL = cors_config(Settings()).is_origin_allowed
 
@@ -134,3 +134,9 @@ def test_a_key_or_a_wildcard_bind_serves_any_host_unless_hosts_are_listed() -> N
     listed = allowed_hosts(Settings(host="0.0.0.0", api_key="k", allowed_hosts="gpu-box.lan"))
     assert listed is not None and "gpu-box.lan" in listed and "0.0.0.0" not in listed
     assert host_refusal("evil.example", listed) is not None
+
+
+def test_allowed_hosts_come_from_the_environment_too() -> None:
+    settings = settings_from_env({"FOOOCUS_ES_ALLOWED_HOSTS": "gpu-box.lan"})
+    assert host_refusal("gpu-box.lan:7866", allowed_hosts(settings)) is None
+    assert host_refusal("evil.example", allowed_hosts(settings)) is not None
