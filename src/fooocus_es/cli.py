@@ -45,12 +45,17 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         "--cors-origins",
         help="comma-separated CORS origins, or '*' (default: local pages; any origin once an API key is set)",
     )
+    parser.add_argument(
+        "--allowed-hosts",
+        help="comma-separated Host names served besides localhost, the bind address and --base-url's, or '*' "
+        "(default: those only, unless an API key is set or the bind address is 0.0.0.0/::)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = (
         "host", "port", "data_dir", "preset", "api_key", "webhook_url", "base_url", "queue_size", "device",
-        "sync_response", "stream_rate", "cors_origins",
+        "sync_response", "stream_rate", "cors_origins", "allowed_hosts",
     )  # fmt: skip
     return settings_from_env(**{key: getattr(args, key, None) for key in keys})
 

@@ -32,6 +32,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sync_response: Literal["image", "json"] = "image"
     stream_rate: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 10.0  # progress events a second on a stream
     cors_origins: str = ""  # "" = local pages (any origin with an API key); "*" or a comma-separated list
+    # Host names served besides localhost, the bind address and the base URL's (a guard against DNS
+    # rebinding, see api/hosts.py); comma-separated, "*" any. "": any host with a key or a wildcard bind.
+    allowed_hosts: str = ""
 
     # Derived locations: the design card puts outputs/ and inputs/ beside each other.
     @property
