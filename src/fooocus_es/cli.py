@@ -50,12 +50,23 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         help="comma-separated Host names served besides localhost, the bind address and --base-url's, or '*' "
         "(default: those only, unless an API key is set or the bind address is 0.0.0.0/::)",
     )
+    parser.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        default=None,
+        help="let webhooks reach loopback, private, link-local and multicast addresses (default: refused)",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        help=f"sign every webhook with HMAC-SHA256 under this secret (better: ${ENV_PREFIX}WEBHOOK_SECRET)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = (
         "host", "port", "data_dir", "preset", "api_key", "webhook_url", "base_url", "queue_size", "device",
         "sync_response", "stream_rate", "cors_origins", "allowed_hosts",
+        "allow_private_webhooks", "webhook_secret",
     )  # fmt: skip
     return settings_from_env(**{key: getattr(args, key, None) for key in keys})
 
@@ -66,10 +77,23 @@ def serve(args: argparse.Namespace) -> int:
     from fooocus_es.app import create_app
 
     settings = _settings(args)
+    _check_webhook_url(settings.webhook_url)
     app = create_app(settings)
     # A short graceful timeout: open progress streams must not hold a restart for 30 s.
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, timeout_graceful_shutdown=2)
     return 0
+
+
+def _check_webhook_url(url: str) -> None:
+    """The server-wide webhook passes the same URL check as a request's, before the server starts."""
+    from fooocus_es.net.address_guard import RefusedURL, parse_http_url
+
+    if not url:
+        return
+    try:
+        parse_http_url(url)
+    except RefusedURL as exc:
+        raise CliError(f"--webhook-url ({ENV_PREFIX}WEBHOOK_URL) {url!r}: {exc}", code=2) from exc
 
 
 def replay(args: argparse.Namespace) -> int:

@@ -35,6 +35,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Host names served besides localhost, the bind address and the base URL's (a guard against DNS
     # rebinding, see api/hosts.py); comma-separated, "*" any. "": any host with a key or a wildcard bind.
     allowed_hosts: str = ""
+    # Webhook safety: loopback, private, link-local and multicast receivers need the opt-in; with a
+    # secret every delivery carries an HMAC-SHA256 signature (subscribers/webhook_signature.py).
+    allow_private_webhooks: bool = False
+    webhook_secret: str = ""
 
     # Derived locations: the design card puts outputs/ and inputs/ beside each other.
     @property

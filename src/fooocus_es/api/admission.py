@@ -1,6 +1,7 @@
 """Admitting a task, shared by the native and the OpenAI-compatible endpoints.
 
-validate_and_store: names checked, queue capacity checked, input images stored under inputs/.
+validate_and_store: the webhook URL and names checked, queue capacity checked, input images stored
+under inputs/.
 enqueue: TaskQueued made durable (with the waiter and optional stream subscription registered
 first, so nothing of the task can be missed), then the runner is told.
 """
@@ -25,6 +26,7 @@ from fooocus_es.events.bus import Subscription
 from fooocus_es.events.types import TaskQueued, now_ms
 from fooocus_es.media.limits import ImageLimits
 from fooocus_es.media.own_files import OwnFiles
+from fooocus_es.net import address_guard
 from fooocus_es.services import Services
 
 
@@ -45,8 +47,19 @@ def check_capacity(services: Services) -> None:
         )
 
 
+def check_webhook_url(url: object) -> None:
+    """http(s) with a valid host, or nothing; which addresses it may reach is decided at delivery."""
+    if not url:
+        return
+    try:
+        address_guard.parse_http_url(str(url))
+    except address_guard.RefusedURL as exc:
+        raise planning.ParamError("webhook_url", str(exc)) from exc
+
+
 async def validate_and_store(services: Services, params: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
     """The finalized params, with every image field replaced by its inputs/ path."""
+    check_webhook_url(params.get("webhook_url"))
     names = await anyio.to_thread.run_sync(lambda: services.catalog.installed(services.style_book.names()))
     downloadable = services.catalog.fetchable("checkpoints")
     planning.validate_names(params, downloadable=downloadable, sent=sent, **msgspec.structs.asdict(names))

@@ -44,9 +44,10 @@ _JSON_DOC: Final = (
     "(cn_stop/cn_weight 0 or null: the type's Fooocus default), `outpaint_distance_left/top/right/bottom` to "
     "`outpaint_distance`, `upscale_value` to `upscale_multiple`, `save_extension` to `output_format`, `save_meta` to "
     "`save_metadata_to_images`, `meta_scheme` to `metadata_scheme`; `save_name` is dropped. A model, LoRA, VAE or "
-    "style that is not installed, an unknown sampler, scheduler or inpaint engine, and a webhook_url that is no URL "
-    "fall back as upstream does, each named in the task's notes; unknown fields are ignored and listed in "
-    "X-Ignored-Fields. A wrong value is a 400 naming the Fooocus-API field."
+    "style that is not installed, an unknown sampler, scheduler or inpaint engine, and the docs placeholder "
+    "webhook_url `string` fall back as upstream does, each named in the task's notes; unknown fields are ignored "
+    "and listed in X-Ignored-Fields. A wrong value is a 400 naming the Fooocus-API field (a webhook_url must be "
+    "http(s) with a host)."
 )
 _FORM_DOC: Final = (
     "multipart/form-data as python-requests builds it: CommonRequest fields as form fields (booleans True/False, "
