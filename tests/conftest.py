@@ -114,10 +114,9 @@ def make_server(tmp_path: Path, demo_models: Path) -> Iterator:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Iterator[ServerProcess]:
-    """One server shared by the tests that do not need a fresh one."""
-    process = ServerProcess(
-        tmp_path_factory.mktemp("shared-data"), demo_models, env={"FOOOCUS_ES_ALLOW_PRIVATE_FETCH": "true"}
-    )
+    """One server shared by the tests that do not need a fresh one (image URLs and webhooks to loopback allowed)."""
+    env = {"FOOOCUS_ES_ALLOW_PRIVATE_FETCH": "true", "FOOOCUS_ES_ALLOW_PRIVATE_WEBHOOKS": "true"}
+    process = ServerProcess(tmp_path_factory.mktemp("shared-data"), demo_models, env=env)
     process.start()
     yield process
     process.stop()

@@ -44,6 +44,7 @@ log = structlog.get_logger("fooocus_es")
 # Builds the runner's engine, once, on the runner thread; the default is engine.pipeline.Engine.
 EngineFactory = Callable[["ModelStore", Path], EngineLike]
 
+
 def resolve_device(requested: str) -> str:
     if requested != "auto":
         return requested
@@ -134,6 +135,8 @@ class Services:
             retries=self.settings.webhook_retries,
             timeout_s=self.settings.webhook_timeout_s,
             shape_body=self.webhook_body,
+            allow_private=self.settings.allow_private_webhooks,
+            secret=self.settings.webhook_secret,
         )
         await task_group.start(self.webhooks.run)
         await recover(unfinished, commands=self.commands, event_log=self.event_log, store=self.store)
