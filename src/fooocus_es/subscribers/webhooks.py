@@ -98,7 +98,9 @@ class WebhookSender:
         # proxy from the environment (it would connect for us, to any address).
         async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False, trust_env=False) as client:
             for attempt in range(first, last + 1):
-                outcome = await self._post_once(client, url, content, task_id)
+                outcome = await post_once(
+                    client, url, content, task_id=task_id, allow_private=self.allow_private, secret=self.secret
+                )
                 if outcome.refused:
                     await anyio.to_thread.run_sync(
                         self.outbox.attempted, delivery.seq, attempt, None, outcome.error, "refused"
@@ -117,41 +119,46 @@ class WebhookSender:
                     await anyio.sleep(self.backoff_s * 2 ** (attempt - first))
         log.error("webhook.gave_up", task_id=task_id, url=url, attempts=attempt)
 
-    async def _post_once(self, client: httpx.AsyncClient, url: str, content: bytes, task_id: str) -> Outcome:
-        """One attempt: the URL and its addresses checked now (DNS may have changed), then one POST."""
+
+async def post_once(
+    client: httpx.AsyncClient, url: str, content: bytes, *, task_id: str, allow_private: bool, secret: str
+) -> Outcome:
+    """One attempt: the URL and its addresses checked now (DNS may have changed), then one POST to
+    a checked address (never re-resolved by the client), signed at this attempt's time."""
+    try:
+        parsed = address_guard.parse_http_url(url)
+        addresses = await anyio.to_thread.run_sync(
+            partial(address_guard.checked_addresses, parsed, allow_private=allow_private)
+        )
+    except address_guard.UnresolvedHost as exc:
+        return Outcome(None, str(exc))  # DNS may answer on the next attempt
+    except address_guard.BlockedAddress as exc:
+        return Outcome(None, f"refused: {exc}; webhooks to it need --allow-private-webhooks", refused=True)
+    except address_guard.RefusedURL as exc:  # a URL stored before admission checked URLs
+        return Outcome(None, f"refused: {exc}", refused=True)
+    headers = {
+        "User-Agent": f"fooocus-es/{__version__}",
+        "Content-Type": "application/json",
+        "X-Fooocus-Task-Id": task_id,
+        **signature_headers(secret, now_ms() // 1000, content),
+    }
+    failure: httpx.HTTPError | None = None
+    for address in addresses:
+        request = address_guard.pinned_request(client, "POST", parsed, address, content=content, headers=headers)
         try:
-            parsed = address_guard.parse_http_url(url)
-            check = partial(address_guard.checked_addresses, parsed, allow_private=self.allow_private)
-            addresses = await anyio.to_thread.run_sync(check)
-        except address_guard.UnresolvedHost as exc:
-            return Outcome(None, str(exc))  # DNS may answer on the next attempt
-        except address_guard.BlockedAddress as exc:
-            return Outcome(None, f"refused: {exc}; webhooks to it need --allow-private-webhooks", refused=True)
-        except address_guard.RefusedURL as exc:  # a URL stored before admission checked URLs
-            return Outcome(None, f"refused: {exc}", refused=True)
-        headers = {
-            "User-Agent": f"fooocus-es/{__version__}",
-            "Content-Type": "application/json",
-            "X-Fooocus-Task-Id": task_id,
-            **signature_headers(self.secret, now_ms() // 1000, content),
-        }
-        failure: httpx.HTTPError | None = None
-        for address in addresses:
-            request = address_guard.pinned_request(client, "POST", parsed, address, content=content, headers=headers)
-            try:
-                response = await client.send(request, stream=True)  # the receiver's body is not read
-            except httpx.ConnectError as exc:  # e.g. an unreachable IPv6 address: try the next one
-                failure = exc
-                continue
-            except httpx.HTTPError as exc:
-                return Outcome(None, f"{type(exc).__name__}: {exc}")
-            await response.aclose()
-            status = response.status_code
-            if 300 <= status < 400:
-                location = response.headers.get("location", "")
-                return Outcome(status, f"HTTP {status}: redirect to {location!r} not followed")
-            return Outcome(status, None if status < 300 else f"HTTP {status}")
-        return Outcome(None, f"{type(failure).__name__}: {failure}")
+            response = await client.send(request, stream=True)  # the receiver's body is not read
+        except httpx.ConnectError as exc:  # e.g. an unreachable IPv6 address: try the next one
+            failure = exc
+            continue
+        except httpx.HTTPError as exc:
+            return Outcome(None, f"{type(exc).__name__}: {exc}")
+        await response.aclose()
+        status = response.status_code
+        if 300 <= status < 400:
+            location = response.headers.get("location", "")
+            return Outcome(status, f"HTTP {status}: redirect to {location!r} not followed")
+        return Outcome(status, None if status < 300 else f"HTTP {status}")
+    return Outcome(None, f"{type(failure).__name__}: {failure}")
 
 
 def _ends(envelope: Envelope) -> bool:
