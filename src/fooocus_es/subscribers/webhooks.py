@@ -69,6 +69,8 @@ class WebhookSender:
     secret: str = ""  # signs every delivery (webhook_signature.py); empty: unsigned
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if not self.secret:
+            log.info("webhooks.unsigned", hint="set FOOOCUS_ES_WEBHOOK_SECRET to sign webhook deliveries")
         position = await anyio.to_thread.run_sync(self.outbox.position)
         # Catch up: terminal events stored after the position (the read model is current at start;
         # this runs before the server takes requests, so reading on the loop holds nobody up).
