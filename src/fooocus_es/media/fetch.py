@@ -115,7 +115,7 @@ def _checked_addresses(url: httpx.URL, *, limits: ImageLimits, field: str) -> li
     try:
         return address_guard.checked_addresses(url, allow_private=limits.allow_private_fetch)
     except address_guard.BlockedAddress as exc:
-        message = f"URL host resolves to a {exc.reason} address; fetching it is not allowed"
+        message = f"URL host resolves to {address_guard.with_article(exc.reason)} address; fetching it is not allowed"
         raise InputImageError(field, message) from exc
     except address_guard.RefusedURL as exc:
         raise InputImageError(field, str(exc)) from exc

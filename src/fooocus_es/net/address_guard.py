@@ -32,7 +32,7 @@ class BlockedAddress(RefusedURL):
     """The URL's host is, or resolves to, an address clients must not reach through us."""
 
     def __init__(self, reason: str, address: IPAddress) -> None:
-        super().__init__(f"URL host resolves to a {reason} address ({address})")
+        super().__init__(f"URL host resolves to {with_article(reason)} address ({address})")
         self.reason = reason
         self.address = address
 
@@ -131,6 +131,10 @@ def pinned_request(
     extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
     headers = {**kwargs.pop("headers", {}), "Host": url.netloc.decode("ascii")}
     return client.build_request(method, url.copy_with(host=address), headers=headers, extensions=extensions, **kwargs)
+
+
+def with_article(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def _valid_host(host: str) -> bool:
