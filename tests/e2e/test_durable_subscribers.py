@@ -43,6 +43,10 @@ def test_a_webhook_owed_while_the_receiver_was_down_and_the_server_was_killed_is
             time.sleep(0.1)
         assert len(receiver.bodies) == 1 and receiver.bodies[0]["task_id"] == task["task_id"]
         assert receiver.bodies[0]["task_status"] == "finished"
+        # The server writes the attempt down after the receiver's answer: a moment after the body arrived.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not outbox(data_dir, "SELECT 1 FROM webhook_attempts WHERE attempt = 2"):
+            time.sleep(0.05)
         rows = outbox(data_dir, "SELECT state, attempts, last_status FROM webhook_deliveries")
         assert rows == [("delivered", 2, 200)]
         attempts = outbox(data_dir, "SELECT attempt, status_code FROM webhook_attempts ORDER BY id")
