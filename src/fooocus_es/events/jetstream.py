@@ -193,7 +193,12 @@ class JetStreamEventLog:
         async def follow() -> object:
             config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq + 1)
             return await self.nats.js.subscribe(
-                f"{self.prefix}.>", stream=self.stream, ordered_consumer=True, config=config, cb=deliver
+                f"{self.prefix}.>",
+                stream=self.stream,
+                ordered_consumer=True,
+                config=config,
+                cb=deliver,
+                idle_heartbeat=1.0,  # two missed beats re-create it at last+1: a server restart costs ~2 s
             )
 
         sub = await anyio.to_thread.run_sync(self.nats.call, follow())
