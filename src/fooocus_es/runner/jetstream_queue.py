@@ -32,7 +32,7 @@ _FORBIDDEN_IN_TOKEN: Final = frozenset(".*> \t\r\n")
 class JetStreamClaim:
     def __init__(self, command: Generate, msg: Msg, queue: JetStreamCommandQueue) -> None:
         self.command = command
-        self.delivered = msg.metadata.num_delivered  # 2 or more: a takeover from a runner that went away
+        self.attempt = msg.metadata.num_delivered  # 2 or more: a takeover from a runner that went away
         self._msg = msg
         self._queue = queue
         self._done = False
