@@ -27,6 +27,16 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One JetStream server for the session; each test uses its own stream and subjects."""
+    from nats_server import NatsServer
+
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server.url
+    server.stop()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

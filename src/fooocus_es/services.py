@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +22,14 @@ from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.follower import LogFollower
 from fooocus_es.events.log import AppendRefused
-from fooocus_es.events.sqlite import SqliteEventLog
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import TaskCancelled, now_ms
-from fooocus_es.media.blobs import LocalBlobs
+from fooocus_es.fleet.backends import open_backends
+from fooocus_es.fleet.control import ControlListener, NatsControl
+from fooocus_es.fleet.webhook_claims import WebhookClaims
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
-from fooocus_es.runner.queue import LocalCommandQueue
 from fooocus_es.runner.recovery import recover
 from fooocus_es.runner.worker import EngineLike, Runner
 from fooocus_es.settings import Settings
@@ -59,14 +61,19 @@ class Services:
         for folder in (settings.outputs_dir, settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(settings.device)
-        self.blobs = LocalBlobs(settings.data_dir)  # inputs/ and outputs/
-        self.event_log = SqliteEventLog(settings.db_path)
+        # SQLite and local files on one machine; JetStream's log, work queue and object store in a
+        # fleet. The read model is this node's own SQLite either way, fed from the log.
+        self.backends = open_backends(settings)
+        self.blobs = self.backends.blobs  # inputs/ and outputs/
+        self.event_log = self.backends.event_log
         self.read_model = ReadModel(settings.db_path)
         self.webhook_outbox = WebhookOutbox(settings.db_path)
         self.bus = Bus()
         self.follower = LogFollower(self.event_log, self.bus, self.read_model)
         self.store = EventStore(self.event_log, self.follower)
-        self.commands = LocalCommandQueue()
+        self.commands = self.backends.commands
+        nats = self.backends.nats
+        self.remote_control = NatsControl(nats) if nats is not None else None  # stop/skip on other machines
         self.live = LiveTasks()
         self.waiters = Waiters()
         self.signer = UrlSigner(settings.public_base_url, settings.api_key)
@@ -99,7 +106,11 @@ class Services:
             style_book=self.style_book,
             fetch_models=self.downloads.fetch_for_plan,
             blobs=self.blobs,
+            runner_id=f"{socket.gethostname()}-{os.getpid()}-{self.device}",
+            retry_interrupted=settings.retry_interrupted,
         )
+        self.control_listener = ControlListener(nats, self.runner.deliver) if nats and settings.runner else None
+        self.webhook_claims = WebhookClaims(nats, settings.data_dir) if nats is not None else None
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
         # What a webhook POSTs; the app sets it so each wire's tasks get that wire's body.
@@ -139,8 +150,18 @@ class Services:
             secret=self.settings.webhook_secret,
         )
         await task_group.start(self.webhooks.run)
-        await recover(unfinished, commands=self.commands, event_log=self.event_log, store=self.store)
-        self.runner.start()
+        # In a fleet a started task belongs to its runner (the queue hands it on if that runner goes
+        # away), so an API node's restart only re-queues what never started (idempotent by task id).
+        await recover(
+            unfinished, commands=self.commands, event_log=self.event_log, store=self.store,
+            fail_started=not self.settings.fleet,
+        )  # fmt: skip
+        if self.settings.runner:
+            self.runner.start()
+            if self.control_listener is not None:
+                await anyio.to_thread.run_sync(self.control_listener.start)
+        if not self.settings.runner:
+            return  # the fleet's runners fetch the models they use
         missing = self.downloads.check_preset(self.preset)
         for item in missing:
             log.warning("model.missing", file=item.name, folder=str(self.settings.models_dir / item.kind), url=item.url)
@@ -158,14 +179,25 @@ class Services:
         return unfinished
 
     def _webhook_url(self, task_id: str) -> str:
+        """Worker thread: where the task's webhook goes; "" for none, or when another node of the
+        fleet sends it (one node claims each task's webhook, so it is sent once)."""
         record = records.get(self.read_model.reader(), task_id)
-        return (record or {}).get("webhook_url") or self.settings.webhook_url
+        url = (record or {}).get("webhook_url") or self.settings.webhook_url
+        if url and self.webhook_claims is not None and not self.webhook_claims.claim(task_id):
+            return ""
+        return url
 
     async def stop(self) -> None:
+        if self.control_listener is not None:
+            await anyio.to_thread.run_sync(self.control_listener.stop)
         await anyio.to_thread.run_sync(self.runner.shutdown)
         # What the runner wrote while shutting down reaches the table now, not at the next start.
         await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)
-        self.event_log.checkpoint()
+        checkpoint = getattr(self.event_log, "checkpoint", None)  # SQLite's WAL upkeep
+        if checkpoint is not None:
+            checkpoint()
+        if self.settings.fleet:
+            await anyio.to_thread.run_sync(self.backends.close)
 
     # -- commands -----------------------------------------------------------------------------
     def submit(self, task_id: str, params: dict[str, Any]) -> None:
@@ -184,15 +216,21 @@ class Services:
                 return "cancelled"
             except AppendRefused:
                 pass  # it started (or ended) first
-        return "stopping" if self.runner.deliver(Stop(task_id=task_id)) else "unknown"
+        return "stopping" if await self.deliver(Stop(task_id=task_id)) else "unknown"
 
-    def control(self, action: Literal["stop", "skip"]) -> str | None:
-        """Stop or skip the running task; its id, or None when nothing runs."""
-        task_id = self.runner.running_task
+    async def control(self, action: Literal["stop", "skip"]) -> str | None:
+        """Stop or skip the running task (in a fleet: the first one running); its id, or None."""
+        task_id = self.runner.running_task or next(iter(self.live.running), None)
         if task_id is None:
             return None
         command = Stop(task_id=task_id) if action == "stop" else Skip(task_id=task_id)
-        return task_id if self.runner.deliver(command) else None
+        return task_id if await self.deliver(command) else None
+
+    async def deliver(self, command: Stop | Skip) -> bool:
+        """To this process's runner, else (in a fleet) to whichever runner holds the task."""
+        if self.runner.deliver(command):
+            return True
+        return self.remote_control is not None and await self.remote_control.send(command)
 
     # -- reads --------------------------------------------------------------------------------
     async def record(self, task_id: str) -> dict[str, Any] | None:
@@ -212,4 +250,5 @@ class Services:
         return self.signer.render_record(stored) if stored else None
 
     def data_path(self, relative: str) -> Path:
-        return self.settings.data_dir / relative
+        """A stored file as a local path (in a fleet, fetched into this node's cache first)."""
+        return self.blobs.local_path(relative) or self.settings.data_dir / relative

@@ -39,6 +39,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # secret every delivery carries an HMAC-SHA256 signature (subscribers/webhook_signature.py).
     allow_private_webhooks: bool = False
     webhook_secret: str = ""
+    # Fleet (README "Fleet"): the log, the command queue and the files on NATS JetStream.
+    log_url: str = ""  # "": SQLite in the data dir; nats://HOST:PORT: the fleet's JetStream
+    pool: str = "default"  # the runners' pool: one shared queue consumer each
+    runner: bool = True  # run a runner in this process (--no-runner: an API node only)
+    retry_interrupted: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1  # re-runs when a task's runner went away
+    ack_wait_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # silence after which a runner's task is taken over
+
+    @property
+    def fleet(self) -> bool:
+        return self.log_url.startswith(("nats://", "tls://"))
 
     # Derived locations: the design card puts outputs/ and inputs/ beside each other.
     @property

@@ -122,7 +122,8 @@ async def health(services: NamedDependency[Services]) -> dict[str, Any]:
     return {
         "status": "ok",
         # Ready to generate with the server's preset: its checkpoint is on disk (or made on first use).
-        "ready": preset_model not in missing and services.runner.alive,
+        # An API node of a fleet (--no-runner) is ready once it follows the log: runners hold the models.
+        "ready": not services.settings.runner or (preset_model not in missing and services.runner.alive),
         "version": __version__,
         "device": services.device,
         "preset": services.settings.preset,

@@ -209,7 +209,7 @@ async def control(
         raise ValidationException("action: required (stop or skip), in the query string or a JSON body")
     if action not in ("stop", "skip"):
         return ControlResponse("Invalid control action")
-    task_id = services.control(action)  # type: ignore[arg-type]
+    task_id = await services.control(action)  # type: ignore[arg-type]
     if task_id is None:
         return ControlResponse("No task running")
     return ControlResponse("task stopped" if action == "stop" else "task skipped")

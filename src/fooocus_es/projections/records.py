@@ -16,7 +16,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from fooocus_es.events.log import EventLog, pages
-from fooocus_es.events.sqlite import ThreadReaders, connect
+from fooocus_es.events.sqlite import ThreadReaders, connect, default_migrations_dir, migrate
 from fooocus_es.events.types import (
     Envelope,
     Event,
@@ -45,7 +45,11 @@ class ReadModel:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer = connect(path)  # the schema is the log's migrations (same file here)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = connect(path)
+        # The schema is the log's migrations: the same file on one machine (applied once, whoever
+        # opens it first); in a fleet the log is elsewhere and this file holds only the read side.
+        migrate(self._writer, default_migrations_dir())
         self._lock = threading.Lock()
         self._readers = ThreadReaders(path)
 

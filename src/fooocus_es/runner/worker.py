@@ -36,6 +36,7 @@ from fooocus_es.events.types import (
     now_ms,
 )
 from fooocus_es.media.blobs import BlobStore, LocalBlobs
+from fooocus_es.media.inputs import stored_input_keys
 from fooocus_es.media.metadata import parameters_text
 from fooocus_es.media.outputs import encode_image, save_output
 from fooocus_es.runner.queue import CommandQueue
@@ -97,6 +98,8 @@ class Runner:
         style_book: StyleBook | None = None,
         fetch_models: ModelFetcher | None = None,
         blobs: BlobStore | None = None,
+        runner_id: str | None = None,
+        retry_interrupted: int = 1,
     ) -> None:
         self.store = store
         self.blobs = blobs or LocalBlobs(data_dir)
@@ -104,7 +107,8 @@ class Runner:
         self.engine_factory = engine_factory
         self.data_dir = data_dir
         self.device = device
-        self.runner_id = f"runner-{device}"
+        self.runner_id = runner_id or f"runner-{device}"
+        self.retry_interrupted = retry_interrupted
         self.warm_model = warm_model
         self.style_book = style_book or StyleBook(data_dir)
         self.fetch_models = fetch_models
@@ -161,7 +165,7 @@ class Runner:
                 claim.release()
                 break
             try:
-                self.run(claim.command)
+                self.run(claim.command, attempt=claim.attempt)
             finally:
                 claim.ack()  # the task's terminal event is stored (or it was never started)
 
@@ -187,15 +191,30 @@ class Runner:
             raise TaskAbandoned(str(exc)) from exc
         current.version += 1
 
-    def run(self, command: Generate) -> None:
-        """Run one task to its terminal event (public for tests; the loop calls it)."""
+    def run(self, command: Generate, *, attempt: int = 1) -> None:
+        """Run one task to its terminal event (public for tests; the loop calls it).
+
+        `attempt` > 1 is a command handed out again because its runner went away (a fleet's queue
+        redelivers after the ack wait): a task that had started is re-run (seeded, so the same
+        pixels) at most `retry_interrupted` times, then failed "interrupted", so a task that kills
+        runners ends instead of looping. The version check fences the runner that went away.
+        """
         task_id = command.task_id
         # Bound here, not at construction: structlog is configured by the app after the runner exists.
         task_log = structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=task_id)
+        version = command.version
+        if attempt > 1:
+            version = max(version, self.store.log.version(task_id))
         with self._lock:
-            self._current = _Current(task_id, version=command.version)
+            self._current = _Current(task_id, version=version)
         try:
-            self._emit(TaskStarted(task_id=task_id, at_ms=now_ms(), device=self.device))
+            if version > command.version and attempt - 1 > self.retry_interrupted:
+                message = f"interrupted: the task's runner went away {attempt - 1} times"
+                self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message=message))
+                task_log.warning("task.failed", error_type="Interrupted", error=message)
+                self._clear()
+                return
+            self._emit(TaskStarted(task_id=task_id, at_ms=now_ms(), device=self.device, attempt=attempt))
         except TaskAbandoned:
             task_log.info("task.not_started", reason="cancelled or ended before it started")
             self._clear()
@@ -216,6 +235,8 @@ class Runner:
         task_id, params = command.task_id, command.params
         started = time.perf_counter()
         try:
+            for key in stored_input_keys(params):  # on another machine than the API node: fetch them
+                self.blobs.local_path(key)
             plan = build_plan(task_id, params, data_dir=self.data_dir, styles=self.style_book.styles())
             if plan.notes:
                 task_log.warning("task.notes", notes=list(plan.notes))

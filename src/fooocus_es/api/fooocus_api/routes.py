@@ -207,7 +207,7 @@ async def job_history(
     responses=examples.STOP_RESPONSES,
 )
 async def stop(services: NamedDependency[Services]) -> StopResponse:
-    services.control("stop")  # nothing running is fine: upstream answers success either way
+    await services.control("stop")  # nothing running is fine: upstream answers success either way
     return StopResponse()
 
 
