@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
+import msgspec
 import structlog
 from anyio.abc import TaskGroup
 
@@ -26,6 +27,7 @@ from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import TaskCancelled, now_ms
 from fooocus_es.fleet.backends import open_backends
 from fooocus_es.fleet.control import ControlListener, NatsControl
+from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, this_host
 from fooocus_es.fleet.webhook_claims import WebhookClaims
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
@@ -111,6 +113,7 @@ class Services:
         )
         self.control_listener = ControlListener(nats, self.runner.deliver) if nats and settings.runner else None
         self.webhook_claims = WebhookClaims(nats, settings.data_dir) if nats is not None else None
+        self.presence = PresenceBeat(nats, self.runner_info) if nats is not None and settings.runner else None
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
         # What a webhook POSTs; the app sets it so each wire's tasks get that wire's body.
@@ -160,6 +163,8 @@ class Services:
             self.runner.start()
             if self.control_listener is not None:
                 await anyio.to_thread.run_sync(self.control_listener.start)
+            if self.presence is not None:
+                self.presence.start()
         if not self.settings.runner:
             return  # the fleet's runners fetch the models they use
         missing = self.downloads.check_preset(self.preset)
@@ -190,6 +195,9 @@ class Services:
     async def stop(self) -> None:
         if self.control_listener is not None:
             await anyio.to_thread.run_sync(self.control_listener.stop)
+        if self.presence is not None:
+            final = msgspec.structs.replace(self.runner_info(), state="stopped", task_id=None)
+            await anyio.to_thread.run_sync(self.presence.stop, final)
         await anyio.to_thread.run_sync(self.runner.shutdown)
         # What the runner wrote while shutting down reaches the table now, not at the next start.
         await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)
@@ -233,6 +241,20 @@ class Services:
         return self.remote_control is not None and await self.remote_control.send(command)
 
     # -- reads --------------------------------------------------------------------------------
+    def runner_info(self) -> RunnerInfo:
+        """This process's runner as `GET /runners` shows it (read on every presence beat)."""
+        task_id = self.runner.running_task
+        return RunnerInfo(
+            runner_id=self.runner.runner_id, pool=self.settings.pool, host=this_host(), device=self.device,
+            state="busy" if task_id else "idle", task_id=task_id, model=self.loaded_model_name,
+        )  # fmt: skip
+
+    async def runners(self) -> list[RunnerInfo]:
+        """The fleet's runners (from their presence beats), or this process's own."""
+        if self.backends.nats is not None:
+            return await FleetRunners(self.backends.nats).list()
+        return [self.runner_info()] if self.settings.runner and self.runner.alive else []
+
     async def record(self, task_id: str) -> dict[str, Any] | None:
         """Live state for pending/running tasks, else the stored record; URLs rendered."""
         live = self.live.get(task_id)

@@ -116,6 +116,14 @@ def test_a_task_from_one_node_runs_on_a_runner_and_shows_on_every_node(fleet: Fl
 def test_stop_from_another_node_reaches_the_runner(fleet: Fleet) -> None:
     task = submit(fleet.a.url, {"prompt": "stop me", **SLOW})
     wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)
+    deadline = time.monotonic() + 15  # presence beats every 5 s
+    while time.monotonic() < deadline:
+        runners = requests.get(fleet.a.url + "/runners", timeout=10).json()["runners"]
+        if [r["task_id"] for r in runners] == [task["task_id"]]:
+            break
+        time.sleep(0.5)
+    assert len(runners) == 1 and runners[0]["state"] == "busy" and runners[0]["task_id"] == task["task_id"]
+    assert runners[0]["device"] == "cpu" and runners[0]["pool"] == "default"
     answer = requests.post(fleet.b.url + "/v1/engine/control", params={"action": "stop"}, timeout=10).json()
     assert answer["message"] == "task stopped"
     stopped = wait_for(fleet.a.url, task["task_id"], timeout=120)
