@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, ServerProcess
-from e2e_helpers import image_from, submit, wait_for
+from e2e_helpers import Receiver, image_from, submit, wait_for
 from nats_server import NatsServer
 
 SLOW = {"overwrite_step": 200, "aspect_ratios_selection": "128*128"}  # seconds of work on the demo model
@@ -67,7 +67,7 @@ class Fleet:
     def __init__(self, folder: Path, models: Path) -> None:
         (folder / "nats").mkdir()
         self.nats = NatsServer(folder / "nats").start()
-        fleet_args = ("--log", self.nats.url, "--no-runner", "--ack-wait", "2")
+        fleet_args = ("--log", self.nats.url, "--no-runner", "--ack-wait", "2", "--allow-private-webhooks")
         self.a = ServerProcess(folder / "node-a", models, *fleet_args).start()
         self.b = ServerProcess(folder / "node-b", models, *fleet_args).start()
         self.runners = [RunnerProcess(folder / "runner-1", models, self.nats.url).start()]
@@ -140,6 +140,34 @@ def test_a_pending_task_is_cancelled_from_any_node(fleet: Fleet) -> None:
     requests.post(f"{fleet.a.url}/tasks/{busy['task_id']}/cancel", timeout=10)  # running: a stop
     assert wait_for(fleet.b.url, busy["task_id"], timeout=120)["task_status"] == "stop"
     assert "TaskStarted" not in [e["type"] for e in _events(fleet.a.url, waiting["task_id"])]
+
+
+def test_a_webhook_is_sent_once_by_the_fleet(fleet: Fleet) -> None:
+    receiver = Receiver(failures=0)
+    tasks = [submit(node.url, {"prompt": f"hook {i}", "webhook_url": receiver.url}) for i, node in
+             enumerate((fleet.a, fleet.b, fleet.a))]  # fmt: skip
+    for task in tasks:
+        wait_for(fleet.b.url, task["task_id"], timeout=120)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(receiver.bodies) < len(tasks):
+        time.sleep(0.2)
+    time.sleep(2)  # a second node sending too would have done so by now
+    assert sorted(body["task_id"] for body in receiver.bodies) == sorted(t["task_id"] for t in tasks)
+    receiver.httpd.shutdown()
+
+
+def test_the_fleet_rides_out_a_nats_server_kill(fleet: Fleet) -> None:
+    queued = [submit(fleet.a.url, {"prompt": f"before {i}"}) for i in range(2)]
+    assert fleet.nats.process is not None
+    fleet.nats.process.send_signal(signal.SIGKILL)
+    fleet.nats.process.wait(10)
+    fleet.nats.start()  # same port and store: every node and runner reconnects by itself
+    after = submit(fleet.b.url, {"prompt": "after"})
+    for task in [*queued, after]:
+        ended = wait_for(fleet.a.url, task["task_id"], timeout=120)
+        assert ended["task_status"] == "finished"
+        events = [e["type"] for e in _events(fleet.b.url, task["task_id"])]
+        assert events.count("TaskStarted") == 1 and events.count("TaskFinished") == 1
 
 
 def test_a_killed_runners_task_is_taken_over_and_run_once_more(fleet: Fleet, tmp_path: Path, demo_models: Path) -> None:
