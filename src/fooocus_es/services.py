@@ -16,7 +16,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from fooocus_es.api.urls import UrlSigner
-from fooocus_es.engine.models.catalog import ModelCatalog
+from fooocus_es.engine.models.catalog import InstalledNames, ModelCatalog
 from fooocus_es.engine.models.downloads import ModelDownloads
 from fooocus_es.engine.planning import presets
 from fooocus_es.engine.planning.styles import StyleBook
@@ -27,7 +27,7 @@ from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import TaskCancelled, now_ms
 from fooocus_es.fleet.backends import open_backends
 from fooocus_es.fleet.control import ControlListener, NatsControl
-from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, this_host
+from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, runner_info
 from fooocus_es.fleet.webhook_claims import WebhookClaims
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
@@ -114,6 +114,7 @@ class Services:
         self.control_listener = ControlListener(nats, self.runner.deliver) if nats and settings.runner else None
         self.webhook_claims = WebhookClaims(nats, settings.data_dir) if nats is not None else None
         self.presence = PresenceBeat(nats, self.runner_info) if nats is not None and settings.runner else None
+        self.fleet_runners = FleetRunners(nats) if nats is not None else None
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
         # What a webhook POSTs; the app sets it so each wire's tasks get that wire's body.
@@ -244,16 +245,26 @@ class Services:
     def runner_info(self) -> RunnerInfo:
         """This process's runner as `GET /runners` shows it (read on every presence beat)."""
         task_id = self.runner.running_task
-        return RunnerInfo(
-            runner_id=self.runner.runner_id, pool=self.settings.pool, host=this_host(), device=self.device,
-            state="busy" if task_id else "idle", task_id=task_id, model=self.loaded_model_name,
+        return runner_info(
+            self.runner.runner_id, self.settings.pool, self.device, task_id, self.loaded_model_name,
+            self.settings.models_dir,
         )  # fmt: skip
 
     async def runners(self) -> list[RunnerInfo]:
         """The fleet's runners (from their presence beats), or this process's own."""
-        if self.backends.nats is not None:
-            return await FleetRunners(self.backends.nats).list()
+        if self.fleet_runners is not None:
+            return await self.fleet_runners.list()
         return [self.runner_info()] if self.settings.runner and self.runner.alive else []
+
+    def installed_names(self) -> InstalledNames:
+        """Worker thread: the names a request may use; in a fleet, the runners' model files too."""
+        names = self.catalog.installed(self.style_book.names())
+        if self.fleet_runners is None:
+            return names
+        checkpoints, loras, vaes = self.fleet_runners.model_names()
+        return msgspec.structs.replace(
+            names, checkpoints=names.checkpoints | checkpoints, loras=names.loras | loras, vaes=names.vaes | vaes
+        )
 
     async def record(self, task_id: str) -> dict[str, Any] | None:
         """Live state for pending/running tasks, else the stored record; URLs rendered."""

@@ -18,6 +18,7 @@ from conftest import ROOT, ServerProcess
 from e2e_helpers import Receiver, image_from, submit, wait_for
 from nats_server import NatsServer
 
+FLEET_ONLY = "only_on_runner_1.safetensors"
 SLOW = {"overwrite_step": 200, "aspect_ratios_selection": "128*128"}  # seconds of work on the demo model
 
 
@@ -69,8 +70,18 @@ class Fleet:
         self.nats = NatsServer(folder / "nats").start()
         fleet_args = ("--log", self.nats.url, "--no-runner", "--ack-wait", "2", "--allow-private-webhooks")
         self.a = ServerProcess(folder / "node-a", models, *fleet_args).start()
+        (folder / "node-b" / "models").mkdir(parents=True)  # node B holds no model files at all
         self.b = ServerProcess(folder / "node-b", models, *fleet_args).start()
-        self.runners = [RunnerProcess(folder / "runner-1", models, self.nats.url).start()]
+        # Runner 1's own models folder: the demo files plus a checkpoint only it has.
+        own = folder / "runner-1" / "models"
+        (own / "checkpoints").mkdir(parents=True)
+        for item in (models / "checkpoints").iterdir():
+            (own / "checkpoints" / item.name).symlink_to(item)
+        (own / "checkpoints" / FLEET_ONLY).symlink_to(models / "checkpoints" / "fooocus_es_demo.safetensors")
+        for shared in ("loras", "inpaint", "vae", "upscale_models"):  # generated on first use: share the folders
+            (models / shared).mkdir(exist_ok=True)
+            (own / shared).symlink_to(models / shared, target_is_directory=True)
+        self.runners = [RunnerProcess(folder / "runner-1", own, self.nats.url).start()]
 
     def stop(self) -> None:
         for runner in self.runners:
@@ -111,6 +122,22 @@ def test_a_task_from_one_node_runs_on_a_runner_and_shows_on_every_node(fleet: Fl
     assert image.size == (64, 64)
     history = requests.get(fleet.b.url + "/tasks", params={"query": "history"}, timeout=10).json()["history"]
     assert task["task_id"] in [r["task_id"] for r in history]
+
+
+def test_an_api_node_with_no_models_admits_what_the_runners_have(fleet: Fleet) -> None:
+    deadline = time.monotonic() + 15  # the runner's first presence beat
+    while time.monotonic() < deadline:
+        runners = requests.get(fleet.b.url + "/runners", timeout=10).json()["runners"]
+        if runners and FLEET_ONLY in runners[0]["checkpoints"]:
+            break
+        time.sleep(0.5)
+    only_there = {"base_model_name": FLEET_ONLY, "performance_selection": "Speed", "overwrite_step": 2}  # no LoRA
+    task = submit(fleet.b.url, {"prompt": "theirs", **only_there})
+    assert wait_for(fleet.a.url, task["task_id"], timeout=120)["task_status"] == "finished"
+    unknown = requests.post(
+        fleet.b.url + "/v1/engine/generate/", json={"prompt": "x", "base_model_name": "nowhere.safetensors"}, timeout=10
+    )
+    assert unknown.status_code == 400 and "base_model_name" in unknown.text
 
 
 def test_stop_from_another_node_reaches_the_runner(fleet: Fleet) -> None:

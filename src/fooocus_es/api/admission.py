@@ -60,7 +60,7 @@ def check_webhook_url(url: object) -> None:
 async def validate_and_store(services: Services, params: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
     """The finalized params, with every image field replaced by its inputs/ path."""
     check_webhook_url(params.get("webhook_url"))
-    names = await anyio.to_thread.run_sync(lambda: services.catalog.installed(services.style_book.names()))
+    names = await anyio.to_thread.run_sync(services.installed_names)
     downloadable = services.catalog.fetchable("checkpoints")
     planning.validate_names(params, downloadable=downloadable, sent=sent, **msgspec.structs.asdict(names))
     check_capacity(services)

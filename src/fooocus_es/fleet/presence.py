@@ -8,8 +8,10 @@ import asyncio
 import contextlib
 import re
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Final, Literal
 
 import msgspec
@@ -17,6 +19,7 @@ from nats.js import api
 from nats.js.errors import BucketNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
+from fooocus_es.engine.models.catalog import names_on_disk
 from fooocus_es.events.types import now_ms
 from fooocus_es.fleet.connection import NatsThread
 
@@ -35,6 +38,10 @@ class RunnerInfo(msgspec.Struct, kw_only=True):
     task_id: str | None = None
     model: str | None = None
     seen_ms: int = 0
+    # The model files on the runner's disk: what an API node, which holds none, admits requests for.
+    checkpoints: list[str] = []
+    loras: list[str] = []
+    vaes: list[str] = []
 
 
 async def _bucket(nats: NatsThread, bucket: str) -> KeyValue:
@@ -85,6 +92,24 @@ class FleetRunners:
     def __init__(self, nats: NatsThread, bucket: str = BUCKET) -> None:
         self.nats = nats
         self.bucket = bucket
+        self._cached: tuple[float, list[RunnerInfo]] = (0.0, [])
+
+    def recent(self, max_age_s: float = 2.0) -> list[RunnerInfo]:
+        """Worker thread: the list, at most `max_age_s` old (admission asks on every request)."""
+        at, found = self._cached
+        if time.monotonic() - at > max_age_s:
+            found = self.nats.call(self._list())
+            self._cached = (time.monotonic(), found)
+        return found
+
+    def model_names(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """Checkpoints, LoRAs and VAEs on the disks of the runners that are alive."""
+        alive = [info for info in self.recent() if info.state in ("idle", "busy")]
+        return (
+            frozenset(name for info in alive for name in info.checkpoints),
+            frozenset(name for info in alive for name in info.loras),
+            frozenset(name for info in alive for name in info.vaes),
+        )
 
     async def list(self) -> list[RunnerInfo]:
         future = asyncio.run_coroutine_threadsafe(self._list(), self.nats.loop)
@@ -112,5 +137,13 @@ def _key(runner_id: str) -> str:
     return _NOT_IN_KEY.sub("_", runner_id)
 
 
-def this_host() -> str:
-    return socket.gethostname()
+def runner_info(
+    runner_id: str, pool: str, device: str, task_id: str | None, model: str | None, models_dir: Path
+) -> RunnerInfo:
+    """A runner's presence: its state and the model files on its disk (cheap: three folder listings)."""
+    return RunnerInfo(
+        runner_id=runner_id, pool=pool, host=socket.gethostname(), device=device,
+        state="busy" if task_id else "idle", task_id=task_id, model=model,
+        checkpoints=names_on_disk(models_dir, "checkpoints"), loras=names_on_disk(models_dir, "loras"),
+        vaes=names_on_disk(models_dir, "vae"),
+    )  # fmt: skip

@@ -23,7 +23,7 @@ from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.store import EventStore
 from fooocus_es.fleet.backends import open_backends
 from fooocus_es.fleet.control import ControlListener
-from fooocus_es.fleet.presence import PresenceBeat, RunnerInfo, this_host
+from fooocus_es.fleet.presence import PresenceBeat, RunnerInfo, runner_info
 from fooocus_es.runner.worker import Runner
 from fooocus_es.settings import Settings
 
@@ -73,11 +73,10 @@ def run_runner(settings: Settings, stop: threading.Event | None = None) -> None:
     listener = ControlListener(backends.nats, runner.deliver)
 
     def info(state: str | None = None) -> RunnerInfo:
-        task_id = runner.running_task
-        return RunnerInfo(
-            runner_id=runner.runner_id, pool=settings.pool, host=this_host(), device=device,
-            state=state or ("busy" if task_id else "idle"), task_id=task_id, model=model_store.loaded_name,  # type: ignore[arg-type]
-        )  # fmt: skip
+        made = runner_info(
+            runner.runner_id, settings.pool, device, runner.running_task, model_store.loaded_name, settings.models_dir
+        )
+        return msgspec.structs.replace(made, state=state) if state else made  # type: ignore[arg-type]
 
     presence = PresenceBeat(backends.nats, info)
     stop = stop or threading.Event()
