@@ -62,7 +62,8 @@ class Services:
         self.settings = settings
         for folder in (settings.outputs_dir, settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(settings.device)
+        # An API node of a fleet (--no-runner) never imports torch: it has no device of its own.
+        self.device = resolve_device(settings.device) if settings.runner else settings.device.replace("auto", "none")
         # SQLite and local files on one machine; JetStream's log, work queue and object store in a
         # fleet. The read model is this node's own SQLite either way, fed from the log.
         self.backends = open_backends(settings)
@@ -82,11 +83,11 @@ class Services:
         self.style_book = StyleBook(settings.data_dir)
         self.preset = presets.load_preset(settings.preset, settings.data_dir)
         self.preset_defaults = presets.preset_request_defaults(self.preset)
-        # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
-        # runner's warm-up and request threads would otherwise race into them.
-        from fooocus_es.engine.models.store import ModelStore
+        from fooocus_es.engine.models.store import ModelStore  # its file side: no torch until a load
 
-        if engine_factory is None:
+        if engine_factory is None and settings.runner:
+            # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
+            # runner's warm-up and request threads would otherwise race into them.
             from fooocus_es.engine.diffusion.pipeline import Engine
 
             engine_factory = Engine

@@ -124,6 +124,17 @@ def test_a_task_from_one_node_runs_on_a_runner_and_shows_on_every_node(fleet: Fl
     assert task["task_id"] in [r["task_id"] for r in history]
 
 
+def test_an_api_node_loads_no_torch(fleet: Fleet) -> None:
+    """An API node needs no GPU and no torch: neither is in the process after it served tasks."""
+    for node in (fleet.a, fleet.b):
+        assert node.process is not None
+        maps = Path(f"/proc/{node.process.pid}/maps").read_text()
+        assert "libtorch" not in maps and "libc10" not in maps
+    assert requests.get(fleet.a.url + "/health", timeout=10).json()["device"] == "none"
+    runner = fleet.runners[0].process
+    assert runner is not None and "libtorch" in Path(f"/proc/{runner.pid}/maps").read_text()  # the check can fail
+
+
 def test_an_api_node_with_no_models_admits_what_the_runners_have(fleet: Fleet) -> None:
     deadline = time.monotonic() + 15  # the runner's first presence beat
     while time.monotonic() < deadline:
