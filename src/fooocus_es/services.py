@@ -161,6 +161,8 @@ class Services:
             unfinished, commands=self.commands, event_log=self.event_log, store=self.store,
             fail_started=not self.settings.fleet,
         )  # fmt: skip
+        if self.settings.fleet:
+            task_group.start_soon(self._sweep_commands)
         if self.settings.runner:
             self.runner.start()
             if self.control_listener is not None:
@@ -176,6 +178,26 @@ class Services:
             fetch = threading.Thread(target=self.downloads.download_missing, args=(missing,), name="downloads")
             fetch.daemon = True
             fetch.start()
+
+    async def _sweep_commands(self) -> None:
+        """Fleet: queue again the pending tasks whose command is not in the queue (an API node that
+        died between storing TaskQueued and queueing its command). A second command for a task is
+        harmless: the runner that claims it finds the task started or ended, and acks it."""
+        every_s = self.settings.ack_wait_s
+        while True:
+            await anyio.sleep(every_s)
+            old = now_ms() - int(2 * every_s * 1000)
+            stale = [task for task in list(self.live.pending.values()) if task.in_queue_mills < old]
+            if not stale:
+                continue
+            try:
+                waiting = set(await anyio.to_thread.run_sync(self.commands.pending))
+                for task in stale:
+                    if task.task_id not in waiting and task.task_id in self.live.pending:
+                        log.warning("task.requeued", task_id=task.task_id, reason="its command was not in the queue")
+                        await anyio.to_thread.run_sync(self.submit, task.task_id, task.req_params)
+            except Exception as exc:  # the queue is unreachable now: the next sweep tries again
+                log.warning("tasks.sweep_failed", error=str(exc))
 
     def _rebuild_live(self) -> list[dict[str, Any]]:
         """Worker thread: the tasks the log has not ended, their events applied to the live view."""
