@@ -22,7 +22,7 @@ from nats_server import NatsServer
 from fooocus_es.events.jetstream import JetStreamEventLog
 from fooocus_es.events.types import TaskQueued, now_ms
 
-FLEET_ONLY = "only_on_runner_1.safetensors"
+FLEET_ONLY = "only_on_the_runners.safetensors"
 SLOW = {"overwrite_step": 200, "aspect_ratios_selection": "128*128"}  # seconds of work on the demo model
 
 
@@ -76,8 +76,8 @@ class Fleet:
         self.a = ServerProcess(folder / "node-a", models, *fleet_args).start()
         (folder / "node-b" / "models").mkdir(parents=True)  # node B holds no model files at all
         self.b = ServerProcess(folder / "node-b", models, *fleet_args).start()
-        # Runner 1's own models folder: the demo files plus a checkpoint only it has.
-        own = folder / "runner-1" / "models"
+        # The runners' own models folder: the demo files plus a checkpoint the API nodes do not have.
+        own = folder / "runner-models"
         (own / "checkpoints").mkdir(parents=True)
         for item in (models / "checkpoints").iterdir():
             (own / "checkpoints" / item.name).symlink_to(item)
@@ -85,7 +85,14 @@ class Fleet:
         for shared in ("loras", "inpaint", "vae", "upscale_models"):  # generated on first use: share the folders
             (models / shared).mkdir(exist_ok=True)
             (own / shared).symlink_to(models / shared, target_is_directory=True)
-        self.runners = [RunnerProcess(folder / "runner-1", own, self.nats.url).start()]
+        self.models = own
+        self.runners = [RunnerProcess(folder / f"runner-{n}", own, self.nats.url).start() for n in (1, 2)]
+
+    def runner_of(self, task_id: str) -> RunnerProcess:
+        """The runner process that logged the task's (last) TaskStarted."""
+        started = [e for e in _events(self.a.url, task_id) if e["type"] == "TaskStarted"][-1]
+        pid = int(started["runner"].split("-")[-2])
+        return next(r for r in self.runners if r.process is not None and r.process.pid == pid)
 
     def stop(self) -> None:
         for runner in self.runners:
@@ -167,11 +174,16 @@ def test_stop_from_another_node_reaches_the_runner(fleet: Fleet) -> None:
     deadline = time.monotonic() + 15  # presence beats every 5 s
     while time.monotonic() < deadline:
         runners = requests.get(fleet.a.url + "/runners", timeout=10).json()["runners"]
-        if [r["task_id"] for r in runners] == [task["task_id"]]:
+        if sorted(r["state"] for r in runners) == ["busy", "idle"]:
             break
         time.sleep(0.5)
-    assert len(runners) == 1 and runners[0]["state"] == "busy" and runners[0]["task_id"] == task["task_id"]
-    assert runners[0]["device"] == "cpu" and runners[0]["pool"] == "default"
+    busy = [r for r in runners if r["state"] == "busy"]
+    assert len(runners) == 2 and len(busy) == 1 and busy[0]["task_id"] == task["task_id"]
+    assert (
+        busy[0]["runner_id"]
+        == [e for e in _events(fleet.a.url, task["task_id"]) if e["type"] == "TaskStarted"][0]["runner"]
+    )
+    assert {r["device"] for r in runners} == {"cpu"} and {r["pool"] for r in runners} == {"default"}
     answer = requests.post(fleet.b.url + "/v1/engine/control", params={"action": "stop"}, timeout=10).json()
     assert answer["message"] == "task stopped"
     stopped = wait_for(fleet.a.url, task["task_id"], timeout=120)
@@ -179,15 +191,51 @@ def test_stop_from_another_node_reaches_the_runner(fleet: Fleet) -> None:
 
 
 def test_a_pending_task_is_cancelled_from_any_node(fleet: Fleet) -> None:
-    busy = submit(fleet.a.url, {"prompt": "busy", **SLOW})
+    busy = [submit(fleet.a.url, {"prompt": f"busy {i}", **SLOW}) for i in range(2)]  # both runners busy
     waiting = submit(fleet.a.url, {"prompt": "waiting"})
-    wait_for(fleet.b.url, busy["task_id"], until="running", timeout=120)
+    for task in busy:
+        wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)
     cancelled = requests.post(f"{fleet.b.url}/tasks/{waiting['task_id']}/cancel", timeout=10).json()
     assert cancelled["message"] == "task cancelled"
     assert wait_for(fleet.a.url, waiting["task_id"])["task_status"] == "cancelled"
-    requests.post(f"{fleet.a.url}/tasks/{busy['task_id']}/cancel", timeout=10)  # running: a stop
-    assert wait_for(fleet.b.url, busy["task_id"], timeout=120)["task_status"] == "stop"
+    for task in busy:
+        requests.post(f"{fleet.a.url}/tasks/{task['task_id']}/cancel", timeout=10)  # running: a stop
+        assert wait_for(fleet.b.url, task["task_id"], timeout=120)["task_status"] == "stop"
     assert "TaskStarted" not in [e["type"] for e in _events(fleet.a.url, waiting["task_id"])]
+
+
+def test_many_tasks_over_two_nodes_and_two_runners_end_once_with_one_history(fleet: Fleet) -> None:
+    tasks = [submit((fleet.a, fleet.b)[i % 2].url, {"prompt": f"many {i}", "image_seed": i}) for i in range(12)]
+    for task in tasks:
+        assert wait_for(fleet.a.url, task["task_id"], timeout=180)["task_status"] == "finished"
+    ran_on = set()
+    for task in tasks:
+        events_a, events_b = _events(fleet.a.url, task["task_id"]), _events(fleet.b.url, task["task_id"])
+        assert events_a == events_b
+        types = [e["type"] for e in events_a]
+        assert types.count("TaskStarted") == 1 and types.count("TaskFinished") == 1 and types[-1] == "TaskFinished"
+        ran_on.add(next(e["runner"] for e in events_a if e["type"] == "TaskStarted"))
+    assert len(ran_on) == 2  # the idle runner pulls: both took work
+    history = {node.url: requests.get(node.url + "/tasks", params={"query": "history", "page_size": 50}, timeout=10)
+               .json()["history"] for node in (fleet.a, fleet.b)}  # fmt: skip
+    ids = [[r["task_id"] for r in rows] for rows in history.values()]
+    assert ids[0] == ids[1] and {t["task_id"] for t in tasks} <= set(ids[0])
+
+
+def test_cancel_racing_start_has_one_winner_every_round(fleet: Fleet) -> None:
+    for round_ in range(15):
+        task = submit(fleet.a.url, {"prompt": f"race {round_}"})
+        requests.post(f"{fleet.b.url}/tasks/{task['task_id']}/cancel", timeout=10)
+        ended = wait_for(fleet.a.url, task["task_id"], timeout=120)
+        types = [e["type"] for e in _events(fleet.b.url, task["task_id"])]
+        if ended["task_status"] == "cancelled":
+            assert types == ["TaskQueued", "TaskCancelled"]
+        else:  # the runner started it first: the cancel became a stop
+            assert (
+                types[1] == "TaskStarted"
+                and "TaskCancelled" not in types
+                and ended["task_status"] in ("stop", "finished")
+            )
 
 
 def test_a_webhook_is_sent_once_by_the_fleet(fleet: Fleet) -> None:
@@ -231,11 +279,12 @@ def test_the_fleet_rides_out_a_nats_server_kill(fleet: Fleet) -> None:
 def test_a_killed_runners_task_is_taken_over_and_run_once_more(fleet: Fleet, tmp_path: Path, demo_models: Path) -> None:
     task = submit(fleet.a.url, {"prompt": "survive", "image_seed": 3, **SLOW})
     wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)
-    fleet.runners[0].kill()
-    fleet.runners.append(RunnerProcess(tmp_path / "runner-2", demo_models, fleet.nats.url).start())
+    first = fleet.runner_of(task["task_id"])
+    first.kill()  # the other runner takes the command over after the ack wait
     ended = wait_for(fleet.a.url, task["task_id"], timeout=180)
     assert ended["task_status"] == "finished" and len(ended["result"]) == 1
     events = _events(fleet.b.url, task["task_id"])
     started = [e for e in events if e["type"] == "TaskStarted"]
     assert [e.get("attempt", 1) for e in started] == [1, 2]  # the default is left out of the JSON
+    assert started[0]["runner"] != started[1]["runner"]
     assert [e["type"] for e in events].count("TaskFinished") == 1 and events[-1]["type"] == "TaskFinished"

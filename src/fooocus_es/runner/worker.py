@@ -218,7 +218,9 @@ class Runner:
                 task_log.warning("task.failed", error_type="Interrupted", error=message)
                 self._clear()
                 return
-            self._emit(TaskStarted(task_id=task_id, at_ms=now_ms(), device=self.device, attempt=attempt))
+            self._emit(
+                TaskStarted(task_id=task_id, at_ms=now_ms(), device=self.device, attempt=attempt, runner=self.runner_id)
+            )
         except TaskAbandoned:
             task_log.info("task.not_started", reason="cancelled or ended before it started")
             self._clear()
