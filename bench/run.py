@@ -1,6 +1,8 @@
-"""Benchmarks (CPU, demo model): server overhead per task, event append rate, /tasks at 100k tasks.
+"""Benchmarks (CPU, demo model): server overhead per task, event append rate, /tasks at 100k tasks,
+async submit latency under a burst of concurrent submits.
 
     nox -s bench            # or: .venv/bin/python bench/run.py [--tasks 100000] [--requests 20]
+    .venv/bin/python bench/run.py --only burst   # one section (append, overhead, history, burst)
 
 Prints a table and writes bench/results.json.
 """
@@ -12,6 +14,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -150,22 +153,69 @@ def bench_overhead(tmp: Path, models: Path, count: int) -> dict[str, float]:
     }
 
 
+def bench_burst(tmp: Path, models: Path, count: int = 50, rounds: int = 3) -> dict[str, object]:
+    """`count` async submits released at once (a barrier), `rounds` times: p50/p95 of one submit's latency.
+
+    The queue bound is above the burst so every submit is accepted; the demo tasks run meanwhile,
+    as they would on a busy server.
+    """
+    server = ServerProcess(tmp / "burst", models, "--queue-size", str(count * (rounds + 1))).start()
+    url = server.url + "/v1/engine/generate/"
+    body = {**BODY, "async_process": True}
+    latencies: list[float] = []
+    statuses: list[int] = []
+    try:
+        requests.post(url, json=body, timeout=60)  # warm-up: first-request imports
+        for _ in range(rounds):
+            barrier = threading.Barrier(count)
+
+            def one(barrier: threading.Barrier = barrier) -> None:
+                with requests.Session() as session:
+                    barrier.wait()
+                    started = time.perf_counter()
+                    response = session.post(url, json=body, timeout=60)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    statuses.append(response.status_code)
+
+            threads = [threading.Thread(target=one) for _ in range(count)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            time.sleep(0.5)
+    finally:
+        server.stop()
+    ordered = sorted(latencies)
+    return {
+        "concurrent_submits": count,
+        "rounds": rounds,
+        "accepted": statuses.count(200),
+        "p50_ms": round(ordered[len(ordered) // 2], 1),
+        "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--only", choices=["append", "overhead", "history", "burst"], help="run one section")
     args = parser.parse_args()
+    sections = {
+        "append": lambda tmp, models: bench_append(tmp),
+        "overhead": lambda tmp, models: bench_overhead(tmp, models, args.requests),
+        "history": lambda tmp, models: bench_history(tmp, models, args.tasks),
+        "burst": bench_burst,
+    }
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         models = tmp / "models"
         ensure_demo_checkpoint(models / "checkpoints")
-        results = {
-            "append": bench_append(tmp),
-            "overhead": bench_overhead(tmp, models, args.requests),
-            "history": bench_history(tmp, models, args.tasks),
-        }
+        results = {key: run(tmp, models) for key, run in sections.items() if args.only in (None, key)}
     print(json.dumps(results, indent=2))
-    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if args.only is None:  # a partial run does not replace the full table
+        (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
