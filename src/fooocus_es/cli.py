@@ -45,12 +45,19 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         "--cors-origins",
         help="comma-separated CORS origins, or '*' (default: local pages; any origin once an API key is set)",
     )
+    parser.add_argument("--db-busy-timeout", dest="db_busy_timeout_s", type=float,
+                        help="seconds a write waits for another process's database lock (default 10)")
+    parser.add_argument("--max-concurrent-decodes", type=int,
+                        help="request images decoded at once across all requests (default 2; more wait, then 429)")
+    parser.add_argument("--max-request-megapixels", type=float,
+                        help="total megapixels over one request's image fields (default 64; more is a 413)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = (
         "host", "port", "data_dir", "preset", "api_key", "webhook_url", "base_url", "queue_size", "device",
         "sync_response", "stream_rate", "cors_origins",
+        "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels",
     )  # fmt: skip
     return settings_from_env(**{key: getattr(args, key, None) for key in keys})
 

@@ -32,6 +32,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sync_response: Literal["image", "json"] = "image"
     stream_rate: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 10.0  # progress events a second on a stream
     cors_origins: str = ""  # "" = local pages (any origin with an API key); "*" or a comma-separated list
+    # Storage faults and admission budgets (issue 15): how long a write waits for another process's
+    # lock on the database; image decoding across requests (concurrent decodes) and within one
+    # (total megapixels over all image fields).
+    db_busy_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    max_concurrent_decodes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    max_request_megapixels: Annotated[float, msgspec.Meta(gt=0)] = 64.0
 
     # Derived locations: the design card puts outputs/ and inputs/ beside each other.
     @property

@@ -16,7 +16,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from fooocus_es.events.log import EventLog, pages
-from fooocus_es.events.sqlite import ThreadReaders, connect
+from fooocus_es.events.sqlite import BUSY_TIMEOUT_S, ThreadReaders, connect
 from fooocus_es.events.types import (
     Envelope,
     Event,
@@ -43,9 +43,10 @@ POSITION = "generate_record"
 class ReadModel:
     """The table's writer: applies the log in order and keeps its position beside the rows."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
-        self._writer = connect(path)  # the schema is the log's migrations (same file here)
+        # The schema is the log's migrations (same file here).
+        self._writer = connect(path, busy_timeout_s=busy_timeout_s)
         self._lock = threading.Lock()
         self._readers = ThreadReaders(path)
 
