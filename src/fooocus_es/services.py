@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import anyio.to_thread
 import structlog
 from anyio.abc import TaskGroup
 
+from fooocus_es.api.queue_bound import QueueBound
 from fooocus_es.api.urls import UrlSigner
 from fooocus_es.engine.models.catalog import ModelCatalog, missing_downloads, names_on_disk
 from fooocus_es.engine.models.safety import safety_checker_installed
@@ -28,6 +30,8 @@ from fooocus_es.events.sqlite import SqliteEventLog
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import TaskCancelled, TaskFailed, now_ms
 from fooocus_es.media.blobs import LocalBlobs
+from fooocus_es.media.limits import DecodeBudget
+from fooocus_es.ops.storage import StorageHealth
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
@@ -46,6 +50,9 @@ log = structlog.get_logger("fooocus_es")
 
 # Builds the runner's engine, once, on the runner thread; the default is engine.pipeline.Engine.
 EngineFactory = Callable[["ModelStore", Path], EngineLike]
+# How stale the model and style names admission checks against may be (a file added just now is
+# seen within this time; the runner's own checks see it at once).
+NAMES_TTL_S = 1.0
 
 def resolve_device(requested: str) -> str:
     if requested != "auto":
@@ -71,13 +78,23 @@ class Services:
             folder.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(settings.device)
         self.blobs = LocalBlobs(settings.data_dir)  # inputs/ and outputs/
-        self.event_log = SqliteEventLog(settings.db_path)
-        self.read_model = ReadModel(settings.db_path)
-        self.webhook_outbox = WebhookOutbox(settings.db_path)
+        busy = settings.db_busy_timeout_s
+        self.event_log = SqliteEventLog(settings.db_path, busy_timeout_s=busy)
+        self.read_model = ReadModel(settings.db_path, busy_timeout_s=busy)
+        self.webhook_outbox = WebhookOutbox(settings.db_path, busy_timeout_s=busy)
+        self.storage = StorageHealth(
+            {"outputs": settings.outputs_dir, "inputs": settings.inputs_dir}, self.event_log.check_writable
+        )
         self.bus = Bus()
-        self.follower = LogFollower(self.event_log, self.bus, self.read_model)
+        self.follower = LogFollower(self.event_log, self.bus, self.read_model, storage=self.storage)
         self.store = EventStore(self.event_log, self.follower)
         self.commands = LocalCommandQueue()
+        self.queue_bound = QueueBound(settings.queue_size, lambda: len(self.commands.pending()))
+        self.decode_budget = DecodeBudget(
+            concurrent=settings.max_concurrent_decodes,
+            max_request_pixels=int(settings.max_request_megapixels * 1_000_000),
+        )
+        self._names: tuple[float, dict[str, Any]] | None = None  # admission_names_now's cache
         self.live = LiveTasks()
         self.waiters = Waiters()
         self.signer = UrlSigner(settings.public_base_url, settings.api_key)
@@ -110,6 +127,7 @@ class Services:
             style_book=self.style_book,
             fetch_models=self.fetch_plan_models,
             blobs=self.blobs,
+            storage=self.storage,
         )
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
@@ -171,6 +189,14 @@ class Services:
             "styles": self.style_book.names(),
         }
 
+    async def admission_names_now(self) -> dict[str, Any]:
+        """admission_names, read at most every NAMES_TTL_S: a burst of submits costs one listing, not one each."""
+        cached = self._names
+        if cached is None or time.monotonic() - cached[0] > NAMES_TTL_S:
+            names = await anyio.to_thread.run_sync(self.admission_names)
+            self._names = cached = (time.monotonic(), names)
+        return cached[1]
+
     def check_preset_models(self) -> list[tuple[str, str, str]]:
         """The server preset's files that are missing: (name, url, models sub-folder)."""
         missing = missing_downloads(self.preset, self.settings.models_dir)
@@ -213,6 +239,10 @@ class Services:
     async def start(self, task_group: TaskGroup) -> None:
         # The read model catches up from its position, the live view is rebuilt from the log, and
         # the follower feeds both (and the bus) from there on.
+        # An unwritable outputs/ or inputs/ is reported (/health, 503 to submits) before any task runs.
+        for fault in await anyio.to_thread.run_sync(self.storage.probe):
+            log.error("storage.not_writable_at_start", reason=fault.describe())
+        task_group.start_soon(self.storage.watch)
         await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)
         head = await anyio.to_thread.run_sync(self.event_log.last_seq)
         unfinished = await anyio.to_thread.run_sync(self._rebuild_live)

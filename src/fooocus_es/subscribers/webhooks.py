@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -23,6 +24,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from fooocus_es import __version__
 from fooocus_es.events.log import EventLog, pages
 from fooocus_es.events.types import Envelope, is_terminal, now_ms
+from fooocus_es.ops.storage import until_stored
 from fooocus_es.subscribers.webhook_outbox import Delivery, WebhookOutbox
 
 log = structlog.get_logger("fooocus_es.webhooks")
@@ -67,7 +69,11 @@ class WebhookSender:
             if not any(_ends(envelope) for envelope in batch):
                 continue  # the position moves with the next batch that owes something
             await self.applied(batch[-1].seq)  # the URL and the final record come from the read model
-            for delivery in await anyio.to_thread.run_sync(self.outbox.record_ended, batch, self.url_of):
+            # A locked or full database delays the outbox, never ends the sender (recording is idempotent).
+            owed = await until_stored(
+                None, "log", lambda batch=batch: anyio.to_thread.run_sync(self.outbox.record_ended, batch, self.url_of)
+            )
+            for delivery in owed:
                 self.task_group.start_soon(self._deliver, delivery)
 
     async def _deliver(self, delivery: Delivery) -> None:
@@ -86,7 +92,8 @@ class WebhookSender:
                 except httpx.HTTPError as exc:
                     error = f"{type(exc).__name__}: {exc}"
                 state = "delivered" if error is None else ("failed" if attempt == last else "pending")
-                await anyio.to_thread.run_sync(self.outbox.attempted, delivery.seq, attempt, status, error, state)
+                note = partial(self.outbox.attempted, delivery.seq, attempt, status, error, state)
+                await until_stored(None, "log", lambda note=note: anyio.to_thread.run_sync(note))
                 if error is None:
                     log.info("webhook.delivered", task_id=task_id, url=url, attempt=attempt)
                     return
