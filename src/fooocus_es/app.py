@@ -26,8 +26,11 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
     parts = ServicesPlugin(settings, engine_factory=engine_factory)
     logging = StructlogConfig(
         # Tracebacks for server errors only: a 4xx is the client's mistake, logged as a response line.
+        # 503/507 are storage faults, logged once as storage.fault where they are found.
         structlog_logging_config=StructLoggingConfig(
-            pretty_print_tty=False, log_exceptions="always", disable_stack_trace={400, 401, 403, 404, 405, 413, 429}
+            pretty_print_tty=False,
+            log_exceptions="always",
+            disable_stack_trace={400, 401, 403, 404, 405, 413, 429, 503, 507},
         ),
         middleware_logging_config=LoggingMiddlewareConfig(
             request_log_fields=["method", "path"], response_log_fields=["status_code"]
