@@ -157,7 +157,8 @@ def bench_burst(tmp: Path, models: Path, count: int = 50, rounds: int = 3) -> di
     """`count` async submits released at once (a barrier), `rounds` times: p50/p95 of one submit's latency.
 
     The queue bound is above the burst so every submit is accepted; the demo tasks run meanwhile,
-    as they would on a busy server.
+    as they would on a busy server. Each client connects before the barrier (a pool's kept-alive
+    connection): 50 simultaneous TCP handshakes measure the client's threads, not the server.
     """
     server = ServerProcess(tmp / "burst", models, "--queue-size", str(count * (rounds + 1))).start()
     url = server.url + "/v1/engine/generate/"
@@ -165,12 +166,14 @@ def bench_burst(tmp: Path, models: Path, count: int = 50, rounds: int = 3) -> di
     latencies: list[float] = []
     statuses: list[int] = []
     try:
-        requests.post(url, json=body, timeout=60)  # warm-up: first-request imports
+        # Warm-up, waited for: the first task loads the model (seconds of the runner holding the GIL).
+        requests.post(url, json=BODY, headers={"Accept": "application/json"}, timeout=120)
         for _ in range(rounds):
             barrier = threading.Barrier(count)
 
             def one(barrier: threading.Barrier = barrier) -> None:
                 with requests.Session() as session:
+                    session.get(server.url + "/health", timeout=60)  # connected first, as a client pool is
                     barrier.wait()
                     started = time.perf_counter()
                     response = session.post(url, json=body, timeout=60)

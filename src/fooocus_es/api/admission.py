@@ -21,7 +21,7 @@ import anyio.to_thread
 import structlog
 
 from fooocus_es.api.errors import RETRY_QUEUE_S, StorageUnavailable, TooManyRequests
-from fooocus_es.api.inputs import store_request_images
+from fooocus_es.api.inputs import has_images, store_request_images
 from fooocus_es.engine.imaging.inputs import check_inpaint_mask
 from fooocus_es.engine.planning import plan as planning
 from fooocus_es.events.bus import Subscription
@@ -69,6 +69,8 @@ async def validate_and_store(services: Services, params: dict[str, Any], sent: d
     store = partial(
         store_request_images, own_files=OwnFiles.from_settings(services.settings), budget=services.decode_budget
     )
+    if not has_images(params):  # most requests: nothing to fetch, decode or write, so no thread hop
+        return store(params, services.blobs, limits)  # (it only blanks the "no image" markers)
     try:
         stored = await anyio.to_thread.run_sync(store, params, services.blobs, limits)
     except OSError as exc:  # inputs/ cannot be written (full, read-only)

@@ -59,6 +59,13 @@ def store_request_images(
     return stored
 
 
+def has_images(params: dict[str, Any]) -> bool:
+    """Whether any image field holds an image (not empty, not a "no image" marker)."""
+    values = [params.get(name) for name in IMAGE_FIELDS]
+    values += [item.get("cn_img") for item in params.get("controlnet_image") or [] if isinstance(item, dict)]
+    return any(value is not None and not is_no_image(value) for value in values)
+
+
 def _fetcher(limits: ImageLimits, own_files: OwnFiles | None) -> Fetch:
     def fetch(url: str, *, field: str) -> bytes:
         if own_files is not None:
