@@ -95,6 +95,7 @@ class Services:
             max_request_pixels=int(settings.max_request_megapixels * 1_000_000),
         )
         self._names: tuple[float, dict[str, Any]] | None = None  # admission_names_now's cache
+        self._image_threads: anyio.CapacityLimiter | None = None  # made on the loop, at first use
         self.live = LiveTasks()
         self.waiters = Waiters()
         self.signer = UrlSigner(settings.public_base_url, settings.api_key)
@@ -188,6 +189,12 @@ class Services:
             "inpaint_files": {p.name for p in inpaint_dir.iterdir()} if inpaint_dir.is_dir() else set(),
             "styles": self.style_book.names(),
         }
+
+    def image_threads(self) -> anyio.CapacityLimiter:
+        """Worker threads for storing request images (fetch, decode, encode): a few more than decode slots."""
+        if self._image_threads is None:
+            self._image_threads = anyio.CapacityLimiter(self.decode_budget.concurrent * 2 + 2)
+        return self._image_threads
 
     async def admission_names_now(self) -> dict[str, Any]:
         """admission_names, read at most every NAMES_TTL_S: a burst of submits costs one listing, not one each."""

@@ -72,7 +72,8 @@ async def validate_and_store(services: Services, params: dict[str, Any], sent: d
     if not has_images(params):  # most requests: nothing to fetch, decode or write, so no thread hop
         return store(params, services.blobs, limits)  # (it only blanks the "no image" markers)
     try:
-        stored = await anyio.to_thread.run_sync(store, params, services.blobs, limits)
+        # Own threads: requests waiting for a decode slot must not take the pool the log's appends use.
+        stored = await anyio.to_thread.run_sync(store, params, services.blobs, limits, limiter=services.image_threads())
     except OSError as exc:  # inputs/ cannot be written (full, read-only)
         fault = services.storage.report("inputs", exc)
         if fault is None:

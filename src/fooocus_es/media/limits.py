@@ -33,7 +33,7 @@ class DecodeBudget:
     One per server (the app's services); ``slot`` is held around each decode, in worker threads.
     """
 
-    def __init__(self, *, concurrent: int = 2, max_request_pixels: int = 64_000_000, wait_s: float = 10.0) -> None:
+    def __init__(self, *, concurrent: int = 2, max_request_pixels: int = 64_000_000, wait_s: float = 30.0) -> None:
         self.concurrent = concurrent
         self.max_request_pixels = max_request_pixels
         self.wait_s = wait_s
