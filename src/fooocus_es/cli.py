@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -68,7 +69,11 @@ def serve(args: argparse.Namespace) -> int:
     from fooocus_es.app import create_app
 
     settings = _settings(args)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except (sqlite3.Error, OSError) as exc:  # no task log at all: nothing could be served; say why in one line
+        print(f"fooocus-es: cannot open the task log {settings.db_path}: {exc}", file=sys.stderr)
+        return 2
     # A short graceful timeout: open progress streams must not hold a restart for 30 s.
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, timeout_graceful_shutdown=2)
     return 0

@@ -13,6 +13,7 @@ import io
 import os
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -230,3 +231,41 @@ def test_an_unwritable_inputs_folder_at_start_up_is_reported_and_submits_answer_
         server.stop()
     finally:
         subprocess.run(["umount", "-l", str(inputs)], check=False, capture_output=True)
+
+
+@pytest.mark.skipif(not is_root(), reason=ROOT_ONLY)
+def test_an_unwritable_outputs_folder_at_start_up_is_reported_and_submits_answer_503(
+    make_server: Any, tmp_path: Path
+) -> None:
+    """outputs/ takes no new file (immutable, which stops root too) while the database in it still works."""
+    data = tmp_path / "data"
+    make_server(data_dir=data).start().stop()  # the database exists
+    outputs = data / "outputs"
+    holder = sqlite3.connect(outputs / "db.sqlite3")  # keeps its -wal and -shm files in place
+    holder.execute("SELECT COUNT(*) FROM task_events").fetchone()
+    if subprocess.run(["chattr", "+i", str(outputs)], capture_output=True).returncode != 0:
+        holder.close()
+        pytest.skip("chattr +i is not supported on this filesystem")
+    try:
+        server = make_server(data_dir=data).start()
+        state = health(server.url)
+        assert state["ready"] is False and any("outputs/ is not writable" in r for r in state["not_ready"]), state
+        response = post(server.url, {"prompt": "nowhere to save"})
+        assert response.status_code == 503, response.text
+        assert response.headers.get("Retry-After") and "outputs/ is not writable" in response.json()["detail"]
+        server.stop()
+    finally:
+        subprocess.run(["chattr", "-i", str(outputs)], check=False)
+        holder.close()
+
+
+def test_a_task_log_that_cannot_be_opened_stops_the_server_with_one_clear_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "outputs").mkdir(parents=True)
+    (data / "outputs" / "db.sqlite3").mkdir()  # a folder where the database file should be
+    result = subprocess.run(
+        [sys.executable, "-m", "fooocus_es", "serve", "--data-dir", str(data), "--preset", "demo", "--port", "1"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "FOOOCUS_ES_DOWNLOAD_MODELS": "false"},
+    )  # fmt: skip
+    assert result.returncode == 2 and "cannot open the task log" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
