@@ -87,12 +87,48 @@ def bench_history(tmp: Path, models: Path, tasks: int) -> dict[str, object]:
             "fill_seconds": round(fill_seconds, 1),
             "history_page_0": timed_get(url, {"query": "history", "page_size": 10}),
             "history_page_5000": timed_get(url, {"query": "history", "page": 5000, "page_size": 10}),
+            "history_last_page": timed_get(url, {"query": "history", "page": tasks // 10 - 1, "page_size": 10}),
+            "history_keyset_deep": timed_get(url, {"query": "history", "page_size": 10, "before": tasks * 2}),
             "history_range_1min": timed_get(url, {"query": "history", "start_at": _iso(now - 60), "end_at": _iso(now)}),
             "one_task": timed_get(url, {"query": "current"}),
+            "history_range_all": streamed_range(server, url, tasks),
         }
     finally:
         server.stop()
     return result
+
+
+def streamed_range(server: ServerProcess, url: str, tasks: int) -> dict[str, float]:
+    """Every ended task in one range query: time, and the server's RSS growth while it answers."""
+    assert server.process is not None
+    status = Path(f"/proc/{server.process.pid}/status")
+
+    def rss_kib() -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+        return int(line.split()[1])
+
+    before, peak, done = rss_kib(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.perf_counter()
+    params = {"query": "history", "start_at": _iso(time.time() - tasks / 50), "end_at": _iso(time.time() + 60)}
+    response = requests.get(url, params=params, timeout=300)
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    assert response.status_code == 200, response.text
+    return {
+        "records": len(response.json()["history"]),
+        "seconds": round(seconds, 2),
+        "body_mib": round(len(response.content) / 2**20, 1),
+        "server_rss_growth_mib": round((peak[0] - before) / 1024, 1),
+    }
 
 
 def _iso(epoch: float) -> str:
@@ -203,22 +239,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--only", choices=["append", "overhead", "history", "burst"], help="run one section")
+    parts_help = "run one part (results.json keeps the others)"
+    parser.add_argument("--only", choices=["append", "overhead", "history", "burst"], help=parts_help)
     args = parser.parse_args()
-    sections = {
-        "append": lambda tmp, models: bench_append(tmp),
-        "overhead": lambda tmp, models: bench_overhead(tmp, models, args.requests),
-        "history": lambda tmp, models: bench_history(tmp, models, args.tasks),
-        "burst": bench_burst,
-    }
+    out = ROOT / "bench" / "results.json"
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         models = tmp / "models"
         ensure_demo_checkpoint(models / "checkpoints")
-        results = {key: run(tmp, models) for key, run in sections.items() if args.only in (None, key)}
+        parts = {
+            "append": lambda: bench_append(tmp),
+            "overhead": lambda: bench_overhead(tmp, models, args.requests),
+            "history": lambda: bench_history(tmp, models, args.tasks),
+            "burst": lambda: bench_burst(tmp, models),
+        }
+        results = json.loads(out.read_text()) if args.only and out.exists() else {}
+        results.update({name: run() for name, run in parts.items() if args.only in (None, name)})
     print(json.dumps(results, indent=2))
-    if args.only is None:  # a partial run does not replace the full table
-        (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,16 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One JetStream server for the session; each test uses its own stream and subjects."""
+    from nats_server import NatsServer
+
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server.url
+    server.stop()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -114,10 +124,9 @@ def make_server(tmp_path: Path, demo_models: Path) -> Iterator:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Iterator[ServerProcess]:
-    """One server shared by the tests that do not need a fresh one."""
-    process = ServerProcess(
-        tmp_path_factory.mktemp("shared-data"), demo_models, env={"FOOOCUS_ES_ALLOW_PRIVATE_FETCH": "true"}
-    )
+    """One server shared by the tests that do not need a fresh one (image URLs and webhooks to loopback allowed)."""
+    env = {"FOOOCUS_ES_ALLOW_PRIVATE_FETCH": "true", "FOOOCUS_ES_ALLOW_PRIVATE_WEBHOOKS": "true"}
+    process = ServerProcess(tmp_path_factory.mktemp("shared-data"), demo_models, env=env)
     process.start()
     yield process
     process.stop()

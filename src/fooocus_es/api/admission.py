@@ -2,7 +2,7 @@
 
 queue_place: storage checked (503/507 while the log or the data dir cannot be written) and a place
 in the queue taken atomically (429 when none is free), held around the two steps:
-validate_and_store: names checked, input images stored under inputs/ (within the decode budget).
+validate_and_store: the webhook URL and names checked, input images stored under inputs/ (within the decode budget).
 enqueue: TaskQueued made durable (with the waiter and optional stream subscription registered
 first, so nothing of the task can be missed), then the runner is told.
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 import structlog
 
 from fooocus_es.api.errors import RETRY_QUEUE_S, StorageUnavailable, TooManyRequests
@@ -28,6 +29,7 @@ from fooocus_es.events.bus import Subscription
 from fooocus_es.events.types import TaskQueued, now_ms
 from fooocus_es.media.limits import ImageLimits
 from fooocus_es.media.own_files import OwnFiles
+from fooocus_es.net import address_guard
 from fooocus_es.services import Services
 
 
@@ -60,10 +62,22 @@ def queue_place(services: Services) -> Iterator[None]:
         bound.release()
 
 
+def check_webhook_url(url: object) -> None:
+    """http(s) with a valid host, or nothing; which addresses it may reach is decided at delivery."""
+    if not url:
+        return
+    try:
+        address_guard.parse_http_url(str(url))
+    except address_guard.RefusedURL as exc:
+        raise planning.ParamError("webhook_url", str(exc)) from exc
+
+
 async def validate_and_store(services: Services, params: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
     """The finalized params, with every image field replaced by its inputs/ path."""
-    names = await services.admission_names_now()
-    planning.validate_names(params, downloadable=services.catalog.fetchable("checkpoints"), sent=sent, **names)
+    check_webhook_url(params.get("webhook_url"))
+    names = await services.installed_names()
+    downloadable = services.catalog.fetchable("checkpoints")
+    planning.validate_names(params, downloadable=downloadable, sent=sent, **msgspec.structs.asdict(names))
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     # This server's own result/input URLs (chained tasks) are read from the data dir, not fetched.
     store = partial(

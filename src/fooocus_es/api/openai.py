@@ -54,6 +54,8 @@ from msgspec import Meta, Struct
 from PIL import Image
 
 from fooocus_es.api.admission import Admitted, enqueue, queue_place, validate_and_store
+from fooocus_es.api.body_types import FORMS_OPT
+from fooocus_es.api.cross_site import CrossSiteRefused
 from fooocus_es.api.errors import NotFound
 from fooocus_es.api.generate import resolve_request
 from fooocus_es.api.structs import GenerateRequest, sent_fields
@@ -180,11 +182,13 @@ def _on_input_image(_: Request, exc: InputImageError) -> Response[dict[str, Any]
 
 
 _HTTP_CODES: Final = {401: "missing_api_key", 403: "invalid_api_key", 404: "not_found", 413: "request_too_large",
-                      429: "queue_full", 503: "storage_unavailable", 507: "storage_full"}  # fmt: skip
+                      415: "unsupported_media_type", 421: "misdirected_request", 429: "queue_full",
+                      503: "storage_unavailable", 507: "storage_full"}  # fmt: skip
 
 
 def _on_http(_: Request, exc: HTTPException) -> Response[dict[str, Any]]:
-    return _error(exc.status_code, exc.detail, code=_HTTP_CODES.get(exc.status_code), headers=exc.headers)
+    code = "cross_site_request" if isinstance(exc, CrossSiteRefused) else _HTTP_CODES.get(exc.status_code)
+    return _error(exc.status_code, exc.detail, code=code, headers=exc.headers)
 
 
 def _on_internal(_: Request, exc: Exception) -> Response[dict[str, Any]]:
@@ -576,6 +580,7 @@ def prepare_edit(image: bytes, mask: bytes | None, limits: ImageLimits) -> tuple
     status_code=200,
     summary="Edit an image: inpaint task (OpenAI-compatible, multipart: image, mask, prompt, n, size, ...)",
     responses=IMAGES_RESPONSES,
+    opt={FORMS_OPT: True},
 )
 async def edits(request: Request, services: NamedDependency[Services]) -> Response[Any]:
     form = await request.form()

@@ -42,6 +42,7 @@ from fooocus_es.events.types import (
     now_ms,
 )
 from fooocus_es.media.blobs import BlobStore, LocalBlobs
+from fooocus_es.media.inputs import stored_input_keys
 from fooocus_es.media.metadata import parameters_text
 from fooocus_es.media.outputs import encode_image, save_output
 from fooocus_es.ops.storage import Place, StorageHealth, classify
@@ -120,6 +121,8 @@ class Runner:
         style_book: StyleBook | None = None,
         fetch_models: ModelFetcher | None = None,
         blobs: BlobStore | None = None,
+        runner_id: str | None = None,
+        retry_interrupted: int = 1,
         storage: StorageHealth | None = None,
     ) -> None:
         self.store = store
@@ -128,7 +131,8 @@ class Runner:
         self.engine_factory = engine_factory
         self.data_dir = data_dir
         self.device = device
-        self.runner_id = f"runner-{device}"
+        self.runner_id = runner_id or f"runner-{device}"
+        self.retry_interrupted = retry_interrupted
         self.warm_model = warm_model
         self.style_book = style_book or StyleBook(data_dir)
         self.fetch_models = fetch_models
@@ -188,7 +192,7 @@ class Runner:
                 claim.release()
                 break
             try:
-                self.run(claim.command)
+                self.run(claim.command, attempt=claim.attempt)
             except Exception:  # a bug must not end the thread: the next task still runs
                 log = structlog.get_logger("fooocus_es.runner")
                 log.exception("runner.task_crashed", task_id=claim.command.task_id)
@@ -257,15 +261,32 @@ class Runner:
         """Back off before the next try; False when the runner is shutting down (stop retrying)."""
         return not self._wake.wait(min(0.2 * 2 ** (tries - 1), MAX_PAUSE_S)) and not self._shutting_down()
 
-    def run(self, command: Generate) -> None:
-        """Run one task to its terminal event (public for tests; the loop calls it)."""
+    def run(self, command: Generate, *, attempt: int = 1) -> None:
+        """Run one task to its terminal event (public for tests; the loop calls it).
+
+        `attempt` > 1 is a command handed out again because its runner went away (a fleet's queue
+        redelivers after the ack wait): a task that had started is re-run (seeded, so the same
+        pixels) at most `retry_interrupted` times, then failed "interrupted", so a task that kills
+        runners ends instead of looping. The version check fences the runner that went away.
+        """
         task_id = command.task_id
         # Bound here, not at construction: structlog is configured by the app after the runner exists.
         task_log = structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=task_id)
+        version = command.version
+        if attempt > 1:
+            version = max(version, self.store.log.version(task_id))
         with self._lock:
-            self._current = _Current(task_id, version=command.version)
-        try:  # nothing of the task has happened yet: waiting for storage to start it is safe
-            self._emit(TaskStarted(task_id=task_id, at_ms=now_ms(), device=self.device), until_stored=True)
+            self._current = _Current(task_id, version=version)
+        try:
+            if version > command.version and attempt - 1 > self.retry_interrupted:
+                message = f"interrupted: the task's runner went away {attempt - 1} times"
+                self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message=message))
+                task_log.warning("task.failed", error_type="Interrupted", error=message)
+                self._clear()
+                return
+            # Nothing of the task has happened yet: waiting for storage to start it is safe.
+            started = TaskStarted(task_id=task_id, at_ms=now_ms(), device=self.device, attempt=attempt)
+            self._emit(started, until_stored=True)
         except TaskAbandoned:
             task_log.info("task.not_started", reason="cancelled or ended before it started")
             self._clear()
@@ -320,6 +341,8 @@ class Runner:
         task_id, params = command.task_id, command.params
         started = time.perf_counter()
         try:
+            for key in stored_input_keys(params):  # on another machine than the API node: fetch them
+                self.blobs.local_path(key)
             plan = build_plan(task_id, params, data_dir=self.data_dir, styles=self.style_book.styles())
             if plan.notes:
                 task_log.warning("task.notes", notes=list(plan.notes))

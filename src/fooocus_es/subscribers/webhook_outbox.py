@@ -4,7 +4,8 @@ and every delivery attempt.
 Rows and the consumer position are written in one transaction, so after a crash the sender
 resumes from the position and finds every webhook owed, delivered or not. A row's state is
 pending until a receiver answers 2xx (delivered) or a round of retries runs out (failed); rows
-not delivered get a new round when the server starts again.
+that failed get a new round when the server starts again. A URL the address guard refused is
+"refused" for good: retrying cannot change the answer.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class WebhookOutbox:
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, task_id, url, attempts FROM webhook_deliveries"
-                " WHERE state != 'delivered' AND created_ms >= ? ORDER BY seq",
+                " WHERE state NOT IN ('delivered', 'refused') AND created_ms >= ? ORDER BY seq",
                 (newer_than_ms,),
             ).fetchall()
         return [Delivery(*row) for row in rows]

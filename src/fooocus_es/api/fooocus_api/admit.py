@@ -36,12 +36,12 @@ MAX_LISTED: Final = 50  # as api/tolerance.py: a body of junk keys does not get 
 
 def _installed(services: Services) -> Installed:
     """Blocking (reads the model folders): the names translate.py may keep."""
-    names = services.admission_names()
+    names = services.catalog.installed(services.style_book.names())
     return Installed(
-        checkpoints=frozenset(names["checkpoints"] | services.catalog.fetchable("checkpoints")),
-        loras=frozenset(names["loras"]),
-        vaes=frozenset(names["vaes"]),
-        styles=frozenset(names["styles"]),
+        checkpoints=names.checkpoints | services.catalog.fetchable("checkpoints"),
+        loras=names.loras,
+        vaes=names.vaes,
+        styles=names.styles,
         default_model=str(services.preset_defaults.get("base_model_name", REQUEST_DEFAULTS["base_model_name"])),
     )
 

@@ -1,0 +1,147 @@
+"""A fleet on one machine: a real nats-server, two API nodes (`serve --log nats://... --no-runner`,
+each with its own data dir and read model) and runner processes (`fooocus-es runner`), all real
+processes talking over loopback. One module, one set of processes: the takeover test runs last."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import ROOT, ServerProcess
+from e2e_helpers import image_from, submit, wait_for
+from nats_server import NatsServer
+
+SLOW = {"overwrite_step": 200, "aspect_ratios_selection": "128*128"}  # seconds of work on the demo model
+
+
+class RunnerProcess:
+    """`python -m fooocus_es runner` over its own data dir (models symlinked in, as ServerProcess)."""
+
+    def __init__(self, data_dir: Path, models: Path, nats_url: str) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not (data_dir / "models").exists():
+            (data_dir / "models").symlink_to(models, target_is_directory=True)
+        self.log_path = data_dir / "runner.log"
+        self.command = [
+            sys.executable, "-m", "fooocus_es", "runner", "--log", nats_url, "--data-dir", str(data_dir),
+            "--preset", "demo", "--device", "cpu", "--ack-wait", "2",
+        ]  # fmt: skip
+        self.env = {**os.environ, "FOOOCUS_ES_DOWNLOAD_MODELS": "false", "FOOOCUS_ES_TORCH_THREADS": "1"}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120) -> RunnerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"runner exited:\n{self.log_path.read_text()[-4000:]}")
+            if "runner.started" in self.log_path.read_text(errors="replace"):
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"runner did not start:\n{self.log_path.read_text()[-4000:]}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class Fleet:
+    def __init__(self, folder: Path, models: Path) -> None:
+        (folder / "nats").mkdir()
+        self.nats = NatsServer(folder / "nats").start()
+        fleet_args = ("--log", self.nats.url, "--no-runner", "--ack-wait", "2")
+        self.a = ServerProcess(folder / "node-a", models, *fleet_args).start()
+        self.b = ServerProcess(folder / "node-b", models, *fleet_args).start()
+        self.runners = [RunnerProcess(folder / "runner-1", models, self.nats.url).start()]
+
+    def stop(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+        self.a.stop()
+        self.b.stop()
+        self.nats.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Iterator[Fleet]:
+    made = Fleet(tmp_path_factory.mktemp("fleet"), demo_models)
+    yield made
+    made.stop()
+
+
+def _events(base: str, task_id: str) -> list[dict]:
+    return requests.get(f"{base}/tasks/{task_id}/events", timeout=10).json()
+
+
+def _wait_on_both(fleet: Fleet, task_id: str) -> tuple[dict, dict]:
+    return wait_for(fleet.a.url, task_id, timeout=120), wait_for(fleet.b.url, task_id, timeout=120)
+
+
+def test_a_task_from_one_node_runs_on_a_runner_and_shows_on_every_node(fleet: Fleet) -> None:
+    assert requests.get(fleet.a.url + "/health", timeout=10).json()["ready"] is True
+    task = submit(fleet.a.url, {"prompt": "fleet", "image_seed": 7})
+    on_a, on_b = _wait_on_both(fleet, task["task_id"])
+    assert on_a["task_status"] == on_b["task_status"] == "finished"
+    assert on_a["result"] and [u.split("/outputs/")[1] for u in on_a["result"]] == [
+        u.split("/outputs/")[1] for u in on_b["result"]
+    ]
+    events_a, events_b = _events(fleet.a.url, task["task_id"]), _events(fleet.b.url, task["task_id"])
+    assert events_a == events_b and [e["type"] for e in events_a][0] == "TaskQueued"
+    assert [e["seq"] for e in events_a] == sorted(e["seq"] for e in events_a)
+    # The runner stored the image in the object store: a node that never had the file serves it.
+    image = image_from(on_b["result"][0])
+    assert image.size == (64, 64)
+    history = requests.get(fleet.b.url + "/tasks", params={"query": "history"}, timeout=10).json()["history"]
+    assert task["task_id"] in [r["task_id"] for r in history]
+
+
+def test_stop_from_another_node_reaches_the_runner(fleet: Fleet) -> None:
+    task = submit(fleet.a.url, {"prompt": "stop me", **SLOW})
+    wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)
+    answer = requests.post(fleet.b.url + "/v1/engine/control", params={"action": "stop"}, timeout=10).json()
+    assert answer["message"] == "task stopped"
+    stopped = wait_for(fleet.a.url, task["task_id"], timeout=120)
+    assert stopped["task_status"] == "stop"
+
+
+def test_a_pending_task_is_cancelled_from_any_node(fleet: Fleet) -> None:
+    busy = submit(fleet.a.url, {"prompt": "busy", **SLOW})
+    waiting = submit(fleet.a.url, {"prompt": "waiting"})
+    wait_for(fleet.b.url, busy["task_id"], until="running", timeout=120)
+    cancelled = requests.post(f"{fleet.b.url}/tasks/{waiting['task_id']}/cancel", timeout=10).json()
+    assert cancelled["message"] == "task cancelled"
+    assert wait_for(fleet.a.url, waiting["task_id"])["task_status"] == "cancelled"
+    requests.post(f"{fleet.a.url}/tasks/{busy['task_id']}/cancel", timeout=10)  # running: a stop
+    assert wait_for(fleet.b.url, busy["task_id"], timeout=120)["task_status"] == "stop"
+    assert "TaskStarted" not in [e["type"] for e in _events(fleet.a.url, waiting["task_id"])]
+
+
+def test_a_killed_runners_task_is_taken_over_and_run_once_more(fleet: Fleet, tmp_path: Path, demo_models: Path) -> None:
+    task = submit(fleet.a.url, {"prompt": "survive", "image_seed": 3, **SLOW})
+    wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)
+    fleet.runners[0].kill()
+    fleet.runners.append(RunnerProcess(tmp_path / "runner-2", demo_models, fleet.nats.url).start())
+    ended = wait_for(fleet.a.url, task["task_id"], timeout=180)
+    assert ended["task_status"] == "finished" and len(ended["result"]) == 1
+    events = _events(fleet.b.url, task["task_id"])
+    started = [e for e in events if e["type"] == "TaskStarted"]
+    assert [e.get("attempt", 1) for e in started] == [1, 2]  # the default is left out of the JSON
+    assert [e["type"] for e in events].count("TaskFinished") == 1 and events[-1]["type"] == "TaskFinished"
