@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
+import msgspec
 import structlog
 from anyio.abc import TaskGroup
 
@@ -28,6 +29,7 @@ from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import TaskCancelled, now_ms
 from fooocus_es.fleet.backends import open_backends
 from fooocus_es.fleet.control import ControlListener, NatsControl
+from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, runner_info
 from fooocus_es.fleet.webhook_claims import WebhookClaims
 from fooocus_es.media.limits import DecodeBudget
 from fooocus_es.ops.storage import StorageHealth
@@ -92,7 +94,7 @@ class Services:
             concurrent=settings.max_concurrent_decodes,
             max_request_pixels=int(settings.max_request_megapixels * 1_000_000),
         )
-        self._names: tuple[float, InstalledNames] | None = None  # installed_names' cache
+        self._names: tuple[float, InstalledNames] | None = None  # installed_names_now's cache
         self._image_threads: anyio.CapacityLimiter | None = None  # made on the loop, at first use
         nats = self.backends.nats
         self.remote_control = NatsControl(nats) if nats is not None else None  # stop/skip on other machines
@@ -134,6 +136,8 @@ class Services:
         )
         self.control_listener = ControlListener(nats, self.runner.deliver) if nats and settings.runner else None
         self.webhook_claims = WebhookClaims(nats, settings.data_dir) if nats is not None else None
+        self.presence = PresenceBeat(nats, self.runner_info) if nats is not None and settings.runner else None
+        self.fleet_runners = FleetRunners(nats) if nats is not None else None
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
         # What a webhook POSTs; the app sets it so each wire's tasks get that wire's body.
@@ -151,11 +155,11 @@ class Services:
             torch.set_num_threads(self.settings.torch_threads)
         return self._engine_factory(self.model_store, self.settings.data_dir)
 
-    async def installed_names(self) -> InstalledNames:
-        """What admission checks names against, read at most every NAMES_TTL_S (a burst costs one listing)."""
+    async def installed_names_now(self) -> InstalledNames:
+        """installed_names, read at most every NAMES_TTL_S: a burst of submits costs one listing, not one each."""
         cached = self._names
         if cached is None or time.monotonic() - cached[0] > NAMES_TTL_S:
-            names = await anyio.to_thread.run_sync(lambda: self.catalog.installed(self.style_book.names()))
+            names = await anyio.to_thread.run_sync(self.installed_names)
             self._names = cached = (time.monotonic(), names)
         return cached[1]
 
@@ -201,6 +205,8 @@ class Services:
             self.runner.start()
             if self.control_listener is not None:
                 await anyio.to_thread.run_sync(self.control_listener.start)
+            if self.presence is not None:
+                self.presence.start()
         if not self.settings.runner:
             return  # the fleet's runners fetch the models they use
         missing = self.downloads.check_preset(self.preset)
@@ -231,6 +237,9 @@ class Services:
     async def stop(self) -> None:
         if self.control_listener is not None:
             await anyio.to_thread.run_sync(self.control_listener.stop)
+        if self.presence is not None:
+            final = msgspec.structs.replace(self.runner_info(), state="stopped", task_id=None)
+            await anyio.to_thread.run_sync(self.presence.stop, final)
         await anyio.to_thread.run_sync(self.runner.shutdown)
         # What the runner wrote while shutting down reaches the table now, not at the next start.
         await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)
@@ -274,6 +283,30 @@ class Services:
         return self.remote_control is not None and await self.remote_control.send(command)
 
     # -- reads --------------------------------------------------------------------------------
+    def runner_info(self) -> RunnerInfo:
+        """This process's runner as `GET /runners` shows it (read on every presence beat)."""
+        task_id = self.runner.running_task
+        return runner_info(
+            self.runner.runner_id, self.settings.pool, self.device, task_id, self.loaded_model_name,
+            self.settings.models_dir,
+        )  # fmt: skip
+
+    async def runners(self) -> list[RunnerInfo]:
+        """The fleet's runners (from their presence beats), or this process's own."""
+        if self.fleet_runners is not None:
+            return await self.fleet_runners.list()
+        return [self.runner_info()] if self.settings.runner and self.runner.alive else []
+
+    def installed_names(self) -> InstalledNames:
+        """Worker thread: the names a request may use; in a fleet, the runners' model files too."""
+        names = self.catalog.installed(self.style_book.names())
+        if self.fleet_runners is None:
+            return names
+        checkpoints, loras, vaes = self.fleet_runners.model_names()
+        return msgspec.structs.replace(
+            names, checkpoints=names.checkpoints | checkpoints, loras=names.loras | loras, vaes=names.vaes | vaes
+        )
+
     async def record(self, task_id: str) -> dict[str, Any] | None:
         """Live state for pending/running tasks, else the stored record; URLs rendered."""
         live = self.live.get(task_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +85,26 @@ def test_a_tail_follows_across_a_server_restart(own_server: NatsServer) -> None:
     assert restarted.is_set() and seen == sorted(seen) and len(set(seen)) == 4
     writer.close()
     log.close()
+
+
+def test_previews_reach_a_follower_on_another_node_but_not_the_stream(nats_url: str) -> None:
+    name = uuid.uuid4().hex[:12]
+    writer = JetStreamEventLog(nats_url, stream=f"PV_{name}", prefix=f"p{name}.ev")
+    follower = JetStreamEventLog(nats_url, stream=f"PV_{name}", prefix=f"p{name}.ev", poll_s=0.05)
+    writer.append(TaskQueued(task_id="a", at_ms=1, params={}))
+    seq = writer.append(
+        TaskProgress(task_id="a", at_ms=2, percent=50, message="", preview="data:image/jpeg;base64,QQ==")
+    )
+    seen: list = []
+
+    async def follow() -> None:
+        with anyio.fail_after(10):
+            async for batch in follower.tail(seq - 1):
+                seen.extend(batch)
+                return
+
+    anyio.run(follow)
+    assert seen[0].event.preview == "data:image/jpeg;base64,QQ=="
+    assert [e.event.preview for e in follower.read(task_id="a") if isinstance(e.event, TaskProgress)] == [None]
+    writer.close()
+    follower.close()

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, ServerProcess
-from e2e_helpers import image_from, submit, wait_for
+from e2e_helpers import Receiver, image_from, submit, wait_for
 from nats_server import NatsServer
 
+FLEET_ONLY = "only_on_runner_1.safetensors"
 SLOW = {"overwrite_step": 200, "aspect_ratios_selection": "128*128"}  # seconds of work on the demo model
 
 
@@ -67,10 +68,20 @@ class Fleet:
     def __init__(self, folder: Path, models: Path) -> None:
         (folder / "nats").mkdir()
         self.nats = NatsServer(folder / "nats").start()
-        fleet_args = ("--log", self.nats.url, "--no-runner", "--ack-wait", "2")
+        fleet_args = ("--log", self.nats.url, "--no-runner", "--ack-wait", "2", "--allow-private-webhooks")
         self.a = ServerProcess(folder / "node-a", models, *fleet_args).start()
+        (folder / "node-b" / "models").mkdir(parents=True)  # node B holds no model files at all
         self.b = ServerProcess(folder / "node-b", models, *fleet_args).start()
-        self.runners = [RunnerProcess(folder / "runner-1", models, self.nats.url).start()]
+        # Runner 1's own models folder: the demo files plus a checkpoint only it has.
+        own = folder / "runner-1" / "models"
+        (own / "checkpoints").mkdir(parents=True)
+        for item in (models / "checkpoints").iterdir():
+            (own / "checkpoints" / item.name).symlink_to(item)
+        (own / "checkpoints" / FLEET_ONLY).symlink_to(models / "checkpoints" / "fooocus_es_demo.safetensors")
+        for shared in ("loras", "inpaint", "vae", "upscale_models"):  # generated on first use: share the folders
+            (models / shared).mkdir(exist_ok=True)
+            (own / shared).symlink_to(models / shared, target_is_directory=True)
+        self.runners = [RunnerProcess(folder / "runner-1", own, self.nats.url).start()]
 
     def stop(self) -> None:
         for runner in self.runners:
@@ -113,9 +124,33 @@ def test_a_task_from_one_node_runs_on_a_runner_and_shows_on_every_node(fleet: Fl
     assert task["task_id"] in [r["task_id"] for r in history]
 
 
+def test_an_api_node_with_no_models_admits_what_the_runners_have(fleet: Fleet) -> None:
+    deadline = time.monotonic() + 15  # the runner's first presence beat
+    while time.monotonic() < deadline:
+        runners = requests.get(fleet.b.url + "/runners", timeout=10).json()["runners"]
+        if runners and FLEET_ONLY in runners[0]["checkpoints"]:
+            break
+        time.sleep(0.5)
+    only_there = {"base_model_name": FLEET_ONLY, "performance_selection": "Speed", "overwrite_step": 2}  # no LoRA
+    task = submit(fleet.b.url, {"prompt": "theirs", **only_there})
+    assert wait_for(fleet.a.url, task["task_id"], timeout=120)["task_status"] == "finished"
+    unknown = requests.post(
+        fleet.b.url + "/v1/engine/generate/", json={"prompt": "x", "base_model_name": "nowhere.safetensors"}, timeout=10
+    )
+    assert unknown.status_code == 400 and "base_model_name" in unknown.text
+
+
 def test_stop_from_another_node_reaches_the_runner(fleet: Fleet) -> None:
     task = submit(fleet.a.url, {"prompt": "stop me", **SLOW})
     wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)
+    deadline = time.monotonic() + 15  # presence beats every 5 s
+    while time.monotonic() < deadline:
+        runners = requests.get(fleet.a.url + "/runners", timeout=10).json()["runners"]
+        if [r["task_id"] for r in runners] == [task["task_id"]]:
+            break
+        time.sleep(0.5)
+    assert len(runners) == 1 and runners[0]["state"] == "busy" and runners[0]["task_id"] == task["task_id"]
+    assert runners[0]["device"] == "cpu" and runners[0]["pool"] == "default"
     answer = requests.post(fleet.b.url + "/v1/engine/control", params={"action": "stop"}, timeout=10).json()
     assert answer["message"] == "task stopped"
     stopped = wait_for(fleet.a.url, task["task_id"], timeout=120)
@@ -132,6 +167,34 @@ def test_a_pending_task_is_cancelled_from_any_node(fleet: Fleet) -> None:
     requests.post(f"{fleet.a.url}/tasks/{busy['task_id']}/cancel", timeout=10)  # running: a stop
     assert wait_for(fleet.b.url, busy["task_id"], timeout=120)["task_status"] == "stop"
     assert "TaskStarted" not in [e["type"] for e in _events(fleet.a.url, waiting["task_id"])]
+
+
+def test_a_webhook_is_sent_once_by_the_fleet(fleet: Fleet) -> None:
+    receiver = Receiver(failures=0)
+    tasks = [submit(node.url, {"prompt": f"hook {i}", "webhook_url": receiver.url}) for i, node in
+             enumerate((fleet.a, fleet.b, fleet.a))]  # fmt: skip
+    for task in tasks:
+        wait_for(fleet.b.url, task["task_id"], timeout=120)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(receiver.bodies) < len(tasks):
+        time.sleep(0.2)
+    time.sleep(2)  # a second node sending too would have done so by now
+    assert sorted(body["task_id"] for body in receiver.bodies) == sorted(t["task_id"] for t in tasks)
+    receiver.httpd.shutdown()
+
+
+def test_the_fleet_rides_out_a_nats_server_kill(fleet: Fleet) -> None:
+    queued = [submit(fleet.a.url, {"prompt": f"before {i}"}) for i in range(2)]
+    assert fleet.nats.process is not None
+    fleet.nats.process.send_signal(signal.SIGKILL)
+    fleet.nats.process.wait(10)
+    fleet.nats.start()  # same port and store: every node and runner reconnects by itself
+    after = submit(fleet.b.url, {"prompt": "after"})
+    for task in [*queued, after]:
+        ended = wait_for(fleet.a.url, task["task_id"], timeout=120)
+        assert ended["task_status"] == "finished"
+        events = [e["type"] for e in _events(fleet.b.url, task["task_id"])]
+        assert events.count("TaskStarted") == 1 and events.count("TaskFinished") == 1
 
 
 def test_a_killed_runners_task_is_taken_over_and_run_once_more(fleet: Fleet, tmp_path: Path, demo_models: Path) -> None:

@@ -346,3 +346,41 @@ def test_shutdown_ends_a_wait_for_storage(flaky: tuple[Rig, FlakyLog, StorageHea
     rig.runner.shutdown(timeout=10)
     assert not rig.runner.alive and time.monotonic() - started < 3
     assert rig.types("t") == ["TaskQueued"]  # still queued in the log: a restart runs it
+
+
+def test_a_redelivered_task_is_taken_over_once_then_failed_interrupted(rig: Rig) -> None:
+    """A fleet's queue hands a command out again when its runner went silent (attempt 2, 3, ...)."""
+    command = rig.queue_task("t")
+    rig.log.append(TaskStarted(task_id="t", at_ms=2, device="gone"), expected_version=1)  # the runner that died
+    rig.log.append(TaskProgress(task_id="t", at_ms=3, percent=20, message=""), expected_version=2)
+    rig.runner.run(command, attempt=2)  # retry_interrupted=1: run again, after the dead runner's events
+    starts = [e for e in rig.events("t") if isinstance(e, TaskStarted)]
+    assert [s.attempt for s in starts] == [1, 2] and rig.types("t")[-1] == "TaskFinished"
+
+    again = rig.queue_task("u")
+    rig.log.append(TaskStarted(task_id="u", at_ms=2), expected_version=1)
+    rig.runner.run(again, attempt=3)  # it took two runners down: it ends, it does not loop
+    failed = rig.events("u")[-1]
+    assert isinstance(failed, TaskFailed) and failed.error_type == "Interrupted" and "2 times" in failed.message
+    assert rig.types("u").count("TaskStarted") == 1
+
+
+def test_a_redelivered_command_of_an_ended_task_does_nothing(rig: Rig) -> None:
+    command = rig.queue_task("t")
+    rig.log.append(TaskCancelled(task_id="t", at_ms=2), expected_version=1)
+    rig.runner.run(command, attempt=2)
+    assert rig.types("t") == ["TaskQueued", "TaskCancelled"] and rig.engine.prepared == []
+
+
+def test_a_zombie_runner_is_fenced_by_the_version_check(rig: Rig) -> None:
+    """The runner that looked dead comes back after another one took its task over: its next
+    write is refused and it abandons the task without a second terminal event."""
+    command = rig.queue_task("t")
+
+    def taken_over() -> None:  # mid-task, another runner appends its own TaskStarted
+        rig.log.append(TaskStarted(task_id="t", at_ms=5, attempt=2))
+
+    rig.engine.at_step[(0, 1)] = taken_over
+    rig.runner.run(command)
+    types = rig.types("t")
+    assert types.count("TaskStarted") == 2 and not any(t in types for t in ("TaskFinished", "TaskFailed"))

@@ -75,7 +75,7 @@ def check_webhook_url(url: object) -> None:
 async def validate_and_store(services: Services, params: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
     """The finalized params, with every image field replaced by its inputs/ path."""
     check_webhook_url(params.get("webhook_url"))
-    names = await services.installed_names()
+    names = await services.installed_names_now()
     downloadable = services.catalog.fetchable("checkpoints")
     planning.validate_names(params, downloadable=downloadable, sent=sent, **msgspec.structs.asdict(names))
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)

@@ -13,6 +13,7 @@ from litestar.openapi.spec import Example
 from fooocus_es import __version__
 from fooocus_es.api import examples
 from fooocus_es.engine.planning import presets
+from fooocus_es.fleet.presence import RunnerInfo
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.engine.models.store import ModelStore
@@ -143,3 +144,8 @@ async def health(services: NamedDependency[Services]) -> dict[str, Any]:
         "missing_models": missing,
         "downloading": downloading,
     }
+
+
+@get("/runners", summary="The runners: this process's, or in a fleet every runner's presence")
+async def runners(services: NamedDependency[Services]) -> dict[str, list[RunnerInfo]]:
+    return {"runners": await services.runners()}

@@ -10,6 +10,7 @@ Previews never enter the stream; followers in the writing process get them attac
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import uuid
 from collections import OrderedDict
@@ -61,8 +62,22 @@ class JetStreamEventLog:
         self.poll_s = poll_s
         self.nats = NatsThread(url, name=f"nats-{stream.lower()}")
         self._previews: OrderedDict[str, str] = OrderedDict()  # Nats-Msg-Id -> preview
+        # Previews travel beside the stream on core NATS (at most once, never stored), keyed by the
+        # event's Nats-Msg-Id, so a follower on any node attaches them to their TaskProgress.
+        self.preview_subject = f"{prefix.rsplit('.', 1)[0]}.pv" if "." in prefix else f"{prefix}-pv"
         self._closed = False
         self.nats.call(self._ensure_stream())
+        self.nats.call(self.nats.nc.subscribe(f"{self.preview_subject}.*", cb=self._on_preview))
+
+    async def _on_preview(self, msg: Msg) -> None:
+        msg_id = (msg.headers or {}).get(MSG_ID)
+        if msg_id:
+            self._keep_preview(msg_id, msg.data.decode())
+
+    def _keep_preview(self, msg_id: str, preview: str) -> None:
+        self._previews[msg_id] = preview
+        while len(self._previews) > KEPT_PREVIEWS:
+            self._previews.popitem(last=False)
 
     async def _ensure_stream(self) -> None:
         config = api.StreamConfig(
@@ -91,14 +106,19 @@ class JetStreamEventLog:
     def append(self, event: Event, expected_version: int | None = None) -> int:
         subject = self._subject(event.task_id)
         msg_id = f"{event.task_id}:{uuid.uuid4().hex}"  # this call's id: its retries are duplicates
-        if isinstance(event, TaskProgress) and event.preview is not None:
-            self._previews[msg_id] = event.preview  # before publishing: our tail may see it first
-            while len(self._previews) > KEPT_PREVIEWS:
-                self._previews.popitem(last=False)
-        return self.nats.call(self._append(subject, event, expected_version, msg_id))
+        preview = event.preview if isinstance(event, TaskProgress) else None
+        return self.nats.call(self._append(subject, event, expected_version, msg_id, preview))
 
-    async def _append(self, subject: str, event: Event, expected_version: int | None, msg_id: str) -> int:
+    async def _append(
+        self, subject: str, event: Event, expected_version: int | None, msg_id: str, preview: str | None = None
+    ) -> int:
         payload = encode_for_log(event)
+        if preview is not None:  # before the event, so followers (here and elsewhere) have it first
+            self._keep_preview(msg_id, preview)
+            with contextlib.suppress(Exception):  # a preview is droppable; the event is not
+                await self.nats.nc.publish(
+                    f"{self.preview_subject}.{event.task_id}", preview.encode(), headers={MSG_ID: msg_id}
+                )
         while True:
             last = await self._last(subject)
             if last.type in TERMINAL_TYPES:

@@ -13,6 +13,7 @@ import socket
 import threading
 from typing import Any
 
+import msgspec
 import structlog
 
 from fooocus_es.engine.models.catalog import ModelCatalog
@@ -22,6 +23,7 @@ from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.store import EventStore
 from fooocus_es.fleet.backends import open_backends
 from fooocus_es.fleet.control import ControlListener
+from fooocus_es.fleet.presence import PresenceBeat, RunnerInfo, runner_info
 from fooocus_es.runner.worker import Runner
 from fooocus_es.settings import Settings
 
@@ -69,12 +71,21 @@ def run_runner(settings: Settings, stop: threading.Event | None = None) -> None:
     )
     assert backends.nats is not None
     listener = ControlListener(backends.nats, runner.deliver)
+
+    def info(state: str | None = None) -> RunnerInfo:
+        made = runner_info(
+            runner.runner_id, settings.pool, device, runner.running_task, model_store.loaded_name, settings.models_dir
+        )
+        return msgspec.structs.replace(made, state=state) if state else made  # type: ignore[arg-type]
+
+    presence = PresenceBeat(backends.nats, info)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     listener.start()
     runner.start()
+    presence.start()
     log.info("runner.started", runner_id=runner.runner_id, pool=settings.pool, log=settings.log_url, device=device)
     try:
         while not stop.wait(1.0):
@@ -82,6 +93,7 @@ def run_runner(settings: Settings, stop: threading.Event | None = None) -> None:
                 log.error("runner.died", runner_id=runner.runner_id)
                 break
     finally:
+        presence.stop(msgspec.structs.replace(info("stopped"), task_id=None))
         listener.stop()
         runner.shutdown()
         backends.close()

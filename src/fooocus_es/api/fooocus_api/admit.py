@@ -36,7 +36,7 @@ MAX_LISTED: Final = 50  # as api/tolerance.py: a body of junk keys does not get 
 
 def _installed(services: Services) -> Installed:
     """Blocking (reads the model folders): the names translate.py may keep."""
-    names = services.catalog.installed(services.style_book.names())
+    names = services.installed_names()
     return Installed(
         checkpoints=names.checkpoints | services.catalog.fetchable("checkpoints"),
         loras=names.loras,
