@@ -71,8 +71,8 @@ def on_input_image(_: Request, exc: InputImageError) -> Response[dict[str, Any]]
 def on_sqlite_error(_: Request, exc: sqlite3.Error) -> Response[dict[str, Any]]:
     """A write the log refused for a storage reason on any route: a 503/507 with a reason, never a bare 500."""
     kind = classify(exc)
-    if kind is None:
-        raise exc
+    if kind is None:  # a bug, not storage: the plain 500 (logged with its traceback)
+        return _body(500, "Internal Server Error", None)
     status = 507 if kind == "full" else 503
     response = _body(status, f"the task log cannot be written ({exc}); retry later", None)
     response.headers["Retry-After"] = RETRY_STORAGE_S
