@@ -28,13 +28,28 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One JetStream server for the session; each test uses its own stream and subjects."""
+def nats_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """nats-servers for the session, started on first use: kind ("debian", "current") -> URL.
+    Each test uses streams and subjects of its own on them."""
     from nats_server import NatsServer
 
-    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
-    yield server.url
-    server.stop()
+    started: dict[str, NatsServer] = {}
+
+    class Urls(dict[str, str]):
+        def __missing__(self, kind: str) -> str:
+            started[kind] = NatsServer(tmp_path_factory.mktemp(f"nats-{kind}"), kind).start()
+            self[kind] = started[kind].url
+            return self[kind]
+
+    yield Urls()
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_servers: dict[str, str]) -> str:
+    """Debian's nats-server (2.9.10), the build the fleet runs on in these tests."""
+    return nats_servers["debian"]
 
 
 def free_port() -> int:

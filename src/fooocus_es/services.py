@@ -70,7 +70,8 @@ class Services:
         self.settings = settings
         for folder in (settings.outputs_dir, settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(settings.device)
+        # An API node of a fleet (--no-runner) never imports torch: it has no device of its own.
+        self.device = resolve_device(settings.device) if settings.runner else settings.device.replace("auto", "none")
         # SQLite and local files on one machine; JetStream's log, work queue and object store in a
         # fleet. The read model is this node's own SQLite either way, fed from the log.
         self.backends = open_backends(settings)
@@ -104,11 +105,11 @@ class Services:
         self.style_book = StyleBook(settings.data_dir)
         self.preset = presets.load_preset(settings.preset, settings.data_dir)
         self.preset_defaults = presets.preset_request_defaults(self.preset)
-        # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
-        # runner's warm-up and request threads would otherwise race into them.
-        from fooocus_es.engine.models.store import ModelStore
+        from fooocus_es.engine.models.store import ModelStore  # its file side: no torch until a load
 
-        if engine_factory is None:
+        if engine_factory is None and settings.runner:
+            # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
+            # runner's warm-up and request threads would otherwise race into them.
             from fooocus_es.engine.diffusion.pipeline import Engine
 
             engine_factory = Engine
@@ -201,6 +202,8 @@ class Services:
             unfinished, commands=self.commands, event_log=self.event_log, store=self.store,
             fail_started=not self.settings.fleet,
         )  # fmt: skip
+        if self.settings.fleet:
+            task_group.start_soon(self._sweep_commands)
         if self.settings.runner:
             self.runner.start()
             if self.control_listener is not None:
@@ -216,6 +219,26 @@ class Services:
             fetch = threading.Thread(target=self.downloads.download_missing, args=(missing,), name="downloads")
             fetch.daemon = True
             fetch.start()
+
+    async def _sweep_commands(self) -> None:
+        """Fleet: queue again the pending tasks whose command is not in the queue (an API node that
+        died between storing TaskQueued and queueing its command). A second command for a task is
+        harmless: the runner that claims it finds the task started or ended, and acks it."""
+        every_s = self.settings.ack_wait_s
+        while True:
+            await anyio.sleep(every_s)
+            old = now_ms() - int(2 * every_s * 1000)
+            stale = [task for task in list(self.live.pending.values()) if task.in_queue_mills < old]
+            if not stale:
+                continue
+            try:
+                waiting = set(await anyio.to_thread.run_sync(self.commands.pending))
+                for task in stale:
+                    if task.task_id not in waiting and task.task_id in self.live.pending:
+                        log.warning("task.requeued", task_id=task.task_id, reason="its command was not in the queue")
+                        await anyio.to_thread.run_sync(self.submit, task.task_id, task.req_params)
+            except Exception as exc:  # the queue is unreachable now: the next sweep tries again
+                log.warning("tasks.sweep_failed", error=str(exc))
 
     def _rebuild_live(self) -> list[dict[str, Any]]:
         """Worker thread: the tasks the log has not ended, their events applied to the live view."""

@@ -15,13 +15,14 @@ from fooocus_es.media.object_store import ObjectStoreBlobs
 KEY = "outputs/2026-12-02/2026-12-02_10-00-00_0001.png"
 
 
-@pytest.fixture(params=["local", "jetstream"])
+@pytest.fixture(params=["local", "jetstream-debian", "jetstream-current"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
     if request.param == "local":
         yield LocalBlobs(tmp_path)
         return
     bucket = f"b{uuid.uuid4().hex[:12]}"  # a bucket per test on the session's nats-server
-    store = ObjectStoreBlobs(request.getfixturevalue("nats_url"), cache_dir=tmp_path / "cache", bucket=bucket)
+    url = request.getfixturevalue("nats_servers")[request.param.split("-")[1]]
+    store = ObjectStoreBlobs(url, cache_dir=tmp_path / "cache", bucket=bucket)
     yield store
     store.close()
 

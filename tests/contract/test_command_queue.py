@@ -15,13 +15,14 @@ from fooocus_es.runner.queue import CommandQueue, LocalCommandQueue
 from fooocus_es.tasks.commands import COMMAND_DECODER, COMMAND_ENCODER, Cancel, Generate, Skip, Stop
 
 
-@pytest.fixture(params=["local", "jetstream"])
+@pytest.fixture(params=["local", "jetstream-debian", "jetstream-current"])
 def queue(request: pytest.FixtureRequest) -> Iterator[CommandQueue]:
     if request.param == "local":
         made: CommandQueue = LocalCommandQueue()
     else:  # a stream per test on the session's nats-server
         name = uuid.uuid4().hex[:12]
-        made = JetStreamCommandQueue(request.getfixturevalue("nats_url"), stream=f"CMD_{name}", prefix=f"c{name}")
+        url = request.getfixturevalue("nats_servers")[request.param.split("-")[1]]
+        made = JetStreamCommandQueue(url, stream=f"CMD_{name}", prefix=f"c{name}")
     yield made
     made.close()
 

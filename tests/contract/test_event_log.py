@@ -36,10 +36,10 @@ def _jetstream(url: str) -> Backend:
     return make
 
 
-@pytest.fixture(params=["sqlite", "jetstream"])
+@pytest.fixture(params=["sqlite", "jetstream-debian", "jetstream-current"])
 def backend(request: pytest.FixtureRequest) -> Backend:
-    if request.param == "jetstream":
-        return _jetstream(request.getfixturevalue("nats_url"))
+    if request.param.startswith("jetstream"):  # nats-server 2.9.10 (Debian) and a current one
+        return _jetstream(request.getfixturevalue("nats_servers")[request.param.split("-")[1]])
     return lambda folder: SqliteEventLog(folder / "log.sqlite3", poll_s=0.05)
 
 

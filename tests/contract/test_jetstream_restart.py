@@ -108,3 +108,28 @@ def test_previews_reach_a_follower_on_another_node_but_not_the_stream(nats_url: 
     assert [e.event.preview for e in follower.read(task_id="a") if isinstance(e.event, TaskProgress)] == [None]
     writer.close()
     follower.close()
+
+
+def test_announced_progress_reaches_other_nodes_live_and_is_never_stored(nats_url: str) -> None:
+    name = uuid.uuid4().hex[:12]
+    runner = JetStreamEventLog(nats_url, stream=f"AN_{name}", prefix=f"a{name}.ev")
+    node = JetStreamEventLog(nats_url, stream=f"AN_{name}", prefix=f"a{name}.ev", poll_s=0.05)
+    seq = runner.append(TaskQueued(task_id="a", at_ms=1, params={}))
+    seen: list = []
+
+    async def follow() -> None:
+        with anyio.fail_after(10):
+            async for batch in node.tail(0):
+                seen.extend(batch)
+                if len(seen) == 1:  # the stored TaskQueued: now the runner announces a step
+                    step = TaskProgress(task_id="a", at_ms=2, percent=40, message="step", preview="data:x")
+                    await anyio.to_thread.run_sync(runner.announce, step)
+                if len(seen) == 2:
+                    return
+
+    anyio.run(follow)
+    assert isinstance(seen[1].event, TaskProgress) and seen[1].event.preview == "data:x"
+    assert seen[1].seq == seq  # under the last stored seq: announced events take no place in the log
+    assert runner.version("a") == 1 and len(list(node.read())) == 1
+    runner.close()
+    node.close()

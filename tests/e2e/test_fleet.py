@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import requests
 from conftest import ROOT, ServerProcess
 from e2e_helpers import Receiver, image_from, submit, wait_for
 from nats_server import NatsServer
+
+from fooocus_es.events.jetstream import JetStreamEventLog
+from fooocus_es.events.types import TaskQueued, now_ms
 
 FLEET_ONLY = "only_on_runner_1.safetensors"
 SLOW = {"overwrite_step": 200, "aspect_ratios_selection": "128*128"}  # seconds of work on the demo model
@@ -98,6 +102,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Iterat
     made.stop()
 
 
+def stored_params(fleet: Fleet) -> dict:
+    """The normalised params of a real task (what TaskQueued stores), taken from a finished one."""
+    task = submit(fleet.a.url, {"prompt": "template"})
+    return requests.get(f"{fleet.a.url}/tasks/{task['task_id']}/events", timeout=10).json()[0]["params"]
+
+
 def _events(base: str, task_id: str) -> list[dict]:
     return requests.get(f"{base}/tasks/{task_id}/events", timeout=10).json()
 
@@ -122,6 +132,17 @@ def test_a_task_from_one_node_runs_on_a_runner_and_shows_on_every_node(fleet: Fl
     assert image.size == (64, 64)
     history = requests.get(fleet.b.url + "/tasks", params={"query": "history"}, timeout=10).json()["history"]
     assert task["task_id"] in [r["task_id"] for r in history]
+
+
+def test_an_api_node_loads_no_torch(fleet: Fleet) -> None:
+    """An API node needs no GPU and no torch: neither is in the process after it served tasks."""
+    for node in (fleet.a, fleet.b):
+        assert node.process is not None
+        maps = Path(f"/proc/{node.process.pid}/maps").read_text()
+        assert "libtorch" not in maps and "libc10" not in maps
+    assert requests.get(fleet.a.url + "/health", timeout=10).json()["device"] == "none"
+    runner = fleet.runners[0].process
+    assert runner is not None and "libtorch" in Path(f"/proc/{runner.pid}/maps").read_text()  # the check can fail
 
 
 def test_an_api_node_with_no_models_admits_what_the_runners_have(fleet: Fleet) -> None:
@@ -181,6 +202,16 @@ def test_a_webhook_is_sent_once_by_the_fleet(fleet: Fleet) -> None:
     time.sleep(2)  # a second node sending too would have done so by now
     assert sorted(body["task_id"] for body in receiver.bodies) == sorted(t["task_id"] for t in tasks)
     receiver.httpd.shutdown()
+
+
+def test_a_task_whose_command_was_never_queued_is_swept_into_the_queue(fleet: Fleet) -> None:
+    """As if an API node died between storing TaskQueued and queueing the command."""
+    log = JetStreamEventLog(fleet.nats.url)
+    orphan = uuid.uuid4().hex
+    log.append(TaskQueued(task_id=orphan, at_ms=now_ms(), params=stored_params(fleet)), expected_version=0)
+    log.close()
+    ended = wait_for(fleet.b.url, orphan, timeout=120)  # swept within 2 x ack wait, then run
+    assert ended["task_status"] == "finished"
 
 
 def test_the_fleet_rides_out_a_nats_server_kill(fleet: Fleet) -> None:

@@ -146,6 +146,10 @@ async def health(services: NamedDependency[Services]) -> dict[str, Any]:
     }
 
 
-@get("/runners", summary="The runners: this process's, or in a fleet every runner's presence")
+@get(
+    "/runners",
+    summary="The runners: this process's, or in a fleet every runner's presence",
+    responses=examples.RUNNERS_RESPONSES,
+)
 async def runners(services: NamedDependency[Services]) -> dict[str, list[RunnerInfo]]:
     return {"runners": await services.runners()}

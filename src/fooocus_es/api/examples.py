@@ -207,3 +207,22 @@ HEALTH_RESPONSES = {
         ],
     )
 }
+RUNNERS_RESPONSES = {
+    200: _spec(
+        data_container=dict[str, Any],
+        examples=[
+            Example(
+                value={
+                    "runners": [
+                        {
+                            "runner_id": "gpu1-4242-cuda", "pool": "default", "host": "gpu1", "device": "cuda",
+                            "state": "busy", "task_id": _TASK_ID, "model": "juggernautXL_v8Rundiffusion.safetensors",
+                            "seen_ms": 1764672000000, "checkpoints": ["juggernautXL_v8Rundiffusion.safetensors"],
+                            "loras": ["sd_xl_offset_example-lora_1.0.safetensors"], "vaes": [],
+                        }
+                    ]
+                }  # fmt: skip
+            )
+        ],
+    )
+}

@@ -27,6 +27,7 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from fooocus_es.events.log import AppendRefused, StaleVersion, TaskAlreadyEnded
 from fooocus_es.events.types import (
+    EVENT_ENCODER,
     TERMINAL_TYPES,
     Envelope,
     Event,
@@ -64,7 +65,9 @@ class JetStreamEventLog:
         self._previews: OrderedDict[str, str] = OrderedDict()  # Nats-Msg-Id -> preview
         # Previews travel beside the stream on core NATS (at most once, never stored), keyed by the
         # event's Nats-Msg-Id, so a follower on any node attaches them to their TaskProgress.
-        self.preview_subject = f"{prefix.rsplit('.', 1)[0]}.pv" if "." in prefix else f"{prefix}-pv"
+        base = prefix.rsplit(".", 1)[0] if "." in prefix else f"{prefix}-"
+        self.preview_subject = f"{base}.pv"
+        self.progress_subject = f"{base}.pg"  # announced progress: live only (fleet.md §2)
         self._closed = False
         self.nats.call(self._ensure_stream())
         self.nats.call(self.nats.nc.subscribe(f"{self.preview_subject}.*", cb=self._on_preview))
@@ -200,15 +203,28 @@ class JetStreamEventLog:
             await sub.unsubscribe()
         return page
 
+    def announce(self, event: TaskProgress) -> None:
+        """LiveChannel: progress (its preview inline) to every tail, at most once, never stored."""
+        subject = f"{self.progress_subject}.{self._subject(event.task_id).rsplit('.', 1)[1]}"
+        self.nats.call(self.nats.nc.publish(subject, EVENT_ENCODER.encode(event)))
+
     async def tail(self, from_seq: int) -> AsyncIterator[list[Envelope]]:
         inbox: queue.SimpleQueue[Envelope] = queue.SimpleQueue()
+        last = [from_seq]  # the last stored seq delivered: announced events ride under it
 
         async def deliver(msg: Msg) -> None:  # on the nats loop, in stream order
             event = decode_event(msg.data)
             preview = self._previews.get((msg.headers or {}).get(MSG_ID, ""))
             if preview is not None and isinstance(event, TaskProgress):
                 event = msgspec.structs.replace(event, preview=preview)
-            inbox.put(Envelope(msg.metadata.sequence.stream, event))
+            last[0] = msg.metadata.sequence.stream
+            inbox.put(Envelope(last[0], event))
+
+        async def announced(msg: Msg) -> None:
+            with contextlib.suppress(ValueError):  # not an event: ignored
+                event = decode_event(msg.data)
+                if isinstance(event, TaskProgress):
+                    inbox.put(Envelope(last[0], event))
 
         async def follow() -> object:
             config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq + 1)
@@ -222,6 +238,9 @@ class JetStreamEventLog:
             )
 
         sub = await anyio.to_thread.run_sync(self.nats.call, follow())
+        live = await anyio.to_thread.run_sync(
+            self.nats.call, self.nats.nc.subscribe(f"{self.progress_subject}.*", cb=announced)
+        )
         try:
             while not self._closed:
                 batch = await anyio.to_thread.run_sync(self._drain, inbox, abandon_on_cancel=True)
@@ -229,7 +248,10 @@ class JetStreamEventLog:
                     yield batch
         finally:
             if not self.nats.loop.is_closed():  # not awaited: a cancelled generator cannot wait
-                self.nats.loop.call_soon_threadsafe(lambda: self.nats.loop.create_task(sub.unsubscribe()))  # type: ignore[attr-defined]
+                for subscription in (sub, live):
+                    self.nats.loop.call_soon_threadsafe(
+                        lambda s=subscription: self.nats.loop.create_task(s.unsubscribe())  # type: ignore[attr-defined]
+                    )
 
     def _drain(self, inbox: queue.SimpleQueue[Envelope]) -> list[Envelope]:
         """Worker thread: what has arrived, waiting up to poll_s for the first one."""

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import structlog
 
@@ -107,6 +107,10 @@ class _Current:
     image_index: int = 0
     skipped: list[int] = field(default_factory=list)
     written: list[str] = field(default_factory=list)  # output keys saved for the task so far
+    fence_checked: float = 0.0  # monotonic time of the last "is the task still mine" check
+
+
+FENCE_CHECK_S: Final = 5.0
 
 
 class Runner:
@@ -403,12 +407,24 @@ class Runner:
         image_count: int = 0,
         preview: str | None = None,
     ) -> None:
-        self._emit(
-            TaskProgress(
-                task_id=task_id, at_ms=now_ms(), percent=percent, message=message, stage=stage, step=step,
-                steps=steps, image_index=image_index, image_count=image_count, preview=preview,
-            )
+        event = TaskProgress(
+            task_id=task_id, at_ms=now_ms(), percent=percent, message=message, stage=stage, step=step,
+            steps=steps, image_index=image_index, image_count=image_count, preview=preview,
         )  # fmt: skip
+        current = self._current
+        if current is None or current.task_id != task_id:
+            raise TaskAbandoned(task_id)
+        if not self.store.announces:
+            self._emit(event)  # one machine: progress is in the log, like every other event
+            return
+        # A fleet: progress goes to the followers live, never into the stream, so no version moves;
+        # every few seconds the runner checks that the task is still its own (a takeover fences it).
+        self.store.announce(event)
+        now = time.monotonic()
+        if now - current.fence_checked > FENCE_CHECK_S:
+            current.fence_checked = now
+            if self.store.log.version(task_id) != current.version:
+                raise TaskAbandoned(f"task {task_id}: another runner took it over")
 
     def _save(self, task_id: str, params: dict[str, Any], plan: GenerationPlan, images: list[Any]) -> list[str]:
         fmt = params["output_format"]
