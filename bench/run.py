@@ -1,6 +1,8 @@
-"""Benchmarks (CPU, demo model): server overhead per task, event append rate, /tasks at 100k tasks.
+"""Benchmarks (CPU, demo model): server overhead per task, event append rate, /tasks at 100k tasks,
+async submit latency under a burst of concurrent submits.
 
     nox -s bench            # or: .venv/bin/python bench/run.py [--tasks 100000] [--requests 20]
+    .venv/bin/python bench/run.py --only burst   # one section (append, overhead, history, burst)
 
 Prints a table and writes bench/results.json.
 """
@@ -187,12 +189,58 @@ def bench_overhead(tmp: Path, models: Path, count: int) -> dict[str, float]:
     }
 
 
+def bench_burst(tmp: Path, models: Path, count: int = 50, rounds: int = 3) -> dict[str, object]:
+    """`count` async submits released at once (a barrier), `rounds` times: p50/p95 of one submit's latency.
+
+    The queue bound is above the burst so every submit is accepted; the demo tasks run meanwhile,
+    as they would on a busy server. Each client connects before the barrier (a pool's kept-alive
+    connection): 50 simultaneous TCP handshakes measure the client's threads, not the server.
+    """
+    server = ServerProcess(tmp / "burst", models, "--queue-size", str(count * (rounds + 1))).start()
+    url = server.url + "/v1/engine/generate/"
+    body = {**BODY, "async_process": True}
+    latencies: list[float] = []
+    statuses: list[int] = []
+    try:
+        # Warm-up, waited for: the first task loads the model (seconds of the runner holding the GIL).
+        requests.post(url, json=BODY, headers={"Accept": "application/json"}, timeout=120)
+        for _ in range(rounds):
+            barrier = threading.Barrier(count)
+
+            def one(barrier: threading.Barrier = barrier) -> None:
+                with requests.Session() as session:
+                    session.get(server.url + "/health", timeout=60)  # connected first, as a client pool is
+                    barrier.wait()
+                    started = time.perf_counter()
+                    response = session.post(url, json=body, timeout=60)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    statuses.append(response.status_code)
+
+            threads = [threading.Thread(target=one) for _ in range(count)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            time.sleep(0.5)
+    finally:
+        server.stop()
+    ordered = sorted(latencies)
+    return {
+        "concurrent_submits": count,
+        "rounds": rounds,
+        "accepted": statuses.count(200),
+        "p50_ms": round(ordered[len(ordered) // 2], 1),
+        "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20)
     parts_help = "run one part (results.json keeps the others)"
-    parser.add_argument("--only", choices=["append", "overhead", "history"], help=parts_help)
+    parser.add_argument("--only", choices=["append", "overhead", "history", "burst"], help=parts_help)
     args = parser.parse_args()
     out = ROOT / "bench" / "results.json"
     with tempfile.TemporaryDirectory() as name:
@@ -203,6 +251,7 @@ def main() -> None:
             "append": lambda: bench_append(tmp),
             "overhead": lambda: bench_overhead(tmp, models, args.requests),
             "history": lambda: bench_history(tmp, models, args.tasks),
+            "burst": lambda: bench_burst(tmp, models),
         }
         results = json.loads(out.read_text()) if args.only and out.exists() else {}
         results.update({name: run() for name, run in parts.items() if args.only in (None, name)})

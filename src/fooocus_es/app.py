@@ -30,10 +30,11 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
     cors = cors_config(settings)  # the cross-site guard allows the same origins
     logging = StructlogConfig(
         # Tracebacks for server errors only: a 4xx is the client's mistake, logged as a response line.
+        # 503/507 are storage faults, logged once as storage.fault where they are found.
         structlog_logging_config=StructLoggingConfig(
             pretty_print_tty=False,
             log_exceptions="always",
-            disable_stack_trace={400, 401, 403, 404, 405, 413, 415, 421, 429},
+            disable_stack_trace={400, 401, 403, 404, 405, 413, 415, 421, 429, 503, 507},
         ),
         middleware_logging_config=LoggingMiddlewareConfig(
             request_log_fields=["method", "path"], response_log_fields=["status_code"]

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -63,6 +64,12 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     _fleet_args(parser)
     no_runner = "an API node only: no runner in this process (the fleet's runners run the tasks)"
     parser.add_argument("--no-runner", dest="runner", action="store_false", default=None, help=no_runner)
+    parser.add_argument("--db-busy-timeout", dest="db_busy_timeout_s", type=float,
+                        help="seconds a write waits for another process's database lock (default 10)")
+    parser.add_argument("--max-concurrent-decodes", type=int,
+                        help="request images decoded at once across all requests (default 2; more wait, then 429)")
+    parser.add_argument("--max-request-megapixels", type=float,
+                        help="total megapixels over one request's image fields (default 64; more is a 413)")
 
 
 def _fleet_args(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +87,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "sync_response", "stream_rate", "cors_origins", "allowed_hosts",
         "allow_private_webhooks", "webhook_secret", "log_url", "pool", "runner", "retry_interrupted",
         "ack_wait_s",
+        "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels",
     )  # fmt: skip
     return settings_from_env(**{key: getattr(args, key, None) for key in keys})
 
@@ -91,7 +99,11 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _check_webhook_url(settings.webhook_url)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except (sqlite3.Error, OSError) as exc:  # no task log at all: nothing could be served; say why in one line
+        print(f"fooocus-es: cannot open the task log {settings.db_path}: {exc}", file=sys.stderr)
+        return 2
     # A short graceful timeout: open progress streams must not hold a restart for 30 s.
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, timeout_graceful_shutdown=2)
     return 0

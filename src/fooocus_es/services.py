@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,6 +16,7 @@ import msgspec
 import structlog
 from anyio.abc import TaskGroup
 
+from fooocus_es.api.queue_bound import QueueBound
 from fooocus_es.api.urls import UrlSigner
 from fooocus_es.engine.models.catalog import InstalledNames, ModelCatalog
 from fooocus_es.engine.models.downloads import ModelDownloads
@@ -29,9 +31,12 @@ from fooocus_es.fleet.backends import open_backends
 from fooocus_es.fleet.control import ControlListener, NatsControl
 from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, runner_info
 from fooocus_es.fleet.webhook_claims import WebhookClaims
+from fooocus_es.media.limits import DecodeBudget
+from fooocus_es.ops.storage import StorageHealth
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
+from fooocus_es.runner.queue import LocalCommandQueue
 from fooocus_es.runner.recovery import recover
 from fooocus_es.runner.worker import EngineLike, Runner
 from fooocus_es.settings import Settings
@@ -47,6 +52,9 @@ log = structlog.get_logger("fooocus_es")
 
 # Builds the runner's engine, once, on the runner thread; the default is engine.pipeline.Engine.
 EngineFactory = Callable[["ModelStore", Path], EngineLike]
+# How stale the model and style names admission checks against may be (a file added just now is
+# seen within this time; the runner's own checks see it at once).
+NAMES_TTL_S = 1.0
 
 
 def resolve_device(requested: str) -> str:
@@ -69,12 +77,26 @@ class Services:
         self.backends = open_backends(settings)
         self.blobs = self.backends.blobs  # inputs/ and outputs/
         self.event_log = self.backends.event_log
-        self.read_model = ReadModel(settings.db_path)
-        self.webhook_outbox = WebhookOutbox(settings.db_path)
+        busy = settings.db_busy_timeout_s
+        self.read_model = ReadModel(settings.db_path, busy_timeout_s=busy)
+        self.webhook_outbox = WebhookOutbox(settings.db_path, busy_timeout_s=busy)
+        check_log = getattr(self.event_log, "check_writable", None) or (lambda: None)  # SQLite's write lock
+        self.storage = StorageHealth({"outputs": settings.outputs_dir, "inputs": settings.inputs_dir}, check_log)
         self.bus = Bus()
-        self.follower = LogFollower(self.event_log, self.bus, self.read_model)
+        self.follower = LogFollower(self.event_log, self.bus, self.read_model, storage=self.storage)
         self.store = EventStore(self.event_log, self.follower)
         self.commands = self.backends.commands
+        # The queue bound counts the commands waiting where that is a local read, else the live view
+        # (a fleet's queue is a network call away, and the loop must not block on it).
+        local = self.commands if isinstance(self.commands, LocalCommandQueue) else None
+        waiting = (lambda: len(local.pending())) if local is not None else (lambda: self.live.depth)
+        self.queue_bound = QueueBound(settings.queue_size, waiting)
+        self.decode_budget = DecodeBudget(
+            concurrent=settings.max_concurrent_decodes,
+            max_request_pixels=int(settings.max_request_megapixels * 1_000_000),
+        )
+        self._names: tuple[float, InstalledNames] | None = None  # installed_names_now's cache
+        self._image_threads: anyio.CapacityLimiter | None = None  # made on the loop, at first use
         nats = self.backends.nats
         self.remote_control = NatsControl(nats) if nats is not None else None  # stop/skip on other machines
         self.live = LiveTasks()
@@ -111,6 +133,7 @@ class Services:
             blobs=self.blobs,
             runner_id=f"{socket.gethostname()}-{os.getpid()}-{self.device}",
             retry_interrupted=settings.retry_interrupted,
+            storage=self.storage,
         )
         self.control_listener = ControlListener(nats, self.runner.deliver) if nats and settings.runner else None
         self.webhook_claims = WebhookClaims(nats, settings.data_dir) if nats is not None else None
@@ -133,8 +156,26 @@ class Services:
             torch.set_num_threads(self.settings.torch_threads)
         return self._engine_factory(self.model_store, self.settings.data_dir)
 
+    async def installed_names_now(self) -> InstalledNames:
+        """installed_names, read at most every NAMES_TTL_S: a burst of submits costs one listing, not one each."""
+        cached = self._names
+        if cached is None or time.monotonic() - cached[0] > NAMES_TTL_S:
+            names = await anyio.to_thread.run_sync(self.installed_names)
+            self._names = cached = (time.monotonic(), names)
+        return cached[1]
+
+    def image_threads(self) -> anyio.CapacityLimiter:
+        """Worker threads for storing request images (fetch, decode, encode): a few more than decode slots."""
+        if self._image_threads is None:
+            self._image_threads = anyio.CapacityLimiter(self.decode_budget.concurrent * 2 + 2)
+        return self._image_threads
+
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, task_group: TaskGroup) -> None:
+        # An unwritable outputs/ or inputs/ is reported (/health, 503 to submits) before any task runs.
+        for fault in await anyio.to_thread.run_sync(self.storage.probe):
+            log.error("storage.not_writable_at_start", reason=fault.describe())
+        task_group.start_soon(self.storage.watch)
         # The read model catches up from its position, the live view is rebuilt from the log, and
         # the follower feeds both (and the bus) from there on.
         await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)

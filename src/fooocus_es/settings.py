@@ -45,6 +45,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     runner: bool = True  # run a runner in this process (--no-runner: an API node only)
     retry_interrupted: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1  # re-runs when a task's runner went away
     ack_wait_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # silence after which a runner's task is taken over
+    # Storage faults and admission budgets (issue 15): how long a write waits for another process's
+    # lock on the database; image decoding across requests (concurrent decodes) and within one
+    # (total megapixels over all image fields).
+    db_busy_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    max_concurrent_decodes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    max_request_megapixels: Annotated[float, msgspec.Meta(gt=0)] = 64.0
 
     @property
     def fleet(self) -> bool:

@@ -120,11 +120,21 @@ async def preset_list(settings: NamedDependency[Settings]) -> dict[str, Any]:
 async def health(services: NamedDependency[Services]) -> dict[str, Any]:
     missing, downloading = services.downloads.status.snapshot()
     preset_model = services.preset_defaults.get("base_model_name")
+    faults = services.storage.faults()
+    # Why it is not ready, one line each: what an operator has to fix.
+    not_ready = [f"storage: {fault.describe()}" for fault in faults]
+    if services.settings.runner and preset_model in missing:
+        not_ready.append(f"model: {preset_model} is missing ({missing[preset_model]})")
+    if services.settings.runner and not services.runner.alive:
+        not_ready.append("runner: the runner thread is not running")
     return {
         "status": "ok",
-        # Ready to generate with the server's preset: its checkpoint is on disk (or made on first use).
-        # An API node of a fleet (--no-runner) is ready once it follows the log: runners hold the models.
-        "ready": not services.settings.runner or (preset_model not in missing and services.runner.alive),
+        # Ready to generate with the server's preset: its checkpoint is on disk (or made on first use),
+        # the runner runs, and the log and the data dir can be written. An API node of a fleet
+        # (--no-runner) needs no models: runners hold them.
+        "ready": not not_ready,
+        "not_ready": not_ready,
+        "storage": [{"place": f.place, "kind": f.kind, "reason": f.describe(), "since_ms": f.since_ms} for f in faults],
         "version": __version__,
         "device": services.device,
         "preset": services.settings.preset,

@@ -192,6 +192,8 @@ HEALTH_RESPONSES = {
                 value={
                     "status": "ok",
                     "ready": True,
+                    "not_ready": [],  # e.g. "storage: outputs/ is out of space ([Errno 28] No space left on device)"
+                    "storage": [],  # the faults: place (log, outputs, inputs), kind (full, locked, unwritable), reason
                     "version": "0.1.0",
                     "device": "cuda",
                     "preset": "default",

@@ -33,7 +33,8 @@ def open_backends(settings: Settings) -> Backends:
     if not settings.fleet:
         from fooocus_es.events.sqlite import SqliteEventLog
 
-        return Backends(SqliteEventLog(settings.db_path), LocalCommandQueue(), LocalBlobs(settings.data_dir), None)
+        event_log = SqliteEventLog(settings.db_path, busy_timeout_s=settings.db_busy_timeout_s)
+        return Backends(event_log, LocalCommandQueue(), LocalBlobs(settings.data_dir), None)
     from fooocus_es.events.jetstream import JetStreamEventLog
     from fooocus_es.media.object_store import ObjectStoreBlobs
     from fooocus_es.runner.jetstream_queue import JetStreamCommandQueue

@@ -36,7 +36,11 @@ def encode_input_png(image: Image.Image) -> bytes:
 
 def store_input(image: Image.Image, blobs: BlobStore) -> str:
     """Store ``image`` as ``inputs/<sha256>.png`` unless it is already there; return the file name."""
-    data = encode_input_png(image)
+    return store_input_png(encode_input_png(image), blobs)
+
+
+def store_input_png(data: bytes, blobs: BlobStore) -> str:
+    """Store PNG bytes made by encode_input_png (decoded images need not be kept until the write)."""
     name = f"{hashlib.sha256(data).hexdigest()}.png"
     key = f"inputs/{name}"
     if blobs.exists(key):

@@ -16,7 +16,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from fooocus_es.events.log import EventLog, pages
-from fooocus_es.events.sqlite import ThreadReaders, connect, default_migrations_dir, migrate
+from fooocus_es.events.sqlite import BUSY_TIMEOUT_S, ThreadReaders, connect, default_migrations_dir, migrate
 from fooocus_es.events.types import (
     Envelope,
     Event,
@@ -43,10 +43,10 @@ POSITION = "generate_record"
 class ReadModel:
     """The table's writer: applies the log in order and keeps its position beside the rows."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = connect(path)
+        self._writer = connect(path, busy_timeout_s=busy_timeout_s)
         # The schema is the log's migrations: the same file on one machine (applied once, whoever
         # opens it first); in a fleet the log is elsewhere and this file holds only the read side.
         migrate(self._writer, default_migrations_dir())

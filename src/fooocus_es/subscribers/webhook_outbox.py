@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from fooocus_es.events.sqlite import connect
+from fooocus_es.events.sqlite import BUSY_TIMEOUT_S, connect
 from fooocus_es.events.types import Envelope, is_terminal, now_ms
 from fooocus_es.projections.records import position_of, set_position
 
@@ -38,8 +38,8 @@ class WebhookAttempt(msgspec.Struct, frozen=True):
 
 
 class WebhookOutbox:
-    def __init__(self, path: Path) -> None:
-        self._db = connect(path)
+    def __init__(self, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self._db = connect(path, busy_timeout_s=busy_timeout_s)
         self._lock = threading.Lock()
 
     def position(self) -> int:

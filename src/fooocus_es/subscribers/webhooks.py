@@ -30,6 +30,7 @@ from fooocus_es import __version__
 from fooocus_es.events.log import EventLog, pages
 from fooocus_es.events.types import Envelope, is_terminal, now_ms
 from fooocus_es.net import address_guard
+from fooocus_es.ops.storage import until_stored
 from fooocus_es.subscribers.webhook_outbox import Delivery, WebhookOutbox
 from fooocus_es.subscribers.webhook_signature import signature_headers
 
@@ -87,8 +88,17 @@ class WebhookSender:
             if not any(_ends(envelope) for envelope in batch):
                 continue  # the position moves with the next batch that owes something
             await self.applied(batch[-1].seq)  # the URL and the final record come from the read model
-            for delivery in await anyio.to_thread.run_sync(self.outbox.record_ended, batch, self.url_of):
+            # A locked or full database delays the outbox, never ends the sender (recording is idempotent).
+            owed = await until_stored(
+                None, "log", lambda batch=batch: anyio.to_thread.run_sync(self.outbox.record_ended, batch, self.url_of)
+            )
+            for delivery in owed:
                 self.task_group.start_soon(self._deliver, delivery)
+
+    async def _note(self, seq: int, attempt: int, status: int | None, error: str | None, state: str) -> None:
+        """Write an attempt down; a storage error is retried, never ends the task group."""
+        note = partial(self.outbox.attempted, seq, attempt, status, error, state)
+        await until_stored(None, "log", lambda: anyio.to_thread.run_sync(note))
 
     async def _deliver(self, delivery: Delivery) -> None:
         task_id, url = delivery.task_id, delivery.url
@@ -104,15 +114,11 @@ class WebhookSender:
                     client, url, content, task_id=task_id, allow_private=self.allow_private, secret=self.secret
                 )
                 if outcome.refused:
-                    await anyio.to_thread.run_sync(
-                        self.outbox.attempted, delivery.seq, attempt, None, outcome.error, "refused"
-                    )
+                    await self._note(delivery.seq, attempt, None, outcome.error, "refused")
                     log.warning("webhook.refused", task_id=task_id, url=url, reason=outcome.error)
                     return
                 state = "delivered" if outcome.error is None else ("failed" if attempt == last else "pending")
-                await anyio.to_thread.run_sync(
-                    self.outbox.attempted, delivery.seq, attempt, outcome.status, outcome.error, state
-                )
+                await self._note(delivery.seq, attempt, outcome.status, outcome.error, state)
                 if outcome.error is None:
                     log.info("webhook.delivered", task_id=task_id, url=url, attempt=attempt)
                     return

@@ -9,13 +9,14 @@ results, `[]` when the job failed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any, Final
 
 import anyio.to_thread
 from litestar import MediaType, Request, Response
 
-from fooocus_es.api.admission import enqueue, validate_and_store
+from fooocus_es.api.admission import enqueue, queue_place, validate_and_store
 from fooocus_es.api.errors import TooManyRequests
 from fooocus_es.api.fooocus_api import jobs
 from fooocus_es.api.fooocus_api.kinds import JobType, RouteKind
@@ -73,13 +74,19 @@ async def submit(
         params = resolve_request(services, sent)
         if png:
             params["image_number"] = 1  # upstream: one image in the bytes mode
-        params = await validate_and_store(services, params, sent)
     except (ParamError, InputImageError) as exc:
         raise _renamed(exc, translation, form) from None
-    except TooManyRequests:
-        return _queue_full(translation.job_type, async_process=bool(params["async_process"]), png=png)
-    notes = [*ignored_note(ignored), *translation.notes]
-    queued = await enqueue(services, params, stream=False, notes=notes, wire=translation.wire)
+    with contextlib.ExitStack() as admitting:  # the place is held until the command is queued
+        try:  # taken before any await: the bound holds under a burst
+            admitting.enter_context(queue_place(services))
+        except TooManyRequests:
+            return _queue_full(translation.job_type, async_process=bool(params["async_process"]), png=png)
+        try:
+            params = await validate_and_store(services, params, sent)
+        except (ParamError, InputImageError) as exc:
+            raise _renamed(exc, translation, form) from None
+        notes = [*ignored_note(ignored), *translation.notes]
+        queued = await enqueue(services, params, stream=False, notes=notes, wire=translation.wire)
     headers = {"X-Task-Id": queued.task_id, **ignored_header(ignored)}
     if params["async_process"]:
         services.waiters.discard(queued.task_id)
