@@ -70,12 +70,24 @@ class RunnerProcess:
 
 class Fleet:
     def __init__(self, folder: Path, models: Path) -> None:
+        self.a: ServerProcess | None = None
+        self.b: ServerProcess | None = None
+        self.runners: list[RunnerProcess] = []
         (folder / "nats").mkdir()
         self.nats = NatsServer(folder / "nats").start()
+        try:
+            self._start(folder, models)
+        except BaseException:
+            self.stop()  # nothing of a half-started fleet outlives the test run
+            raise
+
+    def _start(self, folder: Path, models: Path) -> None:
         fleet_args = ("--log", self.nats.url, "--no-runner", "--ack-wait", "2", "--allow-private-webhooks")
-        self.a = ServerProcess(folder / "node-a", models, *fleet_args).start()
+        self.a = ServerProcess(folder / "node-a", models, *fleet_args)
+        self.a.start()
         (folder / "node-b" / "models").mkdir(parents=True)  # node B holds no model files at all
-        self.b = ServerProcess(folder / "node-b", models, *fleet_args).start()
+        self.b = ServerProcess(folder / "node-b", models, *fleet_args)
+        self.b.start()
         # The runners' own models folder: the demo files plus a checkpoint the API nodes do not have.
         own = folder / "runner-models"
         (own / "checkpoints").mkdir(parents=True)
@@ -86,7 +98,9 @@ class Fleet:
             (models / shared).mkdir(exist_ok=True)
             (own / shared).symlink_to(models / shared, target_is_directory=True)
         self.models = own
-        self.runners = [RunnerProcess(folder / f"runner-{n}", own, self.nats.url).start() for n in (1, 2)]
+        for n in (1, 2):
+            self.runners.append(RunnerProcess(folder / f"runner-{n}", own, self.nats.url))
+            self.runners[-1].start()
 
     def runner_of(self, task_id: str) -> RunnerProcess:
         """The runner process that logged the task's (last) TaskStarted."""
@@ -95,11 +109,9 @@ class Fleet:
         return next(r for r in self.runners if r.process is not None and r.process.pid == pid)
 
     def stop(self) -> None:
-        for runner in self.runners:
-            runner.stop()
-        self.a.stop()
-        self.b.stop()
-        self.nats.stop()
+        for part in (*self.runners, self.a, self.b, self.nats):
+            if part is not None:
+                part.stop()
 
 
 @pytest.fixture(scope="module")
