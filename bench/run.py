@@ -23,8 +23,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from conftest import ServerProcess  # noqa: E402  - the tests' real-server harness
+from fleet import bench_fleet  # noqa: E402  - bench/fleet.py
 
 from fooocus_es.engine.demo.checkpoint import ensure_demo_checkpoint  # noqa: E402
 from fooocus_es.engine.planning import plan as planning  # noqa: E402
@@ -240,7 +242,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20)
     parts_help = "run one part (results.json keeps the others)"
-    parser.add_argument("--only", choices=["append", "overhead", "history", "burst"], help=parts_help)
+    parser.add_argument("--only", choices=["append", "overhead", "history", "burst", "fleet"], help=parts_help)
     args = parser.parse_args()
     out = ROOT / "bench" / "results.json"
     with tempfile.TemporaryDirectory() as name:
@@ -252,6 +254,7 @@ def main() -> None:
             "overhead": lambda: bench_overhead(tmp, models, args.requests),
             "history": lambda: bench_history(tmp, models, args.tasks),
             "burst": lambda: bench_burst(tmp, models),
+            "fleet": lambda: bench_fleet(tmp, models, 24),  # bench/fleet.py
         }
         results = json.loads(out.read_text()) if args.only and out.exists() else {}
         results.update({name: run() for name, run in parts.items() if args.only in (None, name)})
