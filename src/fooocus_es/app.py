@@ -11,8 +11,9 @@ from fooocus_es.api import docs
 from fooocus_es.api.auth import ApiKeyGuard
 from fooocus_es.api.cors import cors_config
 from fooocus_es.api.deps import ServicesPlugin
-from fooocus_es.api.errors import EXCEPTION_HANDLERS
+from fooocus_es.api.errors import EXCEPTION_HANDLERS, log_exception
 from fooocus_es.api.fooocus_api.routes import fooocus_api_router
+from fooocus_es.api.json_body import SafeJsonRequest
 from fooocus_es.api.openai import openai_router
 from fooocus_es.api.routers import native_routers
 from fooocus_es.api.web import WEB_ROUTES
@@ -25,9 +26,10 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
     """The server. `engine_factory` replaces engine.pipeline.Engine (tests pass a fake engine)."""
     parts = ServicesPlugin(settings, engine_factory=engine_factory)
     logging = StructlogConfig(
-        # Tracebacks for server errors only: a 4xx is the client's mistake, logged as a response line.
+        # Tracebacks for server errors only: every status < 500 is the client's mistake, one info line
+        # (api/errors.py's log_exception decides by the answered status, also for ParamError & co).
         structlog_logging_config=StructLoggingConfig(
-            pretty_print_tty=False, log_exceptions="always", disable_stack_trace={400, 401, 403, 404, 405, 413, 429}
+            pretty_print_tty=False, log_exceptions="always", exception_logging_handler=log_exception
         ),
         middleware_logging_config=LoggingMiddlewareConfig(
             request_log_fields=["method", "path"], response_log_fields=["status_code"]
@@ -49,4 +51,5 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
         openapi_config=docs.openapi_config(),
         cors_config=cors_config(settings),
         request_max_body_size=64 * 1024 * 1024,  # inline base64 images
+        request_class=SafeJsonRequest,  # bounded nesting, invalid UTF-8 and 1e999 as 400s (api/json_body.py)
     )

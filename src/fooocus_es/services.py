@@ -28,6 +28,7 @@ from fooocus_es.events.sqlite import SqliteEventLog
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import TaskCancelled, TaskFailed, now_ms
 from fooocus_es.media.blobs import LocalBlobs
+from fooocus_es.media.conversions import ConversionCache
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
@@ -71,6 +72,7 @@ class Services:
             folder.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(settings.device)
         self.blobs = LocalBlobs(settings.data_dir)  # inputs/ and outputs/
+        self.conversions = ConversionCache()  # Accept conversions of stored files (media/conversions.py)
         self.event_log = SqliteEventLog(settings.db_path)
         self.read_model = ReadModel(settings.db_path)
         self.webhook_outbox = WebhookOutbox(settings.db_path)

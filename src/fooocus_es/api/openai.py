@@ -496,7 +496,7 @@ async def generations(
     services: NamedDependency[Services],
 ) -> Response[Any]:
     _bind_user(data.user)
-    raw = msgspec.json.decode(await request.body())
+    raw = await request.json()  # already decoded (and checked) for `data`
     sent = native_extras(raw) if isinstance(raw, dict) else {}
     checkpoints = await _checkpoints(services.model_store)
     mapped, origin = map_request(data, checkpoints)
