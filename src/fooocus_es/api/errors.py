@@ -26,6 +26,10 @@ class NotFound(HTTPException):
     status_code = 404
 
 
+class Conflict(HTTPException):
+    status_code = 409
+
+
 class UnsupportedMediaType(HTTPException):
     status_code = 415
 

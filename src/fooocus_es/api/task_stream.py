@@ -18,6 +18,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from fooocus_es.api import examples
 from fooocus_es.api.errors import NotFound
 from fooocus_es.events.types import Envelope, event_type, is_terminal
 
@@ -43,6 +44,7 @@ def _resume_after(last_event_id: str | None) -> int:
     summary="The task's events as SSE (id = log seq), resumable with Last-Event-ID",
     description="Replays the task's stored events after `Last-Event-ID` (all of them without it), then "
     "follows it live until its terminal event. Reconnecting with the last `id:` seen loses nothing.",
+    responses=examples.STREAM_RESPONSES,
 )
 async def task_stream(
     task_id: str,

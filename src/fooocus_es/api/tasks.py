@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import anyio.to_thread
 import msgspec
-from litestar import Request, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
+from litestar.openapi.spec import Operation
+from litestar.openapi.spec import Parameter as OpenAPIParameter
 from litestar.params import Parameter
 
 from fooocus_es.api import examples
-from fooocus_es.api.errors import NotFound
+from fooocus_es.api.errors import Conflict, NotFound
 from fooocus_es.api.structs import ControlResponse, TasksResponse
 from fooocus_es.events.types import TasksDeleted, event_type, now_ms
 from fooocus_es.projections import records
@@ -43,7 +46,28 @@ def _parse_time(name: str, value: str | None) -> int | None:
     return int(moment.timestamp() * 1000)  # naive times are local, as in FooocusAPI
 
 
-@get("/", summary="Query tasks: history, current and pending", responses=examples.TASKS_RESPONSES)
+@dataclass
+class _DeleteInProse(Operation):
+    """`action=delete` is documented in the description, not as a parameter: it needs `start_at`, a
+    dependency between parameters OpenAPI cannot state, so a schema-valid `action=delete` alone
+    would be a request the server refuses (400)."""
+
+    def __post_init__(self) -> None:
+        self.parameters = [p for p in self.parameters or [] if getattr(p, "name", None) != "action"] or None
+
+
+MAX_PAGE: Final = 1_000_000  # page * page_size stays far inside SQLite's 64-bit OFFSET
+
+
+@get(
+    "/",
+    summary="Query tasks: history, current and pending",
+    description="`query=all|history|current|pending`, `page`/`page_size`, and `start_at`/`end_at` (ISO 8601; "
+    "end_at defaults to now) for a time range of history. FooocusAPI's `action=delete` with a range "
+    "(`start_at` required) deletes the records and output files in it and answers them as `history`.",
+    responses=examples.TASKS_RESPONSES,
+    operation_class=_DeleteInProse,
+)
 async def list_tasks(
     live: NamedDependency[LiveTasks],
     signer: NamedDependency[UrlSigner],
@@ -51,7 +75,7 @@ async def list_tasks(
     event_store: NamedDependency[EventStore],
     blobs: NamedDependency[BlobStore],
     query_kind: Literal["all", "history", "current", "pending"] = Parameter(query="query", default="all"),
-    page: int = Parameter(default=0, ge=0),
+    page: int = Parameter(default=0, ge=0, le=MAX_PAGE),
     page_size: int = Parameter(default=10, ge=1, le=1000),
     start_at: str | None = None,
     end_at: str | None = None,
@@ -109,12 +133,58 @@ async def _delete_range(
     return [signer.render_record(row) for row in rows]
 
 
-@get("/{task_id:str}", summary="One task's record", responses=examples.TASK_RESPONSES)
-async def get_task(task_id: str, services: NamedDependency[Services]) -> dict[str, Any]:
-    record = await services.record(task_id)
-    if record is None:
-        raise NotFound(f"task_id: no task {task_id!r}")
-    return record
+class TaskController(Controller):
+    """GET and DELETE /tasks/{task_id} in one Controller: registered as two handlers, Litestar's
+    OPTIONS answer would list only the first one's method in `Allow`."""
+
+    path = "/{task_id:str}"
+
+    @get(summary="One task's record", responses=examples.TASK_RESPONSES)
+    async def get_task(self, task_id: str, services: NamedDependency[Services]) -> dict[str, Any]:
+        record = await services.record(task_id)
+        if record is None:
+            raise NotFound(f"task_id: no task {task_id!r}")
+        return record
+
+    @delete(
+        status_code=200,
+        summary="Delete an ended task: its record and output files",
+        description="As `GET /tasks?action=delete` for one task (input files stay: they are shared by hash). "
+        "A pending or running task is a 409: cancel it first with `POST /tasks/{task_id}/cancel`.",
+        responses=examples.DELETE_TASK_RESPONSES,
+    )
+    async def delete_task(self, task_id: str, services: NamedDependency[Services]) -> dict[str, Any]:
+        record = await services.record(task_id)
+        if record is None:
+            raise NotFound(f"task_id: no task {task_id!r}")
+        if not record.get("finish_mills"):
+            raise Conflict(
+                f"task_id: the task is {record['task_status']}; cancel it first (POST /tasks/{task_id}/cancel)"
+            )
+        if not await delete_ended(services, task_id):
+            raise NotFound(f"task_id: no task {task_id!r}")
+        return {"task_id": task_id, "message": "task deleted"}
+
+
+async def delete_ended(services: Services, task_id: str) -> bool:
+    """Remove an ended task's record and output files (a TasksDeleted event, as /tasks?action=delete)."""
+    stored = await services.stored_record(task_id)
+    if stored is None or stored["finish_mills"] is None:
+        return False
+    at = stored["in_queue_mills"]
+    await services.store.emit_async(
+        TasksDeleted(
+            task_id=f"delete-{uuid.uuid4().hex}", at_ms=now_ms(), deleted_task_ids=[task_id], start_ms=at, end_ms=at
+        )
+    )  # durable before any file goes
+
+    def remove_files() -> None:
+        for relative in stored["result"]:
+            if relative.startswith("outputs/"):  # never inputs: they are shared by hash
+                services.blobs.delete(relative)
+
+    await anyio.to_thread.run_sync(remove_files)
+    return True
 
 
 @get("/{task_id:str}/events", summary="The task's events in log order (the audit)", responses=examples.EVENTS_RESPONSES)
@@ -145,17 +215,29 @@ async def cancel_task(task_id: str, services: NamedDependency[Services]) -> dict
     return await _cancel(services, task_id)
 
 
-@delete(
-    "/{task_id:str}",
+@dataclass
+class _ActionRequired(Operation):
+    """The documented control operation: `action` required in the query, FooocusAPI's only form.
+
+    The handler also takes `{"action": ...}` as a JSON body (some clients send that) and so cannot
+    declare the query parameter required; OpenAPI cannot say "in the query or in the body".
+    """
+
+    def __post_init__(self) -> None:
+        for parameter in self.parameters or []:
+            if isinstance(parameter, OpenAPIParameter) and parameter.name == "action":
+                parameter.required = True
+
+
+@post(
+    "/control",
     status_code=200,
-    summary="Cancel a pending task (same as POST .../cancel)",
-    responses=examples.CANCEL_RESPONSES,
+    summary="Stop or skip the running task",
+    description="`action=stop|skip` in the query string (`{\"action\": ...}` as a JSON body works too). "
+    "Another action answers `Invalid control action`, as FooocusAPI does; none at all is a 400.",
+    responses=examples.CONTROL_RESPONSES,
+    operation_class=_ActionRequired,
 )
-async def delete_task(task_id: str, services: NamedDependency[Services]) -> dict[str, Any]:
-    return await _cancel(services, task_id)
-
-
-@post("/control", status_code=200, summary="Stop or skip the running task", responses=examples.CONTROL_RESPONSES)
 async def control(
     request: Request, services: NamedDependency[Services], action: str | None = None
 ) -> ControlResponse:
