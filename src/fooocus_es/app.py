@@ -51,5 +51,6 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
         openapi_config=docs.openapi_config(),
         cors_config=cors_config(settings),
         request_max_body_size=64 * 1024 * 1024,  # inline base64 images
-        request_class=SafeJsonRequest,  # bounded nesting, invalid UTF-8 and 1e999 as 400s (api/json_body.py)
+        request_class=SafeJsonRequest,
+        on_startup=[docs.use_msgspec_schemas],  # bounded nesting, invalid UTF-8 and 1e999 as 400s (api/json_body.py)
     )

@@ -8,9 +8,11 @@ PyPI package. The assets are public (no data in them); the pages and openapi.jso
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import swagger_ui_bundle
-from litestar import MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.router import Router
@@ -58,4 +60,26 @@ async def swagger_page(request: Request) -> Response[bytes]:
     config = request.app.openapi_config
     assert config is not None
     swagger = next(plugin for plugin in config.render_plugins if isinstance(plugin, SwaggerRenderPlugin))
-    return Response(swagger.render(request, request.app.openapi_schema.to_schema()), media_type=MediaType.HTML)
+    return Response(swagger.render(request, openapi_document(request.app)), media_type=MediaType.HTML)
+
+
+def openapi_document(app: Litestar) -> dict[str, Any]:
+    """The document /schema/openapi.json serves (Litestar's cached dict, with use_msgspec_schemas applied)."""
+    return app.plugins.get("OpenAPIPlugin").provide_openapi_schema()  # by name: the class is in litestar._openapi
+
+
+def use_msgspec_schemas(app: Litestar) -> None:
+    """On start-up: the request structs' schemas as msgspec writes them, in place of Litestar's.
+
+    Litestar copies a Meta constraint only when it is truthy, so `ge=0` and `min_length=0` vanish
+    from the document (sharpness, the FreeU values, partial_images, ...) and constraints of list items
+    (outpaint_distance) are not carried at all; msgspec's own JSON Schema is what it validates with.
+    """
+    from fooocus_es.api.openai import ImageGenerationRequest
+    from fooocus_es.api.structs import GenerateRequest
+
+    components = openapi_document(app).setdefault("components", {}).setdefault("schemas", {})
+    _, definitions = msgspec.json.schema_components(
+        [GenerateRequest, ImageGenerationRequest], ref_template="#/components/schemas/{name}"
+    )
+    components.update(definitions)

@@ -71,6 +71,7 @@ GENERATE_RESPONSES = {
             Example(summary="blocking JSON: finished", value=RECORD),
         ],
     ),
+    204: ResponseSpec(data_container=None, generate_examples=False, description="Image bytes asked, none made"),
     429: _spec(
         data_container=dict[str, Any],
         description="The queue is full; see Retry-After",

@@ -47,7 +47,7 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, OpenAPIType, Reference, Schema
 from litestar.params import Body, FromPath
 from litestar.response import Stream
 from msgspec import Meta, Struct
@@ -56,6 +56,7 @@ from PIL import Image
 from fooocus_es.api.admission import Admitted, enqueue, validate_and_store
 from fooocus_es.api.errors import NotFound
 from fooocus_es.api.generate import resolve_request
+from fooocus_es.api.openapi_ops import binary, operation
 from fooocus_es.api.structs import GenerateRequest, sent_fields
 from fooocus_es.engine.planning import aspect, performance
 from fooocus_es.engine.planning import plan as planning
@@ -482,14 +483,50 @@ MODELS_RESPONSES = _responses(
     ),  # fmt: skip
     "Checkpoints on disk",
 )
-MODEL_RESPONSES = _responses(
-    Example(value={"id": "fooocus_es_demo.safetensors", "object": "model", "created": 1764178568, "owned_by": "local"}),
-    "One checkpoint",
-)
+MODEL_RESPONSES = {
+    **_responses(
+        Example(
+            value={"id": "fooocus_es_demo.safetensors", "object": "model", "created": 1764178568, "owned_by": "local"}
+        ),
+        "One checkpoint",
+    ),
+    404: ResponseSpec(
+        data_container=dict[str, Any],
+        generate_examples=False,
+        description="No checkpoint of that name (OpenAI-shaped error, code not_found)",
+        examples=[
+            Example(
+                value={
+                    "error": {"message": "model: no checkpoint 'x'", "type": "invalid_request_error", "param": None,
+                              "code": "not_found"}
+                }  # fmt: skip
+            )
+        ],
+    ),
+}
 
 
 # -- routes --------------------------------------------------------------------------------------------
-@post("/images/generations", status_code=200, summary="Create images (OpenAI-compatible)", responses=IMAGES_RESPONSES)
+_STREAM_TOO: Final = {"200": {"text/event-stream": Schema(type=OpenAPIType.STRING, description="stream: image events")}}
+_EDIT_FORM: Final = Schema(
+    all_of=[
+        Reference("#/components/schemas/ImageGenerationRequest"),
+        Schema(
+            type=OpenAPIType.OBJECT,
+            properties={"image": binary("png, jpeg or webp"), "mask": binary("alpha 0 = repaint")},
+            required=["image"],
+        ),
+    ]
+)
+
+
+@post(
+    "/images/generations",
+    status_code=200,
+    summary="Create images (OpenAI-compatible)",
+    responses=IMAGES_RESPONSES,
+    operation_class=operation(content=_STREAM_TOO),
+)
 async def generations(
     request: Request,
     data: Annotated[ImageGenerationRequest, Body(examples=GENERATION_BODIES)],
@@ -573,6 +610,7 @@ def prepare_edit(image: bytes, mask: bytes | None, limits: ImageLimits) -> tuple
     status_code=200,
     summary="Edit an image: inpaint task (OpenAI-compatible, multipart: image, mask, prompt, n, size, ...)",
     responses=IMAGES_RESPONSES,
+    operation_class=operation(content=_STREAM_TOO, body={"multipart/form-data": _EDIT_FORM}),
 )
 async def edits(request: Request, services: NamedDependency[Services]) -> Response[Any]:
     form = await request.form()

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import anyio.to_thread
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
-from litestar.openapi.spec import Operation
-from litestar.openapi.spec import Parameter as OpenAPIParameter
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import Parameter
 
 from fooocus_es.api import examples
 from fooocus_es.api.errors import Conflict, NotFound
+from fooocus_es.api.openapi_ops import operation
 from fooocus_es.api.structs import ControlResponse, TasksResponse
 from fooocus_es.events.types import TasksDeleted, event_type, now_ms
 from fooocus_es.projections import records
@@ -36,26 +36,30 @@ if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
 def _parse_time(name: str, value: str | None) -> int | None:
     if not value:
         return None
+    text = value.strip().upper().replace("Z", "+00:00")  # RFC 3339 allows "t" and "z"
+    text = _EXTRA_DIGITS.sub(r"\1", _LEAP_SECOND.sub(":59", text))  # what fromisoformat refuses of RFC 3339
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return int(datetime.fromisoformat(text).timestamp() * 1000)  # naive times are local, as in FooocusAPI
+    except (ValueError, OverflowError, OSError):
         raise ValidationException(
             f"{name}: expected an ISO 8601 time such as 2024-07-03T12:22:30, got {value!r}",
             extra=[{"key": name, "message": "invalid ISO 8601 time", "source": "query"}],
         ) from None
-    return int(moment.timestamp() * 1000)  # naive times are local, as in FooocusAPI
 
 
-@dataclass
-class _DeleteInProse(Operation):
-    """`action=delete` is documented in the description, not as a parameter: it needs `start_at`, a
-    dependency between parameters OpenAPI cannot state, so a schema-valid `action=delete` alone
-    would be a request the server refuses (400)."""
-
-    def __post_init__(self) -> None:
-        self.parameters = [p for p in self.parameters or [] if getattr(p, "name", None) != "action"] or None
+_LEAP_SECOND = re.compile(r"(?<=\d\d:\d\d):60")
+_EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")  # beyond microseconds
 
 
+# `action=delete` is documented in the description, not as a parameter: it needs `start_at`, a
+# dependency between parameters OpenAPI cannot state. A time is an RFC 3339 date-time or empty.
+_TIME = Schema(
+    any_of=[
+        Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+        Schema(type=OpenAPIType.STRING, max_length=0),
+    ]
+)
+_LIST_OPERATION = operation(hidden=["action"], schemas={"start_at": _TIME, "end_at": _TIME})
 MAX_PAGE: Final = 1_000_000  # page * page_size stays far inside SQLite's 64-bit OFFSET
 
 
@@ -66,7 +70,7 @@ MAX_PAGE: Final = 1_000_000  # page * page_size stays far inside SQLite's 64-bit
     "end_at defaults to now) for a time range of history. FooocusAPI's `action=delete` with a range "
     "(`start_at` required) deletes the records and output files in it and answers them as `history`.",
     responses=examples.TASKS_RESPONSES,
-    operation_class=_DeleteInProse,
+    operation_class=_LIST_OPERATION,
 )
 async def list_tasks(
     live: NamedDependency[LiveTasks],
@@ -134,10 +138,14 @@ async def _delete_range(
 
 
 class TaskController(Controller):
-    """GET and DELETE /tasks/{task_id} in one Controller: registered as two handlers, Litestar's
-    OPTIONS answer would list only the first one's method in `Allow`."""
+    """GET and DELETE /tasks/{task_id}, with an OPTIONS of its own: Litestar's generated one keeps
+    the methods of the first handler registered on the path, so its `Allow` missed one of the two."""
 
     path = "/{task_id:str}"
+
+    @route(http_method=[HttpMethod.OPTIONS], include_in_schema=False, status_code=204)
+    async def allowed_methods(self) -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": "DELETE, GET, OPTIONS"})
 
     @get(summary="One task's record", responses=examples.TASK_RESPONSES)
     async def get_task(self, task_id: str, services: NamedDependency[Services]) -> dict[str, Any]:
@@ -215,20 +223,6 @@ async def cancel_task(task_id: str, services: NamedDependency[Services]) -> dict
     return await _cancel(services, task_id)
 
 
-@dataclass
-class _ActionRequired(Operation):
-    """The documented control operation: `action` required in the query, FooocusAPI's only form.
-
-    The handler also takes `{"action": ...}` as a JSON body (some clients send that) and so cannot
-    declare the query parameter required; OpenAPI cannot say "in the query or in the body".
-    """
-
-    def __post_init__(self) -> None:
-        for parameter in self.parameters or []:
-            if isinstance(parameter, OpenAPIParameter) and parameter.name == "action":
-                parameter.required = True
-
-
 @post(
     "/control",
     status_code=200,
@@ -236,7 +230,7 @@ class _ActionRequired(Operation):
     description="`action=stop|skip` in the query string (`{\"action\": ...}` as a JSON body works too). "
     "Another action answers `Invalid control action`, as FooocusAPI does; none at all is a 400.",
     responses=examples.CONTROL_RESPONSES,
-    operation_class=_ActionRequired,
+    operation_class=operation(required=["action"]),  # the JSON-body form stays undocumented
 )
 async def control(
     request: Request, services: NamedDependency[Services], action: str | None = None

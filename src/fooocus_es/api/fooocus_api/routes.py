@@ -13,6 +13,7 @@ import anyio.to_thread
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Body, FromQuery, Parameter
 
 from fooocus_es.api import engines
@@ -27,6 +28,7 @@ from fooocus_es.api.fooocus_api.responses import (
     JobQueueInfo,
     StopResponse,
 )
+from fooocus_es.api.openapi_ops import binary, operation
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.engine.models.store import ModelStore
@@ -54,8 +56,14 @@ _FORM_DOC: Final = (
 )
 
 
+_PNG_TOO: Final = {"200": {"image/png": binary("`Accept: image/png` (or `?accept=image/png`): the first image")}}
+
+
 def _generation(path: str, summary: str) -> Any:
-    return post(path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES, description=_JSON_DOC)
+    return post(
+        path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES, description=_JSON_DOC,
+        operation_class=operation(content=_PNG_TOO),
+    )  # fmt: skip
 
 
 # The raw body: the mapping needs every key as sent (unknown ones are listed, tolerated values replaced).
@@ -117,14 +125,32 @@ async def _submit_form(request: Request, services: Services, kind: RouteKind) ->
     return await admit.submit(request, services, kind, form.body, form)
 
 
-def _form_route(path: str, summary: str, files: str) -> Any:
+def _form_body(*required_files: str) -> dict[str, Schema]:
+    """The v1 form as documented: the image files, the prompt; the other CommonRequest fields as strings."""
+    files = ["input_image", "input_mask", *(f"cn_img{i}" for i in range(1, 5))]
+    form = Schema(
+        type=OpenAPIType.OBJECT,
+        properties={
+            **{name: binary() for name in files},
+            "prompt": Schema(type=OpenAPIType.STRING),
+            "advanced_params": Schema(type=OpenAPIType.STRING, description="JSON object"),
+        },
+        required=list(required_files) or None,
+    )
+    return {"multipart/form-data": form, "application/json": Schema(type=OpenAPIType.OBJECT)}
+
+
+def _form_route(path: str, summary: str, files: str, *required_files: str) -> Any:
     return post(
         path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES,
         description=_FORM_DOC.format(files=files),
+        operation_class=operation(content=_PNG_TOO, body=_form_body(*required_files)),
     )  # fmt: skip
 
 
-@_form_route("/v1/generation/image-upscale-vary", "Upscale or vary (Fooocus-API v1, multipart)", "`input_image`")
+@_form_route(
+    "/v1/generation/image-upscale-vary", "Upscale or vary (Fooocus-API v1, multipart)", "`input_image`", "input_image"
+)
 async def upscale_vary_v1(request: Request, services: NamedDependency[Services]) -> Response[Any]:
     return await _submit_form(request, services, "upscale-vary")
 
@@ -133,6 +159,7 @@ async def upscale_vary_v1(request: Request, services: NamedDependency[Services])
     "/v1/generation/image-inpaint-outpaint",
     "Inpaint or outpaint (Fooocus-API v1, multipart)",
     "`input_image` and `input_mask` (optional)",
+    "input_image",
 )
 async def inpaint_outpaint_v1(request: Request, services: NamedDependency[Services]) -> Response[Any]:
     return await _submit_form(request, services, "inpaint-outpaint")
@@ -152,6 +179,7 @@ async def image_prompt_v1(request: Request, services: NamedDependency[Services])
     "/v1/generation/query-job",
     summary="One job: stage, progress, status text, step preview, result (Fooocus-API)",
     responses=examples.QUERY_JOB_RESPONSES,
+    operation_class=operation(required=["job_id"]),  # optional in the signature only for the 400's message
 )
 async def query_job(
     services: NamedDependency[Services],
