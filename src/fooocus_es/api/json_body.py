@@ -61,8 +61,8 @@ def decode_json(raw: bytes, *, field: str = "body", max_depth: int = MAX_DEPTH) 
         raise MalformedJson(field, f"JSON nested deeper than {max_depth} levels")
     try:
         return _DECODER.decode(raw)
-    except UnicodeDecodeError as exc:
-        raise MalformedJson(field, f"not valid UTF-8 (byte {exc.start})") from None
+    except UnicodeDecodeError:
+        raise MalformedJson(field, f"not valid UTF-8 (byte {_first_invalid_utf8(raw)})") from None
     except RecursionError:  # unbalanced opening brackets the scan cannot pair
         raise MalformedJson(field, f"JSON nested deeper than {max_depth} levels") from None
     except msgspec.ValidationError:  # "Number out of range": a number past the float range
@@ -85,6 +85,15 @@ def non_finite_path(value: Any, path: str = "") -> str | None:
         elif isinstance(item, list):
             stack.extend((f"{where}[{index}]", child) for index, child in reversed(list(enumerate(item))))
     return None
+
+
+def _first_invalid_utf8(raw: bytes) -> int:
+    """The offset in the body (msgspec's error counts from the start of the string it was in)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return 0
 
 
 def _hint(raw: bytes, message: str) -> str:
