@@ -87,6 +87,9 @@ def log_exception(logger: Any, scope: Scope, _traceback: list[str]) -> None:
         logger.exception("Uncaught exception", connection_type=scope["type"], path=scope["path"])
         return
     detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
+    extra = getattr(exc, "extra", None)
+    if isinstance(exc, ValidationException) and isinstance(extra, list) and extra and isinstance(extra[0], dict):
+        detail = f"{detail} ({extra[0].get('key')}: {extra[0].get('message')})"  # the field, as the 400 names it
     logger.info(
         "request.refused",
         method=scope.get("method"),
