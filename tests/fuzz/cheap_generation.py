@@ -22,14 +22,19 @@ _INTS: Final = {
     "overwrite_width": (65, 2048, 64),
     "overwrite_height": (65, 2048, 64),
     "partial_images": (2, 3, 1),
+    "upscale_value": (2, 5, 1),
+    "upscale_multiple": (2, 5, 1),
 }
 _PATTERNS: Final = {
     "aspect_ratios_selection": (re.compile(r"^\s*\d+\s*[*×xX]\s*\d+\s*$"), "64*64"),
     "size": (re.compile(r"^\s*\d+\s*[xX×]\s*\d+\s*$"), "64x64"),
 }
+_UPSCALES: Final = {"Upscale (1.5x)", "Upscale (2x)", "Upscale (Fast 2x)", "Upscale (Custom)"}  # to >= 1024 px
 _CHEAP_CHOICES: Final = {
     "performance_selection": ({"Quality", "Speed"}, "Lightning"),
     "quality": ({"high", "hd", "medium", "standard", "auto"}, "low"),
+    "uov_method": (_UPSCALES, "Vary (Subtle)"),
+    "enhance_uov_method": (_UPSCALES, "Disabled"),
 }
 
 
