@@ -13,7 +13,7 @@ from fooocus_es.api.cors import cors_config
 from fooocus_es.api.deps import ServicesPlugin
 from fooocus_es.api.errors import EXCEPTION_HANDLERS, log_exception
 from fooocus_es.api.fooocus_api.routes import fooocus_api_router
-from fooocus_es.api.json_body import SafeJsonRequest
+from fooocus_es.api.json_body import SafeBodyRequest
 from fooocus_es.api.openai import openai_router
 from fooocus_es.api.routers import native_routers
 from fooocus_es.api.web import WEB_ROUTES
@@ -51,6 +51,6 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
         openapi_config=docs.openapi_config(),
         cors_config=cors_config(settings),
         request_max_body_size=64 * 1024 * 1024,  # inline base64 images
-        request_class=SafeJsonRequest,
+        request_class=SafeBodyRequest,
         on_startup=[docs.use_msgspec_schemas],  # bounded nesting, invalid UTF-8 and 1e999 as 400s (api/json_body.py)
     )

@@ -103,3 +103,16 @@ def test_conversions_are_cached_so_a_repeated_webp_request_does_not_encode_again
     assert (conversions.misses, conversions.hits) == (2, 1)
     assert client.get(url).headers["content-type"] == "image/png"  # no conversion asked: neither
     assert (conversions.misses, conversions.hits) == (2, 1)
+
+
+@pytest.mark.parametrize("path", ["/v1/generation/image-upscale-vary", "/v1/images/edits"])
+def test_a_form_field_that_is_not_utf8_is_a_400(client: TestClient, path: str) -> None:
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\n'.encode() + b"caf\xe9"
+        + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'.encode()
+        + b"Content-Type: image/png\r\n\r\nnot a png" + f"\r\n--{boundary}--\r\n".encode()
+    )  # fmt: skip
+    response = client.post(path, content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 400, response.text
+    assert "form: a form field is not valid text" in response.text

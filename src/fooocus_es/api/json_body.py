@@ -112,8 +112,16 @@ def as_validation_error(exc: MalformedJson) -> ValidationException:
     )
 
 
-class SafeJsonRequest(Request):
-    """The app's request class: `await request.json()` (and so every `data:` body) decodes with decode_json."""
+class SafeBodyRequest(Request):
+    """The app's request class: `await request.json()` (and so every `data:` body) decodes with
+    decode_json, and a multipart text field that is not valid in its charset is a 400, not a 500."""
+
+    async def form(self) -> Any:
+        try:
+            return await super().form()
+        except (UnicodeDecodeError, LookupError) as exc:  # LookupError: a charset Python does not know
+            message = f"a form field is not valid text in its charset ({exc})"
+            raise ValidationException(f"form: {message}", extra=[{"key": "form", "message": message}]) from None
 
     async def json(self) -> Any:
         state = self._connection_state
