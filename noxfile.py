@@ -93,8 +93,8 @@ def bench(session: nox.Session) -> None:
 def fuzz(session: nox.Session) -> None:
     """schemathesis, every check, every route, against a real demo server on a temporary data dir.
 
-    Bounded: 25 examples per operation and 300 s (the fuzzing and stateful phases repeat until the
-    time is spent). Extra arguments go to `schemathesis run`, e.g. `nox -s fuzz -- --max-time 60 --seed 1`.
+    Bounded: 25 examples per operation and 900 s (the fuzzing and stateful phases repeat until the
+    time is spent; the generation cases run the CPU demo engine, seconds each). Extra arguments go to `schemathesis run`, e.g. `nox -s fuzz -- --max-time 60 --seed 1`.
     """
     python = _venv(session)
     with tempfile.TemporaryDirectory(prefix="fooocus-es-fuzz-") as data_dir:
@@ -114,8 +114,8 @@ def fuzz(session: nox.Session) -> None:
                 # depth mismatch"), and the CPU engine serializes the generation cases anyway.
                 session.run(
                     str(VENV / "bin" / "schemathesis"), "--config-file", str(FUZZ_CONFIG), "run",
-                    f"{base}/schema/openapi.json", "--checks", "all", "--max-examples", "25", "--max-time", "300",
-                    "--workers", "1", "--request-timeout", "180", *session.posargs,
+                    f"{base}/schema/openapi.json", "--checks", "all", "--max-examples", "25", "--max-time", "900",
+                    "--workers", "1", "--request-timeout", "300", *session.posargs,
                     external=True, env={"SCHEMATHESIS_HOOKS": str(FUZZ_HOOKS)},
                 )  # fmt: skip
             finally:

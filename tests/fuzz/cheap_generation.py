@@ -35,6 +35,8 @@ _CHEAP_CHOICES: Final = {
     "quality": ({"high", "hd", "medium", "standard", "auto"}, "low"),
     "uov_method": (_UPSCALES, "Vary (Subtle)"),
     "enhance_uov_method": (_UPSCALES, "Disabled"),
+    # Async tasks would pile up in the one runner's queue, and the blocking cases behind them time out.
+    "async_process": ({True}, False),
 }
 
 
@@ -51,8 +53,8 @@ def cheapen(value: Any) -> Any:
             item = cheap if low <= item <= high else item
         elif key in _PATTERNS and isinstance(item, str) and _PATTERNS[key][0].match(item):
             item = _PATTERNS[key][1]
-        elif key in _CHEAP_CHOICES and item in _CHEAP_CHOICES[key][0]:
-            item = _CHEAP_CHOICES[key][1]
+        elif key in _CHEAP_CHOICES and type(item) is type(_CHEAP_CHOICES[key][1]) and item in _CHEAP_CHOICES[key][0]:
+            item = _CHEAP_CHOICES[key][1]  # the same type only: 1 for a bool stays a (schema-violating) 1
         else:
             item = cheapen(item)
         out[key] = item

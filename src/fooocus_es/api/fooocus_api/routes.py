@@ -125,32 +125,26 @@ async def _submit_form(request: Request, services: Services, kind: RouteKind) ->
     return await admit.submit(request, services, kind, form.body, form)
 
 
-def _form_body(*required_files: str) -> dict[str, Schema]:
-    """The v1 form as documented: the image files, the prompt; the other CommonRequest fields as strings."""
-    files = ["input_image", "input_mask", *(f"cn_img{i}" for i in range(1, 5))]
-    form = Schema(
+# The v1 form as documented: its image files. Every other CommonRequest field is a text field (see the
+# description); none is required, as here a missing image means none (upstream answered 422).
+_FORM_BODY: Final = {
+    "multipart/form-data": Schema(
         type=OpenAPIType.OBJECT,
-        properties={
-            **{name: binary() for name in files},
-            "prompt": Schema(type=OpenAPIType.STRING),
-            "advanced_params": Schema(type=OpenAPIType.STRING, description="JSON object"),
-        },
-        required=list(required_files) or None,
-    )
-    return {"multipart/form-data": form, "application/json": Schema(type=OpenAPIType.OBJECT)}
+        properties={name: binary() for name in ("input_image", "input_mask", *(f"cn_img{i}" for i in range(1, 5)))},
+    ),
+    "application/json": Schema(type=OpenAPIType.OBJECT),
+}
 
 
-def _form_route(path: str, summary: str, files: str, *required_files: str) -> Any:
+def _form_route(path: str, summary: str, files: str) -> Any:
     return post(
         path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES,
         description=_FORM_DOC.format(files=files),
-        operation_class=operation(content=_PNG_TOO, body=_form_body(*required_files)),
+        operation_class=operation(content=_PNG_TOO, body=_FORM_BODY),
     )  # fmt: skip
 
 
-@_form_route(
-    "/v1/generation/image-upscale-vary", "Upscale or vary (Fooocus-API v1, multipart)", "`input_image`", "input_image"
-)
+@_form_route("/v1/generation/image-upscale-vary", "Upscale or vary (Fooocus-API v1, multipart)", "`input_image`")
 async def upscale_vary_v1(request: Request, services: NamedDependency[Services]) -> Response[Any]:
     return await _submit_form(request, services, "upscale-vary")
 
@@ -159,7 +153,6 @@ async def upscale_vary_v1(request: Request, services: NamedDependency[Services])
     "/v1/generation/image-inpaint-outpaint",
     "Inpaint or outpaint (Fooocus-API v1, multipart)",
     "`input_image` and `input_mask` (optional)",
-    "input_image",
 )
 async def inpaint_outpaint_v1(request: Request, services: NamedDependency[Services]) -> Response[Any]:
     return await _submit_form(request, services, "inpaint-outpaint")
