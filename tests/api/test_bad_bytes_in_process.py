@@ -116,3 +116,18 @@ def test_a_form_field_that_is_not_utf8_is_a_400(client: TestClient, path: str) -
     response = client.post(path, content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
     assert response.status_code == 400, response.text
     assert "form: a form field is not valid text" in response.text
+
+
+def test_ignored_field_names_are_escaped_in_their_header(client: TestClient) -> None:
+    # A key with non-Latin-1 characters failed to encode as a header (a 500); one with CR/LF would split it.
+    body = {**FAST, "async_process": True, "caf\u00e9\U0001f600": 1, "x\r\nSet-Cookie: a=b": 2}
+    response = client.post(GENERATE, json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Ignored-Fields"] == "caf\\u00e9\\u1f600, x\\u000d\\u000aSet-Cookie: a=b"
+    assert "set-cookie" not in response.headers
+
+
+def test_history_pages_are_bounded_instead_of_overflowing_sqlite(client: TestClient) -> None:
+    for path in ("/tasks", "/v1/generation/job-history"):
+        assert client.get(path, params={"page": 10**16}).status_code == 400
+        assert client.get(path, params={"page": 10**6}).status_code == 200

@@ -8,7 +8,7 @@ PyPI package. The assets are public (no data in them); the pages and openapi.jso
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import swagger_ui_bundle
@@ -82,4 +82,31 @@ def use_msgspec_schemas(app: Litestar) -> None:
     _, definitions = msgspec.json.schema_components(
         [GenerateRequest, ImageGenerationRequest], ref_template="#/components/schemas/{name}"
     )
-    components.update(definitions)
+    components.update({name: lenient(definition) for name, definition in definitions.items()})
+
+
+# What the lenient conversion (api/tolerance.py: msgspec's strict=False, as upstream's pydantic) also
+# takes for a scalar: booleans as 0/1 or "true"/"false"/"1"/"0" in any case, numbers as numeric strings.
+_BOOL_TEXT: Final = {"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$"}
+_INT_TEXT: Final = {"type": "string", "pattern": "^-?[0-9]+$"}
+_NUMBER_TEXT: Final = {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$"}
+
+
+def lenient(schema: Any) -> Any:
+    """`schema` (msgspec's JSON Schema) with every boolean, integer and number also taking its text forms."""
+    if isinstance(schema, list):
+        return [lenient(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: lenient(value) if key in ("properties", "items", "anyOf") else value for key, value in schema.items()}
+    if "properties" in schema:
+        out["properties"] = {name: lenient(value) for name, value in schema["properties"].items()}
+    kind = schema.get("type")
+    if kind not in ("boolean", "integer", "number"):
+        return out
+    description = out.pop("description", None)
+    alternatives = {"boolean": [{"enum": [0, 1]}, _BOOL_TEXT], "integer": [_INT_TEXT], "number": [_NUMBER_TEXT]}[kind]
+    wrapped: dict[str, Any] = {"anyOf": [out, *alternatives]}
+    if description is not None:
+        wrapped["description"] = description
+    return wrapped

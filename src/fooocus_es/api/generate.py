@@ -14,13 +14,12 @@ import anyio
 import anyio.to_thread
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
-from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Body
 from litestar.response import Stream
 
 from fooocus_es.api import examples
 from fooocus_es.api.admission import enqueue, validate_and_store
-from fooocus_es.api.openapi_ops import binary, operation
+from fooocus_es.api.openapi_ops import binary, operation, sse_events
 from fooocus_es.api.sse import Pacer, paced_progress, sleep_until, sse_event
 from fooocus_es.api.structs import GenerateRequest, sent_fields
 from fooocus_es.api.tolerance import drop_empty_image_prompts, ignored_fields, ignored_header, ignored_note
@@ -74,7 +73,7 @@ def resolve_request(services: Services, sent: dict[str, Any]) -> dict[str, Any]:
         content={
             "200": {
                 **{kind: binary("The first image (Accept: image/*, or blocking)") for kind in MEDIA_TYPES.values()},
-                "text/event-stream": Schema(type=OpenAPIType.STRING, description="stream_output: StreamMessage events"),
+                "text/event-stream": sse_events("stream_output: data is a StreamMessage as JSON"),
             }
         }
     ),

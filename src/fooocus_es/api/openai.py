@@ -56,7 +56,7 @@ from PIL import Image
 from fooocus_es.api.admission import Admitted, enqueue, validate_and_store
 from fooocus_es.api.errors import NotFound
 from fooocus_es.api.generate import resolve_request
-from fooocus_es.api.openapi_ops import binary, operation
+from fooocus_es.api.openapi_ops import binary, operation, sse_events
 from fooocus_es.api.structs import GenerateRequest, sent_fields
 from fooocus_es.engine.planning import aspect, performance
 from fooocus_es.engine.planning import plan as planning
@@ -507,7 +507,7 @@ MODEL_RESPONSES = {
 
 
 # -- routes --------------------------------------------------------------------------------------------
-_STREAM_TOO: Final = {"200": {"text/event-stream": Schema(type=OpenAPIType.STRING, description="stream: image events")}}
+_STREAM_TOO: Final = {"200": {"text/event-stream": sse_events("stream: *.partial_image and *.completed events")}}
 _EDIT_FORM: Final = Schema(
     all_of=[
         Reference("#/components/schemas/ImageGenerationRequest"),

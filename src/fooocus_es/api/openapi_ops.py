@@ -24,6 +24,16 @@ from litestar.openapi.spec import (
 )
 
 
+def sse_events(description: str) -> Schema:
+    """One Server-Sent Event as schemathesis (and a reader) sees it: id, event and data fields."""
+    text = Schema(type=OpenAPIType.STRING)
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        properties={"id": text, "event": text, "data": Schema(type=OpenAPIType.STRING, description=description)},
+        description=description,
+    )
+
+
 def binary(description: str | None = None) -> Schema:
     """A file upload or a binary response body."""
     return Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=description)

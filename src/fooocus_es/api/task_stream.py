@@ -20,6 +20,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from fooocus_es.api import examples
 from fooocus_es.api.errors import NotFound
+from fooocus_es.api.openapi_ops import operation, sse_events
 from fooocus_es.events.types import Envelope, event_type, is_terminal
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
@@ -45,6 +46,7 @@ def _resume_after(last_event_id: str | None) -> int:
     description="Replays the task's stored events after `Last-Event-ID` (all of them without it), then "
     "follows it live until its terminal event. Reconnecting with the last `id:` seen loses nothing.",
     responses=examples.STREAM_RESPONSES,
+    operation_class=operation(content={"200": {"text/event-stream": sse_events("data is the event as JSON")}}),
 )
 async def task_stream(
     task_id: str,

@@ -29,6 +29,7 @@ from fooocus_es.api.fooocus_api.responses import (
     StopResponse,
 )
 from fooocus_es.api.openapi_ops import binary, operation
+from fooocus_es.api.tasks import MAX_PAGE
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.engine.models.store import ModelStore
@@ -205,7 +206,7 @@ async def job_queue(services: NamedDependency[Services]) -> JobQueueInfo:
 async def job_history(
     services: NamedDependency[Services],
     job_id: FromQuery[str | None] = None,
-    page: Annotated[int, Parameter(ge=0)] = 0,
+    page: Annotated[int, Parameter(ge=0, le=MAX_PAGE)] = 0,
     page_size: Annotated[int, Parameter(ge=1, le=1000)] = 20,
     delete: FromQuery[bool] = False,
 ) -> JobHistoryResponse | HistoryMessage:
