@@ -71,6 +71,8 @@ def test_cancel_a_pending_task_and_the_tasks_listing(client: TestClient, engine:
     deleted = client.delete(f"/tasks/{first['task_id']}").json()
     assert deleted == {"task_id": first["task_id"], "message": "task deleted"}
     assert client.get(f"/tasks/{first['task_id']}").status_code == 404
+    assert client.get(f"/tasks/{first['task_id']}/events").status_code == 404  # the log keeps them; the API not
+    assert client.get(f"/tasks/{first['task_id']}/stream").status_code == 404
     assert client.delete(f"/tasks/{first['task_id']}").status_code == 404
 
 

@@ -26,6 +26,7 @@ from fooocus_es.events.types import Envelope, event_type, is_terminal
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.events.bus import Bus
     from fooocus_es.events.log import EventLog
+    from fooocus_es.services import Services
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -52,6 +53,7 @@ async def task_stream(
     task_id: str,
     bus: NamedDependency[Bus],
     event_log: NamedDependency[EventLog],
+    services: NamedDependency[Services],
     last_event_id: str | None = Parameter(header="Last-Event-ID", default=None, required=False),
 ) -> ServerSentEvent:
     after = _resume_after(last_event_id)
@@ -61,7 +63,7 @@ async def task_stream(
     except BaseException:
         bus.unsubscribe(subscription)
         raise
-    if not stored:
+    if not stored or await services.record(task_id) is None:  # none, or deleted (its events stay in the log)
         bus.unsubscribe(subscription)
         raise NotFound(f"task_id: no task {task_id!r}")
 

@@ -196,9 +196,12 @@ async def delete_ended(services: Services, task_id: str) -> bool:
 
 
 @get("/{task_id:str}/events", summary="The task's events in log order (the audit)", responses=examples.EVENTS_RESPONSES)
-async def task_events(task_id: str, event_log: NamedDependency[EventLog]) -> list[dict[str, Any]]:
+async def task_events(
+    task_id: str, event_log: NamedDependency[EventLog], services: NamedDependency[Services]
+) -> list[dict[str, Any]]:
     events = await anyio.to_thread.run_sync(lambda: list(event_log.read(task_id=task_id)))
-    if not events:
+    # A deleted task (DELETE /tasks/{id}, action=delete) is gone from the API; its events stay in the log.
+    if not events or await services.record(task_id) is None:
         raise NotFound(f"task_id: no task {task_id!r}")
     return [{"seq": e.seq, "type": event_type(e.event), **msgspec.to_builtins(e.event)} for e in events]
 

@@ -126,12 +126,16 @@ async def _submit_form(request: Request, services: Services, kind: RouteKind) ->
     return await admit.submit(request, services, kind, form.body, form)
 
 
-# The v1 form as documented: its image files. Every other CommonRequest field is a text field (see the
-# description); none is required, as here a missing image means none (upstream answered 422).
+# The v1 form as documented: its image fields, each a file or a text value (base64 or a URL, as the JSON
+# form takes), empty or absent meaning none (upstream answered 422 to a missing input_image). Every other
+# CommonRequest field is a text field too (see the description).
+_IMAGE_FIELD: Final = Schema(
+    type=OpenAPIType.STRING, description="A png/jpeg/webp file, or base64 / an http(s) URL as text; empty: none"
+)
 _FORM_BODY: Final = {
     "multipart/form-data": Schema(
         type=OpenAPIType.OBJECT,
-        properties={name: binary() for name in ("input_image", "input_mask", *(f"cn_img{i}" for i in range(1, 5)))},
+        properties={name: _IMAGE_FIELD for name in ("input_image", "input_mask", *(f"cn_img{i}" for i in range(1, 5)))},
     ),
     "application/json": Schema(type=OpenAPIType.OBJECT),
 }
