@@ -31,6 +31,7 @@ TORCH = ("torch==2.14.1", "torchvision==0.29.1")
 CHROMIUM = "/usr/bin/chromium"
 FUZZ_CONFIG = ROOT / "tests" / "fuzz" / "schemathesis.toml"
 FUZZ_HOOKS = ROOT / "tests" / "fuzz" / "cheap_generation.py"
+NATS_SERVER = "/usr/sbin/nats-server"  # Debian's package; it is not started as a service here
 
 
 def _venv(session: nox.Session) -> str:
@@ -60,11 +61,23 @@ def _chromium(session: nox.Session) -> None:
         session.warn(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) for the browser tests")
 
 
+def _nats_server(session: nox.Session) -> None:
+    """The fleet tests start Debian's nats-server (2.9.10) beside the pinned current one in the venv."""
+    if pathlib.Path(NATS_SERVER).exists():
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "nats-server", external=True)
+    else:
+        session.warn(f"{NATS_SERVER} is missing: install Debian's nats-server for the fleet tests on 2.9.10")
+
+
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """The whole suite: unit, API and end-to-end tests against real server processes (offline)."""
     python = _venv(session)
     _chromium(session)
+    _nats_server(session)
     session.run(python, "-m", "pytest", "-q", *session.posargs, external=True)
 
 

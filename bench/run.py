@@ -1,6 +1,8 @@
-"""Benchmarks (CPU, demo model): server overhead per task, event append rate, /tasks at 100k tasks.
+"""Benchmarks (CPU, demo model): server overhead per task, event append rate, /tasks at 100k tasks,
+async submit latency under a burst of concurrent submits.
 
     nox -s bench            # or: .venv/bin/python bench/run.py [--tasks 100000] [--requests 20]
+    .venv/bin/python bench/run.py --only burst   # one section (append, overhead, history, burst)
 
 Prints a table and writes bench/results.json.
 """
@@ -12,6 +14,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,8 +23,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from conftest import ServerProcess  # noqa: E402  - the tests' real-server harness
+from fleet import bench_fleet  # noqa: E402  - bench/fleet.py
 
 from fooocus_es.engine.demo.checkpoint import ensure_demo_checkpoint  # noqa: E402
 from fooocus_es.engine.planning import plan as planning  # noqa: E402
@@ -84,12 +89,48 @@ def bench_history(tmp: Path, models: Path, tasks: int) -> dict[str, object]:
             "fill_seconds": round(fill_seconds, 1),
             "history_page_0": timed_get(url, {"query": "history", "page_size": 10}),
             "history_page_5000": timed_get(url, {"query": "history", "page": 5000, "page_size": 10}),
+            "history_last_page": timed_get(url, {"query": "history", "page": tasks // 10 - 1, "page_size": 10}),
+            "history_keyset_deep": timed_get(url, {"query": "history", "page_size": 10, "before": tasks * 2}),
             "history_range_1min": timed_get(url, {"query": "history", "start_at": _iso(now - 60), "end_at": _iso(now)}),
             "one_task": timed_get(url, {"query": "current"}),
+            "history_range_all": streamed_range(server, url, tasks),
         }
     finally:
         server.stop()
     return result
+
+
+def streamed_range(server: ServerProcess, url: str, tasks: int) -> dict[str, float]:
+    """Every ended task in one range query: time, and the server's RSS growth while it answers."""
+    assert server.process is not None
+    status = Path(f"/proc/{server.process.pid}/status")
+
+    def rss_kib() -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+        return int(line.split()[1])
+
+    before, peak, done = rss_kib(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.perf_counter()
+    params = {"query": "history", "start_at": _iso(time.time() - tasks / 50), "end_at": _iso(time.time() + 60)}
+    response = requests.get(url, params=params, timeout=300)
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    assert response.status_code == 200, response.text
+    return {
+        "records": len(response.json()["history"]),
+        "seconds": round(seconds, 2),
+        "body_mib": round(len(response.content) / 2**20, 1),
+        "server_rss_growth_mib": round((peak[0] - before) / 1024, 1),
+    }
 
 
 def _iso(epoch: float) -> str:
@@ -150,22 +191,75 @@ def bench_overhead(tmp: Path, models: Path, count: int) -> dict[str, float]:
     }
 
 
+def bench_burst(tmp: Path, models: Path, count: int = 50, rounds: int = 3) -> dict[str, object]:
+    """`count` async submits released at once (a barrier), `rounds` times: p50/p95 of one submit's latency.
+
+    The queue bound is above the burst so every submit is accepted; the demo tasks run meanwhile,
+    as they would on a busy server. Each client connects before the barrier (a pool's kept-alive
+    connection): 50 simultaneous TCP handshakes measure the client's threads, not the server.
+    """
+    server = ServerProcess(tmp / "burst", models, "--queue-size", str(count * (rounds + 1))).start()
+    url = server.url + "/v1/engine/generate/"
+    body = {**BODY, "async_process": True}
+    latencies: list[float] = []
+    statuses: list[int] = []
+    try:
+        # Warm-up, waited for: the first task loads the model (seconds of the runner holding the GIL).
+        requests.post(url, json=BODY, headers={"Accept": "application/json"}, timeout=120)
+        for _ in range(rounds):
+            barrier = threading.Barrier(count)
+
+            def one(barrier: threading.Barrier = barrier) -> None:
+                with requests.Session() as session:
+                    session.get(server.url + "/health", timeout=60)  # connected first, as a client pool is
+                    barrier.wait()
+                    started = time.perf_counter()
+                    response = session.post(url, json=body, timeout=60)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    statuses.append(response.status_code)
+
+            threads = [threading.Thread(target=one) for _ in range(count)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            time.sleep(0.5)
+    finally:
+        server.stop()
+    ordered = sorted(latencies)
+    return {
+        "concurrent_submits": count,
+        "rounds": rounds,
+        "accepted": statuses.count(200),
+        "p50_ms": round(ordered[len(ordered) // 2], 1),
+        "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20)
+    parts_help = "run one part (results.json keeps the others)"
+    parser.add_argument("--only", choices=["append", "overhead", "history", "burst", "fleet"], help=parts_help)
     args = parser.parse_args()
+    out = ROOT / "bench" / "results.json"
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         models = tmp / "models"
         ensure_demo_checkpoint(models / "checkpoints")
-        results = {
-            "append": bench_append(tmp),
-            "overhead": bench_overhead(tmp, models, args.requests),
-            "history": bench_history(tmp, models, args.tasks),
+        parts = {
+            "append": lambda: bench_append(tmp),
+            "overhead": lambda: bench_overhead(tmp, models, args.requests),
+            "history": lambda: bench_history(tmp, models, args.tasks),
+            "burst": lambda: bench_burst(tmp, models),
+            "fleet": lambda: bench_fleet(tmp, models, 24),  # bench/fleet.py
         }
+        results = json.loads(out.read_text()) if args.only and out.exists() else {}
+        results.update({name: run() for name, run in parts.items() if args.only in (None, name)})
     print(json.dumps(results, indent=2))
-    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

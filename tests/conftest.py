@@ -27,6 +27,31 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
+@pytest.fixture(scope="session")
+def nats_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """nats-servers for the session, started on first use: kind ("debian", "current") -> URL.
+    Each test uses streams and subjects of its own on them."""
+    from nats_server import NatsServer
+
+    started: dict[str, NatsServer] = {}
+
+    class Urls(dict[str, str]):
+        def __missing__(self, kind: str) -> str:
+            started[kind] = NatsServer(tmp_path_factory.mktemp(f"nats-{kind}"), kind).start()
+            self[kind] = started[kind].url
+            return self[kind]
+
+    yield Urls()
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_servers: dict[str, str]) -> str:
+    """Debian's nats-server (2.9.10), the build the fleet runs on in these tests."""
+    return nats_servers["debian"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -114,10 +139,9 @@ def make_server(tmp_path: Path, demo_models: Path) -> Iterator:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, demo_models: Path) -> Iterator[ServerProcess]:
-    """One server shared by the tests that do not need a fresh one."""
-    process = ServerProcess(
-        tmp_path_factory.mktemp("shared-data"), demo_models, env={"FOOOCUS_ES_ALLOW_PRIVATE_FETCH": "true"}
-    )
+    """One server shared by the tests that do not need a fresh one (image URLs and webhooks to loopback allowed)."""
+    env = {"FOOOCUS_ES_ALLOW_PRIVATE_FETCH": "true", "FOOOCUS_ES_ALLOW_PRIVATE_WEBHOOKS": "true"}
+    process = ServerProcess(tmp_path_factory.mktemp("shared-data"), demo_models, env=env)
     process.start()
     yield process
     process.stop()

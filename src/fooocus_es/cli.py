@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -45,12 +46,48 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         "--cors-origins",
         help="comma-separated CORS origins, or '*' (default: local pages; any origin once an API key is set)",
     )
+    parser.add_argument(
+        "--allowed-hosts",
+        help="comma-separated Host names served besides localhost, the bind address and --base-url's, or '*' "
+        "(default: those only, unless an API key is set or the bind address is 0.0.0.0/::)",
+    )
+    parser.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        default=None,
+        help="let webhooks reach loopback, private, link-local and multicast addresses (default: refused)",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        help=f"sign every webhook with HMAC-SHA256 under this secret (better: ${ENV_PREFIX}WEBHOOK_SECRET)",
+    )
+    _fleet_args(parser)
+    no_runner = "an API node only: no runner in this process (the fleet's runners run the tasks)"
+    parser.add_argument("--no-runner", dest="runner", action="store_false", default=None, help=no_runner)
+    parser.add_argument("--db-busy-timeout", dest="db_busy_timeout_s", type=float,
+                        help="seconds a write waits for another process's database lock (default 10)")
+    parser.add_argument("--max-concurrent-decodes", type=int,
+                        help="request images decoded at once across all requests (default 2; more wait, then 429)")
+    parser.add_argument("--max-request-megapixels", type=float,
+                        help="total megapixels over one request's image fields (default 64; more is a 413)")
+
+
+def _fleet_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", dest="log_url", help="the fleet's NATS JetStream, nats://HOST:PORT (default: SQLite)")
+    parser.add_argument("--pool", help="the runners' pool, one queue each (default: default)")
+    parser.add_argument(
+        "--retry-interrupted", type=int, help="re-runs of a task whose runner went away, then failed (default 1)"
+    )
+    parser.add_argument("--ack-wait", dest="ack_wait_s", type=float, help="seconds of silence before a takeover")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = (
         "host", "port", "data_dir", "preset", "api_key", "webhook_url", "base_url", "queue_size", "device",
-        "sync_response", "stream_rate", "cors_origins",
+        "sync_response", "stream_rate", "cors_origins", "allowed_hosts",
+        "allow_private_webhooks", "webhook_secret", "log_url", "pool", "runner", "retry_interrupted",
+        "ack_wait_s",
+        "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels",
     )  # fmt: skip
     return settings_from_env(**{key: getattr(args, key, None) for key in keys})
 
@@ -61,9 +98,36 @@ def serve(args: argparse.Namespace) -> int:
     from fooocus_es.app import create_app
 
     settings = _settings(args)
-    app = create_app(settings)
+    _check_webhook_url(settings.webhook_url)
+    try:
+        app = create_app(settings)
+    except (sqlite3.Error, OSError) as exc:  # no task log at all: nothing could be served; say why in one line
+        print(f"fooocus-es: cannot open the task log {settings.db_path}: {exc}", file=sys.stderr)
+        return 2
     # A short graceful timeout: open progress streams must not hold a restart for 30 s.
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, timeout_graceful_shutdown=2)
+    return 0
+
+
+def _check_webhook_url(url: str) -> None:
+    """The server-wide webhook passes the same URL check as a request's, before the server starts."""
+    from fooocus_es.net.address_guard import RefusedURL, parse_http_url
+
+    if not url:
+        return
+    try:
+        parse_http_url(url)
+    except RefusedURL as exc:
+        raise CliError(f"--webhook-url ({ENV_PREFIX}WEBHOOK_URL) {url!r}: {exc}", code=2) from exc
+
+
+def runner(args: argparse.Namespace) -> int:
+    from fooocus_es.runner.process import run_runner
+
+    settings = _settings(args)
+    if not settings.fleet:
+        raise CliError("a runner process needs the fleet's log: --log nats://HOST:PORT (or FOOOCUS_ES_LOG_URL)")
+    run_runner(settings)
     return 0
 
 
@@ -423,6 +487,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fooocus-es", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_args(commands.add_parser("serve", help="run the HTTP server"))
+    runner_parser = commands.add_parser("runner", help="a fleet runner: tasks from --log nats://..., no HTTP")
+    runner_parser.add_argument("--data-dir", type=Path, help="where models/ and the file cache live (default: .)")
+    runner_parser.add_argument("--preset", help="the preset whose model is loaded at start")
+    runner_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    _fleet_args(runner_parser)
     replay_parser = commands.add_parser("replay", help="rebuild generate_record from the event log")
     replay_parser.add_argument("--data-dir", type=Path)
 
@@ -471,7 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         handler = {"list": models_list, "download": models_download}[args.models_command]
     else:
-        handler = {"serve": serve, "replay": replay, "generate": generate, "tasks": tasks}[args.command]
+        handler = {"serve": serve, "runner": runner, "replay": replay, "generate": generate, "tasks": tasks}[
+            args.command
+        ]
     try:
         return handler(args)
     except CliError as exc:

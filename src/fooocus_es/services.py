@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
-import contextlib
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
+import msgspec
 import structlog
 from anyio.abc import TaskGroup
 
+from fooocus_es.api.queue_bound import QueueBound
 from fooocus_es.api.urls import UrlSigner
-from fooocus_es.engine.models.catalog import ModelCatalog, missing_downloads, names_on_disk
-from fooocus_es.engine.models.safety import safety_checker_installed
+from fooocus_es.engine.models.catalog import InstalledNames, ModelCatalog
+from fooocus_es.engine.models.downloads import ModelDownloads
 from fooocus_es.engine.planning import presets
-from fooocus_es.engine.planning.plan import INPAINT_DIR
-from fooocus_es.engine.planning.plan_types import GenerationPlan
 from fooocus_es.engine.planning.styles import StyleBook
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.follower import LogFollower
 from fooocus_es.events.log import AppendRefused
-from fooocus_es.events.sqlite import SqliteEventLog
 from fooocus_es.events.store import EventStore
-from fooocus_es.events.types import TaskCancelled, TaskFailed, now_ms
-from fooocus_es.media.blobs import LocalBlobs
+from fooocus_es.events.types import TaskCancelled, now_ms
+from fooocus_es.fleet.backends import open_backends
+from fooocus_es.fleet.control import ControlListener, NatsControl
+from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, runner_info
+from fooocus_es.fleet.webhook_claims import WebhookClaims
 from fooocus_es.media.conversions import ConversionCache
+from fooocus_es.media.limits import DecodeBudget
+from fooocus_es.ops.storage import StorageHealth
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
 from fooocus_es.runner.queue import LocalCommandQueue
+from fooocus_es.runner.recovery import recover
 from fooocus_es.runner.worker import EngineLike, Runner
 from fooocus_es.settings import Settings
 from fooocus_es.subscribers.waiters import Waiters
@@ -47,6 +53,10 @@ log = structlog.get_logger("fooocus_es")
 
 # Builds the runner's engine, once, on the runner thread; the default is engine.pipeline.Engine.
 EngineFactory = Callable[["ModelStore", Path], EngineLike]
+# How stale the model and style names admission checks against may be (a file added just now is
+# seen within this time; the runner's own checks see it at once).
+NAMES_TTL_S = 1.0
+
 
 def resolve_device(requested: str) -> str:
     if requested != "auto":
@@ -56,42 +66,52 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@dataclass
-class ModelStatus:
-    """Files the server's preset needs that are not on disk, and what is being done about them."""
-
-    missing: dict[str, str] = field(default_factory=dict)  # file name -> where to put it / why
-    downloading: dict[str, str] = field(default_factory=dict)  # file name -> progress text
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class Services:
     def __init__(self, settings: Settings, *, engine_factory: EngineFactory | None = None) -> None:
         self.settings = settings
         for folder in (settings.outputs_dir, settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(settings.device)
-        self.blobs = LocalBlobs(settings.data_dir)  # inputs/ and outputs/
+        # An API node of a fleet (--no-runner) never imports torch: it has no device of its own.
+        self.device = resolve_device(settings.device) if settings.runner else settings.device.replace("auto", "none")
+        # SQLite and local files on one machine; JetStream's log, work queue and object store in a
+        # fleet. The read model is this node's own SQLite either way, fed from the log.
+        self.backends = open_backends(settings)
+        self.blobs = self.backends.blobs  # inputs/ and outputs/
         self.conversions = ConversionCache()  # Accept conversions of stored files (media/conversions.py)
-        self.event_log = SqliteEventLog(settings.db_path)
-        self.read_model = ReadModel(settings.db_path)
-        self.webhook_outbox = WebhookOutbox(settings.db_path)
+        self.event_log = self.backends.event_log
+        busy = settings.db_busy_timeout_s
+        self.read_model = ReadModel(settings.db_path, busy_timeout_s=busy)
+        self.webhook_outbox = WebhookOutbox(settings.db_path, busy_timeout_s=busy)
+        check_log = getattr(self.event_log, "check_writable", None) or (lambda: None)  # SQLite's write lock
+        self.storage = StorageHealth({"outputs": settings.outputs_dir, "inputs": settings.inputs_dir}, check_log)
         self.bus = Bus()
-        self.follower = LogFollower(self.event_log, self.bus, self.read_model)
+        self.follower = LogFollower(self.event_log, self.bus, self.read_model, storage=self.storage)
         self.store = EventStore(self.event_log, self.follower)
-        self.commands = LocalCommandQueue()
+        self.commands = self.backends.commands
+        # The queue bound counts the commands waiting where that is a local read, else the live view
+        # (a fleet's queue is a network call away, and the loop must not block on it).
+        local = self.commands if isinstance(self.commands, LocalCommandQueue) else None
+        waiting = (lambda: len(local.pending())) if local is not None else (lambda: self.live.depth)
+        self.queue_bound = QueueBound(settings.queue_size, waiting)
+        self.decode_budget = DecodeBudget(
+            concurrent=settings.max_concurrent_decodes,
+            max_request_pixels=int(settings.max_request_megapixels * 1_000_000),
+        )
+        self._names: tuple[float, InstalledNames] | None = None  # installed_names_now's cache
+        self._image_threads: anyio.CapacityLimiter | None = None  # made on the loop, at first use
+        nats = self.backends.nats
+        self.remote_control = NatsControl(nats) if nats is not None else None  # stop/skip on other machines
         self.live = LiveTasks()
         self.waiters = Waiters()
         self.signer = UrlSigner(settings.public_base_url, settings.api_key)
         self.style_book = StyleBook(settings.data_dir)
         self.preset = presets.load_preset(settings.preset, settings.data_dir)
         self.preset_defaults = presets.preset_request_defaults(self.preset)
-        self.model_status = ModelStatus()
-        # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
-        # runner's warm-up and request threads would otherwise race into them.
-        from fooocus_es.engine.models.store import ModelStore
+        from fooocus_es.engine.models.store import ModelStore  # its file side: no torch until a load
 
-        if engine_factory is None:
+        if engine_factory is None and settings.runner:
+            # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
+            # runner's warm-up and request threads would otherwise race into them.
             from fooocus_es.engine.diffusion.pipeline import Engine
 
             engine_factory = Engine
@@ -101,6 +121,7 @@ class Services:
         )
         self._engine_factory = engine_factory
         self.catalog = ModelCatalog(settings.models_dir, settings.data_dir)
+        self.downloads = ModelDownloads(self.catalog, self.model_store.download)
         warm = self.preset_defaults.get("base_model_name")
         self.runner = Runner(
             self.store,
@@ -110,9 +131,16 @@ class Services:
             self.device,
             warm_model=warm,
             style_book=self.style_book,
-            fetch_models=self.fetch_plan_models,
+            fetch_models=self.downloads.fetch_for_plan,
             blobs=self.blobs,
+            runner_id=f"{socket.gethostname()}-{os.getpid()}-{self.device}",
+            retry_interrupted=settings.retry_interrupted,
+            storage=self.storage,
         )
+        self.control_listener = ControlListener(nats, self.runner.deliver) if nats and settings.runner else None
+        self.webhook_claims = WebhookClaims(nats, settings.data_dir) if nats is not None else None
+        self.presence = PresenceBeat(nats, self.runner_info) if nats is not None and settings.runner else None
+        self.fleet_runners = FleetRunners(nats) if nats is not None else None
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
         # What a webhook POSTs; the app sets it so each wire's tasks get that wire's body.
@@ -130,89 +158,26 @@ class Services:
             torch.set_num_threads(self.settings.torch_threads)
         return self._engine_factory(self.model_store, self.settings.data_dir)
 
-    def fetch_plan_models(self, plan: GenerationPlan, report: Callable[[str], None]) -> None:
-        """Runner thread: download the plan's missing files that have a known URL, reporting progress.
+    async def installed_names_now(self) -> InstalledNames:
+        """installed_names, read at most every NAMES_TTL_S: a burst of submits costs one listing, not one each."""
+        cached = self._names
+        if cached is None or time.monotonic() - cached[0] > NAMES_TTL_S:
+            names = await anyio.to_thread.run_sync(self.installed_names)
+            self._names = cached = (time.monotonic(), names)
+        return cached[1]
 
-        Files with no known URL are left to the engine, whose error names the file and its folder.
-        """
-        downloads = self.catalog.downloads()
-        for name, kind in self.catalog.plan_files(plan):
-            known = downloads.get(name)
-            if (self.settings.models_dir / kind / name).exists() or known is None or known.kind != kind:
-                continue  # on disk, or no URL for a file of this kind
-            url = known.url
-            shown = [-1]  # the last percentage reported
-
-            def progress(done: int, total: int | None, name: str = name, shown: list[int] = shown) -> None:
-                percent = done * 100 // total if total else -1
-                if percent >= shown[0] + 5 or (percent == -1 and done // (64 << 20) > shown[0]):
-                    shown[0] = percent if total else done // (64 << 20)
-                    amount = f"{percent}%" if total else f"{done >> 20} MiB"
-                    report(f"Downloading {name}: {amount}")
-                with self.model_status.lock:
-                    self.model_status.downloading[name] = f"{percent}%" if total else f"{done} bytes"
-
-            log.info("model.download_started", file=name, url=url)
-            try:
-                self.model_store.download(name, url, kind, progress)  # type: ignore[arg-type]
-            finally:
-                with self.model_status.lock:
-                    self.model_status.downloading.pop(name, None)
-            log.info("model.downloaded", file=name)
-
-    def admission_names(self) -> dict[str, Any]:
-        """What validate_names checks requests against, read from disk (blocking: call in a thread)."""
-        models_dir = self.settings.models_dir
-        inpaint_dir = models_dir / INPAINT_DIR
-        return {
-            "checkpoints": set(names_on_disk(models_dir, "checkpoints")),
-            "loras": set(names_on_disk(models_dir, "loras")) | self.catalog.fetchable("loras"),
-            "vaes": set(names_on_disk(models_dir, "vae")) | self.catalog.fetchable("vae"),
-            "safety_checker": safety_checker_installed(self.settings.models_dir),
-            "inpaint_files": {p.name for p in inpaint_dir.iterdir()} if inpaint_dir.is_dir() else set(),
-            "styles": self.style_book.names(),
-        }
-
-    def check_preset_models(self) -> list[tuple[str, str, str]]:
-        """The server preset's files that are missing: (name, url, models sub-folder)."""
-        missing = missing_downloads(self.preset, self.settings.models_dir)
-        with self.model_status.lock:
-            for item in missing:
-                path = self.settings.models_dir / item.kind / item.name
-                self.model_status.missing[item.name] = f"put it at {path} (source: {item.url})"
-        return [(item.name, item.url, item.kind) for item in missing]
-
-    def download_missing(self, missing: list[tuple[str, str, str]]) -> None:
-        """Worker thread: fetch the preset's files; failures leave the server up and named in /health."""
-        for name, url, kind in missing:
-            logged = [-1]  # the last tenth written to the log
-
-            def progress(done: int, total: int | None, name: str = name, logged: list[int] = logged) -> None:
-                text = f"{done / total:.0%}" if total else f"{done} bytes"
-                with self.model_status.lock:
-                    self.model_status.downloading[name] = text
-                tenth = done * 10 // total if total else done // (256 * 1024 * 1024)  # 10% or 256 MiB steps
-                if tenth > logged[0]:
-                    logged[0] = tenth
-                    log.info("model.download_progress", file=name, done_bytes=done, total_bytes=total, progress=text)
-
-            try:
-                log.info("model.download_started", file=name, url=url)
-                self.model_store.download(name, url, kind, progress)
-            except Exception as exc:
-                log.error("model.download_failed", file=name, error=str(exc))
-                with self.model_status.lock:
-                    self.model_status.missing[name] = str(exc)
-            else:
-                log.info("model.downloaded", file=name)
-                with self.model_status.lock:
-                    self.model_status.missing.pop(name, None)
-            finally:
-                with self.model_status.lock:
-                    self.model_status.downloading.pop(name, None)
+    def image_threads(self) -> anyio.CapacityLimiter:
+        """Worker threads for storing request images (fetch, decode, encode): a few more than decode slots."""
+        if self._image_threads is None:
+            self._image_threads = anyio.CapacityLimiter(self.decode_budget.concurrent * 2 + 2)
+        return self._image_threads
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, task_group: TaskGroup) -> None:
+        # An unwritable outputs/ or inputs/ is reported (/health, 503 to submits) before any task runs.
+        for fault in await anyio.to_thread.run_sync(self.storage.probe):
+            log.error("storage.not_writable_at_start", reason=fault.describe())
+        task_group.start_soon(self.storage.watch)
         # The read model catches up from its position, the live view is rebuilt from the log, and
         # the follower feeds both (and the bus) from there on.
         await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)
@@ -229,15 +194,53 @@ class Services:
             retries=self.settings.webhook_retries,
             timeout_s=self.settings.webhook_timeout_s,
             shape_body=self.webhook_body,
+            allow_private=self.settings.allow_private_webhooks,
+            secret=self.settings.webhook_secret,
         )
         await task_group.start(self.webhooks.run)
-        await self.recover(unfinished)
-        self.runner.start()
-        missing = self.check_preset_models()
-        for name, url, kind in missing:
-            log.warning("model.missing", file=name, folder=str(self.settings.models_dir / kind), url=url)
+        # In a fleet a started task belongs to its runner (the queue hands it on if that runner goes
+        # away), so an API node's restart only re-queues what never started (idempotent by task id).
+        await recover(
+            unfinished, commands=self.commands, event_log=self.event_log, store=self.store,
+            fail_started=not self.settings.fleet,
+        )  # fmt: skip
+        if self.settings.fleet:
+            task_group.start_soon(self._sweep_commands)
+        if self.settings.runner:
+            self.runner.start()
+            if self.control_listener is not None:
+                await anyio.to_thread.run_sync(self.control_listener.start)
+            if self.presence is not None:
+                self.presence.start()
+        if not self.settings.runner:
+            return  # the fleet's runners fetch the models they use
+        missing = self.downloads.check_preset(self.preset)
+        for item in missing:
+            log.warning("model.missing", file=item.name, folder=str(self.settings.models_dir / item.kind), url=item.url)
         if missing and self.settings.download_models:
-            threading.Thread(target=self.download_missing, args=(missing,), name="downloads", daemon=True).start()
+            fetch = threading.Thread(target=self.downloads.download_missing, args=(missing,), name="downloads")
+            fetch.daemon = True
+            fetch.start()
+
+    async def _sweep_commands(self) -> None:
+        """Fleet: queue again the pending tasks whose command is not in the queue (an API node that
+        died between storing TaskQueued and queueing its command). A second command for a task is
+        harmless: the runner that claims it finds the task started or ended, and acks it."""
+        every_s = self.settings.ack_wait_s
+        while True:
+            await anyio.sleep(every_s)
+            old = now_ms() - int(2 * every_s * 1000)
+            stale = [task for task in list(self.live.pending.values()) if task.in_queue_mills < old]
+            if not stale:
+                continue
+            try:
+                waiting = set(await anyio.to_thread.run_sync(self.commands.pending))
+                for task in stale:
+                    if task.task_id not in waiting and task.task_id in self.live.pending:
+                        log.warning("task.requeued", task_id=task.task_id, reason="its command was not in the queue")
+                        await anyio.to_thread.run_sync(self.submit, task.task_id, task.req_params)
+            except Exception as exc:  # the queue is unreachable now: the next sweep tries again
+                log.warning("tasks.sweep_failed", error=str(exc))
 
     def _rebuild_live(self) -> list[dict[str, Any]]:
         """Worker thread: the tasks the log has not ended, their events applied to the live view."""
@@ -248,30 +251,28 @@ class Services:
         return unfinished
 
     def _webhook_url(self, task_id: str) -> str:
+        """Worker thread: where the task's webhook goes; "" for none, or when another node of the
+        fleet sends it (one node claims each task's webhook, so it is sent once)."""
         record = records.get(self.read_model.reader(), task_id)
-        return (record or {}).get("webhook_url") or self.settings.webhook_url
-
-    async def recover(self, unfinished: list[dict[str, Any]]) -> None:
-        """Restart rule: queued-but-not-started tasks run again; started-but-not-ended ones failed."""
-        for record in unfinished:
-            task_id = record["task_id"]
-            if record["start_mills"] is None:
-                self.commands.put(Generate(task_id=task_id, params=record["req_params"]))
-                continue
-            version = await anyio.to_thread.run_sync(self.event_log.version, task_id)
-            failed = TaskFailed(
-                task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message="interrupted by restart"
-            )
-            with contextlib.suppress(AppendRefused):  # another writer ended it meanwhile
-                await self.store.emit_async(failed, expected_version=version)
-        if unfinished:
-            log.info("tasks.recovered", count=len(unfinished))
+        url = (record or {}).get("webhook_url") or self.settings.webhook_url
+        if url and self.webhook_claims is not None and not self.webhook_claims.claim(task_id):
+            return ""
+        return url
 
     async def stop(self) -> None:
+        if self.control_listener is not None:
+            await anyio.to_thread.run_sync(self.control_listener.stop)
+        if self.presence is not None:
+            final = msgspec.structs.replace(self.runner_info(), state="stopped", task_id=None)
+            await anyio.to_thread.run_sync(self.presence.stop, final)
         await anyio.to_thread.run_sync(self.runner.shutdown)
         # What the runner wrote while shutting down reaches the table now, not at the next start.
         await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)
-        self.event_log.checkpoint()
+        checkpoint = getattr(self.event_log, "checkpoint", None)  # SQLite's WAL upkeep
+        if checkpoint is not None:
+            checkpoint()
+        if self.settings.fleet:
+            await anyio.to_thread.run_sync(self.backends.close)
 
     # -- commands -----------------------------------------------------------------------------
     def submit(self, task_id: str, params: dict[str, Any]) -> None:
@@ -290,17 +291,47 @@ class Services:
                 return "cancelled"
             except AppendRefused:
                 pass  # it started (or ended) first
-        return "stopping" if self.runner.deliver(Stop(task_id=task_id)) else "unknown"
+        return "stopping" if await self.deliver(Stop(task_id=task_id)) else "unknown"
 
-    def control(self, action: Literal["stop", "skip"]) -> str | None:
-        """Stop or skip the running task; its id, or None when nothing runs."""
-        task_id = self.runner.running_task
+    async def control(self, action: Literal["stop", "skip"]) -> str | None:
+        """Stop or skip the running task (in a fleet: the first one running); its id, or None."""
+        task_id = self.runner.running_task or next(iter(self.live.running), None)
         if task_id is None:
             return None
         command = Stop(task_id=task_id) if action == "stop" else Skip(task_id=task_id)
-        return task_id if self.runner.deliver(command) else None
+        return task_id if await self.deliver(command) else None
+
+    async def deliver(self, command: Stop | Skip) -> bool:
+        """To this process's runner, else (in a fleet) to whichever runner holds the task."""
+        if self.runner.deliver(command):
+            return True
+        return self.remote_control is not None and await self.remote_control.send(command)
 
     # -- reads --------------------------------------------------------------------------------
+    def runner_info(self) -> RunnerInfo:
+        """This process's runner as `GET /runners` shows it (read on every presence beat)."""
+        task_id = self.runner.running_task
+        return runner_info(
+            self.runner.runner_id, self.settings.pool, self.device, task_id, self.loaded_model_name,
+            self.settings.models_dir,
+        )  # fmt: skip
+
+    async def runners(self) -> list[RunnerInfo]:
+        """The fleet's runners (from their presence beats), or this process's own."""
+        if self.fleet_runners is not None:
+            return await self.fleet_runners.list()
+        return [self.runner_info()] if self.settings.runner and self.runner.alive else []
+
+    def installed_names(self) -> InstalledNames:
+        """Worker thread: the names a request may use; in a fleet, the runners' model files too."""
+        names = self.catalog.installed(self.style_book.names())
+        if self.fleet_runners is None:
+            return names
+        checkpoints, loras, vaes = self.fleet_runners.model_names()
+        return msgspec.structs.replace(
+            names, checkpoints=names.checkpoints | checkpoints, loras=names.loras | loras, vaes=names.vaes | vaes
+        )
+
     async def record(self, task_id: str) -> dict[str, Any] | None:
         """Live state for pending/running tasks, else the stored record; URLs rendered."""
         live = self.live.get(task_id)
@@ -318,4 +349,5 @@ class Services:
         return self.signer.render_record(stored) if stored else None
 
     def data_path(self, relative: str) -> Path:
-        return self.settings.data_dir / relative
+        """A stored file as a local path (in a fleet, fetched into this node's cache first)."""
+        return self.blobs.local_path(relative) or self.settings.data_dir / relative

@@ -32,6 +32,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sync_response: Literal["image", "json"] = "image"
     stream_rate: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 10.0  # progress events a second on a stream
     cors_origins: str = ""  # "" = local pages (any origin with an API key); "*" or a comma-separated list
+    # Host names served besides localhost, the bind address and the base URL's (a guard against DNS
+    # rebinding, see api/hosts.py); comma-separated, "*" any. "": any host with a key or a wildcard bind.
+    allowed_hosts: str = ""
+    # Webhook safety: loopback, private, link-local and multicast receivers need the opt-in; with a
+    # secret every delivery carries an HMAC-SHA256 signature (subscribers/webhook_signature.py).
+    allow_private_webhooks: bool = False
+    webhook_secret: str = ""
+    # Fleet (README "Fleet"): the log, the command queue and the files on NATS JetStream.
+    log_url: str = ""  # "": SQLite in the data dir; nats://HOST:PORT: the fleet's JetStream
+    pool: str = "default"  # the runners' pool: one shared queue consumer each
+    runner: bool = True  # run a runner in this process (--no-runner: an API node only)
+    retry_interrupted: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1  # re-runs when a task's runner went away
+    ack_wait_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0  # silence after which a runner's task is taken over
+    # Storage faults and admission budgets (issue 15): how long a write waits for another process's
+    # lock on the database; image decoding across requests (concurrent decodes) and within one
+    # (total megapixels over all image fields).
+    db_busy_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    max_concurrent_decodes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    max_request_megapixels: Annotated[float, msgspec.Meta(gt=0)] = 64.0
+
+    @property
+    def fleet(self) -> bool:
+        return self.log_url.startswith(("nats://", "tls://"))
 
     # Derived locations: the design card puts outputs/ and inputs/ beside each other.
     @property

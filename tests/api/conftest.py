@@ -31,6 +31,7 @@ def make_client(tmp_path: Path, engine: FakeEngine) -> Iterator[ClientFactory]:
     def make(**overrides: Any) -> TestClient:
         settings = settings_from_env(
             {}, data_dir=tmp_path / f"data{len(opened)}", preset="demo", device="cpu", download_models=False,
+            allowed_hosts="testserver.local",  # TestClient's Host (the DNS-rebinding check serves only known names)
             **overrides,
         )  # fmt: skip
         client = TestClient(create_app(settings, engine_factory=FakeEngine.factory(engine)), timeout=30)

@@ -51,7 +51,7 @@ def test_every_operation_keeps_its_tag(client: TestClient) -> None:
         "GET /v1/engines/all-models": ["engines"], "GET /v1/engines/memory": ["engines"],
         "GET /v1/engines/clean_vram": ["engines"], "POST /v1/engines/clean_vram": ["engines"],
         "GET /v1/engines/styles": ["engines"], "GET /v1/engines/presets": ["engines"],
-        "GET /health": ["ops"], "GET /metrics": ["ops"],
+        "GET /health": ["ops"], "GET /metrics": ["ops"], "GET /runners": ["ops"],
         "POST /v1/images/generations": ["openai"], "POST /v1/images/edits": ["openai"],
         "GET /v1/models": ["openai"], "GET /v1/models/{model_id}": ["openai"],
     }  # fmt: skip

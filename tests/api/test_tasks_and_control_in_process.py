@@ -88,3 +88,9 @@ def test_a_full_queue_answers_429(make_client, engine: FakeEngine) -> None:
     submit(client, {"prompt": "pending"})
     full = client.post(GENERATE, json={**FAST, "prompt": "one too many", "async_process": True})
     assert full.status_code == 429 and int(full.headers["retry-after"]) > 0 and "queue is full" in full.text
+
+
+def test_runners_lists_this_processs_runner(client: TestClient) -> None:
+    runners = client.get("/runners").json()["runners"]
+    assert len(runners) == 1 and runners[0]["state"] == "idle" and runners[0]["device"] == "cpu"
+    assert runners[0]["pool"] == "default" and runners[0]["task_id"] is None

@@ -1,21 +1,30 @@
-"""The BlobStore contract, run against every implementation (the local directory today)."""
+"""The BlobStore contract, run against every implementation: the local directory, and JetStream's
+Object Store on a real nats-server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fooocus_es.media.blobs import BadKey, BlobStore, LocalBlobs
+from fooocus_es.media.object_store import ObjectStoreBlobs
 
-STORES: dict[str, Callable[[Path], BlobStore]] = {"local": LocalBlobs}
 KEY = "outputs/2026-12-02/2026-12-02_10-00-00_0001.png"
 
 
-@pytest.fixture(params=sorted(STORES))
-def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
-    return STORES[request.param](tmp_path)
+@pytest.fixture(params=["local", "jetstream-debian", "jetstream-current"])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "local":
+        yield LocalBlobs(tmp_path)
+        return
+    bucket = f"b{uuid.uuid4().hex[:12]}"  # a bucket per test on the session's nats-server
+    url = request.getfixturevalue("nats_servers")[request.param.split("-")[1]]
+    store = ObjectStoreBlobs(url, cache_dir=tmp_path / "cache", bucket=bucket)
+    yield store
+    store.close()
 
 
 def test_create_never_replaces_and_put_does(blobs: BlobStore) -> None:
@@ -57,3 +66,19 @@ def test_no_temporary_files_are_left(blobs: BlobStore, tmp_path: Path) -> None:
     blobs.create("outputs/d/0.png", b"y")  # refused: its temp file goes too
     if isinstance(blobs, LocalBlobs):
         assert sorted(p.name for p in (tmp_path / "outputs" / "d").iterdir()) == [f"{i}.png" for i in range(5)]
+
+
+def test_a_second_node_sees_the_first_nodes_blobs_and_deletes(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Two API nodes with their own caches: a blob one stores, the other serves; a delete reaches both."""
+    url, bucket = request.getfixturevalue("nats_url"), f"b{uuid.uuid4().hex[:12]}"
+    first = ObjectStoreBlobs(url, cache_dir=tmp_path / "one", bucket=bucket)
+    second = ObjectStoreBlobs(url, cache_dir=tmp_path / "two", bucket=bucket)
+    big = bytes(range(256)) * 2048  # 512 KiB: several chunks
+    assert first.create(KEY, big) and second.create(KEY, b"other") is False
+    path = second.local_path(KEY)
+    assert path is not None and path.read_bytes() == big and str(path).startswith(str(tmp_path / "two"))
+    assert first.delete(KEY) is True
+    assert second.local_path(KEY) is None and second.get(KEY) is None  # its cached copy is not served
+    assert second.create(KEY, b"again") is True  # a deleted name can be taken again
+    first.close()
+    second.close()

@@ -1,22 +1,30 @@
-"""The CommandQueue contract, run against every implementation (the local one today)."""
+"""The CommandQueue contract, run against every implementation: in-process, and JetStream on a real
+nats-server."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
+from fooocus_es.runner.jetstream_queue import JetStreamCommandQueue
 from fooocus_es.runner.queue import CommandQueue, LocalCommandQueue
 from fooocus_es.tasks.commands import COMMAND_DECODER, COMMAND_ENCODER, Cancel, Generate, Skip, Stop
 
-QUEUES: dict[str, Callable[[], CommandQueue]] = {"local": LocalCommandQueue}
 
-
-@pytest.fixture(params=sorted(QUEUES))
-def queue(request: pytest.FixtureRequest) -> CommandQueue:
-    return QUEUES[request.param]()
+@pytest.fixture(params=["local", "jetstream-debian", "jetstream-current"])
+def queue(request: pytest.FixtureRequest) -> Iterator[CommandQueue]:
+    if request.param == "local":
+        made: CommandQueue = LocalCommandQueue()
+    else:  # a stream per test on the session's nats-server
+        name = uuid.uuid4().hex[:12]
+        url = request.getfixturevalue("nats_servers")[request.param.split("-")[1]]
+        made = JetStreamCommandQueue(url, stream=f"CMD_{name}", prefix=f"c{name}")
+    yield made
+    made.close()
 
 
 def generate(task_id: str) -> Generate:

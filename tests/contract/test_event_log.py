@@ -1,10 +1,11 @@
-"""The EventLog contract, written once and run against every backend (SQLite today; the JetStream
-backend joins the `event_log` fixture's params).
+"""The EventLog contract, written once and run against every backend: SQLite, and JetStream on a
+real nats-server (tests/nats_server.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from fooocus_es.events.jetstream import JetStreamEventLog
 from fooocus_es.events.log import AppendRefused, EventLog, StaleVersion, TaskAlreadyEnded
 from fooocus_es.events.sqlite import SqliteEventLog
 from fooocus_es.events.types import (
@@ -24,12 +26,21 @@ from fooocus_es.events.types import (
 
 # A backend factory: (folder) -> a log; called twice on one folder it gives two writers of one log.
 Backend = Callable[[Path], EventLog]
-BACKENDS: dict[str, Backend] = {"sqlite": lambda folder: SqliteEventLog(folder / "log.sqlite3", poll_s=0.05)}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+def _jetstream(url: str) -> Backend:
+    def make(folder: Path) -> EventLog:
+        name = hashlib.sha256(str(folder).encode()).hexdigest()[:12]  # a stream per test, shared by its writers
+        return JetStreamEventLog(url, stream=f"EV_{name}", prefix=f"t{name}.ev", poll_s=0.05)
+
+    return make
+
+
+@pytest.fixture(params=["sqlite", "jetstream-debian", "jetstream-current"])
 def backend(request: pytest.FixtureRequest) -> Backend:
-    return BACKENDS[request.param]
+    if request.param.startswith("jetstream"):  # nats-server 2.9.10 (Debian) and a current one
+        return _jetstream(request.getfixturevalue("nats_servers")[request.param.split("-")[1]])
+    return lambda folder: SqliteEventLog(folder / "log.sqlite3", poll_s=0.05)
 
 
 @pytest.fixture

@@ -11,6 +11,9 @@ import requests
 from conftest import free_port
 from e2e_helpers import Receiver, submit, wait_for
 
+# One try per round, to a loopback receiver (which needs the opt-in).
+LOOPBACK_HOOKS = {"FOOOCUS_ES_WEBHOOK_RETRIES": "0", "FOOOCUS_ES_ALLOW_PRIVATE_WEBHOOKS": "true"}
+
 
 def outbox(data_dir: Path, sql: str) -> list[tuple]:
     with sqlite3.connect(data_dir / "outputs" / "db.sqlite3") as db:  # what the server wrote, read as a file
@@ -22,7 +25,7 @@ def test_a_webhook_owed_while_the_receiver_was_down_and_the_server_was_killed_is
 ) -> None:
     port = free_port()  # the receiver's port: nothing listens there yet
     data_dir = tmp_path / "durable"
-    server = make_server(data_dir=data_dir, env={"FOOOCUS_ES_WEBHOOK_RETRIES": "0"}).start()
+    server = make_server(data_dir=data_dir, env=LOOPBACK_HOOKS).start()
     task = submit(server.url, {"prompt": "owed", "webhook_url": f"http://127.0.0.1:{port}/hook"})
     wait_for(server.url, task["task_id"])
     deadline = time.monotonic() + 30
@@ -34,12 +37,16 @@ def test_a_webhook_owed_while_the_receiver_was_down_and_the_server_was_killed_is
 
     receiver = Receiver(failures=0, port=port)
     try:
-        restarted = make_server(data_dir=data_dir, env={"FOOOCUS_ES_WEBHOOK_RETRIES": "0"}).start()
+        restarted = make_server(data_dir=data_dir, env=LOOPBACK_HOOKS).start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not receiver.bodies:
             time.sleep(0.1)
         assert len(receiver.bodies) == 1 and receiver.bodies[0]["task_id"] == task["task_id"]
         assert receiver.bodies[0]["task_status"] == "finished"
+        # The server writes the attempt down after the receiver's answer: a moment after the body arrived.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not outbox(data_dir, "SELECT 1 FROM webhook_attempts WHERE attempt = 2"):
+            time.sleep(0.05)
         rows = outbox(data_dir, "SELECT state, attempts, last_status FROM webhook_deliveries")
         assert rows == [("delivered", 2, 200)]
         attempts = outbox(data_dir, "SELECT attempt, status_code FROM webhook_attempts ORDER BY id")

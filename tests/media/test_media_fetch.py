@@ -18,11 +18,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from fooocus_es.media import fetch as fetch_module
 from fooocus_es.media.decode import parse_image_field
 from fooocus_es.media.errors import InputImageError
-from fooocus_es.media.fetch import fetch_image_url, forbidden_reason
+from fooocus_es.media.fetch import fetch_image_url
 from fooocus_es.media.limits import ImageLimits
+from fooocus_es.net import address_guard
+from fooocus_es.net.address_guard import forbidden_reason
 
 FIELD = "controlnet_image[0].cn_img"
 OPEN = ImageLimits(allow_private_fetch=True)
@@ -156,7 +157,7 @@ def test_every_redirect_hop_is_checked(base_url: str, monkeypatch: pytest.Monkey
     def only_ten(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         return "private" if ip in ipaddress.ip_network("10.0.0.0/8") else None
 
-    monkeypatch.setattr(fetch_module, "forbidden_reason", only_ten)
+    monkeypatch.setattr(address_guard, "forbidden_reason", only_ten)
     strict = ImageLimits()
     # The guarded path connects to the checked address while keeping the Host header.
     assert fetch_image_url(f"{base_url}/cat.png", limits=strict, field=FIELD) == PNG
@@ -275,11 +276,11 @@ def test_https_pinned_address_still_verifies_the_name(
         original_init(self, *args, **{**kwargs, "verify": trusted})  # type: ignore[arg-type]
 
     monkeypatch.setattr(httpx.Client, "__init__", trusting_init)
-    monkeypatch.setattr(fetch_module, "forbidden_reason", lambda ip: None)
+    monkeypatch.setattr(address_guard, "forbidden_reason", lambda ip: None)
     strict = ImageLimits()
     # Connected to the checked IP, yet SNI and certificate checks use the name.
     assert fetch_image_url(f"https://localhost:{port}/cat.png", limits=strict, field=FIELD) == PNG
     assert Handler.seen_hosts[-1] == f"localhost:{port}"
     # The same address under a name the certificate does not cover is refused.
-    monkeypatch.setattr(fetch_module, "_resolve", lambda host, port, field: [ipaddress.ip_address("127.0.0.1")])
+    monkeypatch.setattr(address_guard, "resolve", lambda host, port: [ipaddress.ip_address("127.0.0.1")])
     refused(f"https://images.example:{port}/cat.png", strict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +26,11 @@ from fooocus_es.events.types import (
     TaskProgress,
     TaskQueued,
     TaskSkipped,
+    TaskStarted,
     TaskStopped,
     event_type,
 )
+from fooocus_es.ops.storage import StorageHealth
 from fooocus_es.runner.queue import LocalCommandQueue
 from fooocus_es.runner.worker import Runner
 from fooocus_es.tasks.commands import Generate, Skip, Stop
@@ -205,3 +209,178 @@ def test_shutdown_while_running_fails_the_task_as_interrupted(rig: Rig) -> None:
     failed = rig.events("t")[-1]
     assert isinstance(failed, TaskFailed) and failed.error_type == "Interrupted"
     assert not rig.runner.alive
+
+
+# -- storage faults: the runner survives them, retries what is safe, and leaves no orphan files --------
+@dataclass
+class FlakyLog:
+    """A real log whose appends fail with a storage error while `failing(event)` says so.
+
+    `landing` makes a failing append commit first and then raise (the error came after the write).
+    """
+
+    log: SqliteEventLog
+    failing: Callable[[Any], bool] = lambda event: False
+    error: Exception = field(default_factory=lambda: sqlite3.OperationalError("database or disk is full"))
+    landing: bool = False
+    refused: int = 0
+
+    def append(self, event: Any, expected_version: int | None = None) -> int:
+        if self.failing(event):
+            self.refused += 1
+            if self.landing:
+                self.log.append(event, expected_version)
+            raise self.error
+        return self.log.append(event, expected_version)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+
+@pytest.fixture
+def flaky(tmp_path: Path) -> Iterator[tuple[Rig, FlakyLog, StorageHealth]]:
+    log = SqliteEventLog(tmp_path / "outputs" / "db.sqlite3")
+    wrapper = FlakyLog(log)
+    health = StorageHealth({"outputs": tmp_path / "outputs"}, log.check_writable)
+    engine = FakeEngine()
+    queue = LocalCommandQueue()
+    runner = Runner(EventStore(wrapper), queue, lambda: engine, tmp_path, "cpu", storage=health)  # type: ignore[arg-type]
+    yield Rig(log, queue, engine, runner, tmp_path), wrapper, health
+    runner.shutdown(timeout=5)
+    log.close()
+
+
+def output_files(data_dir: Path) -> list[Path]:
+    return [path for path in (data_dir / "outputs").rglob("*.png")]
+
+
+def test_a_transient_append_error_is_retried_and_the_task_finishes(flaky: tuple[Rig, FlakyLog, StorageHealth]) -> None:
+    rig, log, health = flaky
+    log.failing = lambda event: isinstance(event, TaskProgress) and log.refused < 2
+    rig.runner.run(rig.queue_task("t"))
+    assert rig.types("t")[-1] == "TaskFinished" and log.refused == 2
+    assert health.faults() == []  # the append that worked cleared the fault
+
+
+def test_a_lasting_storage_error_fails_the_task_once_storage_is_back_and_leaves_no_files(
+    flaky: tuple[Rig, FlakyLog, StorageHealth],
+) -> None:
+    rig, log, health = flaky
+    seen: list[list[Any]] = []
+    # The terminal append keeps failing (a full disk), and the first tries of TaskFailed too.
+    log.failing = lambda event: isinstance(event, TaskFinished) or (isinstance(event, TaskFailed) and log.refused < 5)
+    original = log.append
+
+    def watching(event: Any, expected_version: int | None = None) -> int:
+        seen.append(health.faults())
+        return original(event, expected_version)
+
+    log.append = watching  # type: ignore[method-assign]
+    rig.runner.run(rig.queue_task("t", image_number=2))
+    failed = rig.events("t")[-1]
+    assert isinstance(failed, TaskFailed) and failed.error_type == "StorageError"
+    assert "database or disk is full" in failed.message and "task log" in failed.message
+    assert output_files(rig.data_dir) == []  # both saved images were removed: no record names them
+    assert any(f and f[0].kind == "full" and f[0].place == "log" for f in seen)  # reported while it lasted
+    assert health.faults() == []
+    log.failing = lambda event: False
+    rig.runner.run(rig.queue_task("next"))  # the runner goes on
+    assert rig.types("next")[-1] == "TaskFinished" and len(output_files(rig.data_dir)) == 1
+
+
+def test_a_retried_append_that_had_landed_is_not_written_twice(flaky: tuple[Rig, FlakyLog, StorageHealth]) -> None:
+    rig, log, _health = flaky
+    log.landing = True  # the commit went through, then the error was raised
+    log.failing = lambda event: isinstance(event, TaskFinished) and log.refused < 1
+    rig.runner.run(rig.queue_task("t"))
+    assert rig.types("t").count("TaskFinished") == 1 and rig.types("t")[-1] == "TaskFinished"
+    assert len(output_files(rig.data_dir)) == 1  # the finished task keeps its image
+
+
+def test_a_save_failing_part_way_leaves_no_orphan_image(
+    flaky: tuple[Rig, FlakyLog, StorageHealth], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig, _log, health = flaky
+    real_create = rig.runner.blobs.create
+    calls = [0]
+
+    def create(key: str, data: bytes) -> bool:
+        calls[0] += 1
+        if calls[0] > 1:  # the first image is written, every later write finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_create(key, data)
+
+    monkeypatch.setattr(rig.runner.blobs, "create", create)
+    rig.runner.run(rig.queue_task("t", image_number=2))
+    failed = rig.events("t")[-1]
+    assert isinstance(failed, TaskFailed) and failed.error_type == "StorageError"
+    assert "outputs/" in failed.message and "No space left" in failed.message
+    assert output_files(rig.data_dir) == []
+    assert [f.kind for f in health.faults()] == ["full"]  # outputs/ stays reported until a write works
+    assert health.probe() == []  # the real folder is writable: the probe clears it
+
+
+def test_the_runner_thread_survives_an_unexpected_append_error(flaky: tuple[Rig, FlakyLog, StorageHealth]) -> None:
+    rig, log, _health = flaky
+    log.error = RuntimeError("a bug, not storage")
+    log.failing = lambda event: isinstance(event, TaskStarted) and event.task_id == "a"
+    for task_id in ("a", "b"):
+        rig.queue.put(rig.queue_task(task_id))
+    rig.runner.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and rig.types("b")[-1] != "TaskFinished":
+        time.sleep(0.02)
+    assert rig.types("b")[-1] == "TaskFinished" and rig.runner.alive
+    assert rig.types("a") == ["TaskQueued"]  # never started; the next restart runs it
+
+
+def test_shutdown_ends_a_wait_for_storage(flaky: tuple[Rig, FlakyLog, StorageHealth]) -> None:
+    rig, log, _health = flaky
+    log.failing = lambda event: True  # nothing can be written, not even TaskStarted
+    rig.queue.put(rig.queue_task("t"))
+    rig.runner.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and log.refused < 2:
+        time.sleep(0.02)
+    started = time.monotonic()
+    rig.runner.shutdown(timeout=10)
+    assert not rig.runner.alive and time.monotonic() - started < 3
+    assert rig.types("t") == ["TaskQueued"]  # still queued in the log: a restart runs it
+
+
+def test_a_redelivered_task_is_taken_over_once_then_failed_interrupted(rig: Rig) -> None:
+    """A fleet's queue hands a command out again when its runner went silent (attempt 2, 3, ...)."""
+    command = rig.queue_task("t")
+    rig.log.append(TaskStarted(task_id="t", at_ms=2, device="gone"), expected_version=1)  # the runner that died
+    rig.log.append(TaskProgress(task_id="t", at_ms=3, percent=20, message=""), expected_version=2)
+    rig.runner.run(command, attempt=2)  # retry_interrupted=1: run again, after the dead runner's events
+    starts = [e for e in rig.events("t") if isinstance(e, TaskStarted)]
+    assert [s.attempt for s in starts] == [1, 2] and rig.types("t")[-1] == "TaskFinished"
+
+    again = rig.queue_task("u")
+    rig.log.append(TaskStarted(task_id="u", at_ms=2), expected_version=1)
+    rig.runner.run(again, attempt=3)  # it took two runners down: it ends, it does not loop
+    failed = rig.events("u")[-1]
+    assert isinstance(failed, TaskFailed) and failed.error_type == "Interrupted" and "2 times" in failed.message
+    assert rig.types("u").count("TaskStarted") == 1
+
+
+def test_a_redelivered_command_of_an_ended_task_does_nothing(rig: Rig) -> None:
+    command = rig.queue_task("t")
+    rig.log.append(TaskCancelled(task_id="t", at_ms=2), expected_version=1)
+    rig.runner.run(command, attempt=2)
+    assert rig.types("t") == ["TaskQueued", "TaskCancelled"] and rig.engine.prepared == []
+
+
+def test_a_zombie_runner_is_fenced_by_the_version_check(rig: Rig) -> None:
+    """The runner that looked dead comes back after another one took its task over: its next
+    write is refused and it abandons the task without a second terminal event."""
+    command = rig.queue_task("t")
+
+    def taken_over() -> None:  # mid-task, another runner appends its own TaskStarted
+        rig.log.append(TaskStarted(task_id="t", at_ms=5, attempt=2))
+
+    rig.engine.at_step[(0, 1)] = taken_over
+    rig.runner.run(command)
+    types = rig.types("t")
+    assert types.count("TaskStarted") == 2 and not any(t in types for t in ("TaskFinished", "TaskFailed"))

@@ -1,6 +1,8 @@
 """Admitting a task, shared by the native and the OpenAI-compatible endpoints.
 
-validate_and_store: names checked, queue capacity checked, input images stored under inputs/.
+queue_place: storage checked (503/507 while the log or the data dir cannot be written) and a place
+in the queue taken atomically (429 when none is free), held around the two steps:
+validate_and_store: the webhook URL and names checked, input images stored under inputs/ (within the decode budget).
 enqueue: TaskQueued made durable (with the waiter and optional stream subscription registered
 first, so nothing of the task can be missed), then the runner is told.
 """
@@ -8,22 +10,26 @@ first, so nothing of the task can be missed), then the runner is told.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 import structlog
 
-from fooocus_es.api.errors import TooManyRequests
-from fooocus_es.api.inputs import store_request_images
+from fooocus_es.api.errors import RETRY_QUEUE_S, StorageUnavailable, TooManyRequests
+from fooocus_es.api.inputs import has_images, store_request_images
 from fooocus_es.engine.imaging.inputs import check_inpaint_mask
 from fooocus_es.engine.planning import plan as planning
 from fooocus_es.events.bus import Subscription
 from fooocus_es.events.types import TaskQueued, now_ms
 from fooocus_es.media.limits import ImageLimits
 from fooocus_es.media.own_files import OwnFiles
+from fooocus_es.net import address_guard
 from fooocus_es.services import Services
 
 
@@ -36,25 +42,59 @@ class Admitted:
     subscription: Subscription | None  # the task's live events, when a stream asked for them
 
 
-def check_capacity(services: Services) -> None:
-    if services.live.depth >= services.settings.queue_size:
-        raise TooManyRequests(
-            detail=f"the queue is full ({services.settings.queue_size} tasks pending); retry later",
-            headers={"Retry-After": "10"},
-        )
+def check_storage(services: Services) -> None:
+    fault = services.storage.first()
+    if fault is not None:
+        raise StorageUnavailable.of(fault)
+
+
+@contextmanager
+def queue_place(services: Services) -> Iterator[None]:
+    """Enter on the event loop before any await: StorageUnavailable, TooManyRequests, or a held place."""
+    check_storage(services)
+    bound = services.queue_bound
+    if not bound.take():
+        detail = f"the queue is full ({bound.size} tasks pending); retry later"
+        raise TooManyRequests(detail=detail, headers={"Retry-After": RETRY_QUEUE_S})
+    try:
+        yield
+    finally:
+        bound.release()
+
+
+def check_webhook_url(url: object) -> None:
+    """http(s) with a valid host, or nothing; which addresses it may reach is decided at delivery."""
+    if not url:
+        return
+    try:
+        address_guard.parse_http_url(str(url))
+    except address_guard.RefusedURL as exc:
+        raise planning.ParamError("webhook_url", str(exc)) from exc
 
 
 async def validate_and_store(services: Services, params: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
     """The finalized params, with every image field replaced by its inputs/ path."""
-    names = await anyio.to_thread.run_sync(services.admission_names)
-    planning.validate_names(params, downloadable=services.catalog.fetchable("checkpoints"), sent=sent, **names)
-    check_capacity(services)
+    check_webhook_url(params.get("webhook_url"))
+    names = await services.installed_names_now()
+    downloadable = services.catalog.fetchable("checkpoints")
+    planning.validate_names(params, downloadable=downloadable, sent=sent, **msgspec.structs.asdict(names))
     limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
     # This server's own result/input URLs (chained tasks) are read from the data dir, not fetched.
-    store = partial(store_request_images, own_files=OwnFiles.from_settings(services.settings))
-    stored = await anyio.to_thread.run_sync(store, params, services.blobs, limits)
-    await anyio.to_thread.run_sync(check_inpaint_mask, stored, services.settings.data_dir)
-    check_capacity(services)  # the images took time; the queue may have filled meanwhile
+    store = partial(
+        store_request_images, own_files=OwnFiles.from_settings(services.settings), budget=services.decode_budget
+    )
+    if not has_images(params):  # most requests: nothing to fetch, decode or write, so no thread hop
+        return store(params, services.blobs, limits)  # (it only blanks the "no image" markers)
+    try:
+        # Own threads: requests waiting for a decode slot must not take the pool the log's appends use.
+        stored = await anyio.to_thread.run_sync(store, params, services.blobs, limits, limiter=services.image_threads())
+    except OSError as exc:  # inputs/ cannot be written (full, read-only)
+        fault = services.storage.report("inputs", exc)
+        if fault is None:
+            raise
+        raise StorageUnavailable.of(fault) from exc
+    if stored.get("inpaint_input_image"):  # the mask check reads the stored files
+        await anyio.to_thread.run_sync(check_inpaint_mask, stored, services.settings.data_dir)
     return stored
 
 
@@ -74,10 +114,14 @@ async def enqueue(
             ),
             expected_version=0,  # a new task: its id must not be in the log yet
         )
-    except BaseException:
+    except BaseException as exc:
         services.waiters.discard(task_id)
         if subscription is not None:
             services.bus.unsubscribe(subscription)
+        fault = services.storage.report("log", exc) if isinstance(exc, Exception) else None
+        if fault is not None:  # the log cannot be written: say so (and refuse others at once until it can)
+            raise StorageUnavailable.of(fault) from exc
         raise
+    services.storage.worked("log")
     services.submit(task_id, params)
     return Admitted(task_id, params, at_ms, ended, subscription)

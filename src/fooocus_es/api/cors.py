@@ -5,7 +5,8 @@ preflight answer and the CORS headers on the streamed reply too. Without an API 
 admits only local pages (a file, localhost or 127.0.0.1 on any port, and this server's base URL):
 a foreign web page must not drive an unprotected server on the user's machine. Once a key is set
 any origin may call, since a browser never sends the key by itself. `--cors-origins` overrides
-both (`*` is upstream's setting).
+both (`*` is upstream's setting). The same config's is_origin_allowed decides which pages may
+change state without a key (api/cross_site.py), so the two lists cannot drift.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from litestar.openapi.spec import Example
 from fooocus_es import __version__
 from fooocus_es.api import examples
 from fooocus_es.engine.planning import presets
+from fooocus_es.fleet.presence import RunnerInfo
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.engine.models.store import ModelStore
@@ -117,14 +118,23 @@ async def preset_list(settings: NamedDependency[Settings]) -> dict[str, Any]:
     responses=examples.HEALTH_RESPONSES,
 )
 async def health(services: NamedDependency[Services]) -> dict[str, Any]:
-    with services.model_status.lock:
-        missing = dict(services.model_status.missing)
-        downloading = dict(services.model_status.downloading)
+    missing, downloading = services.downloads.status.snapshot()
     preset_model = services.preset_defaults.get("base_model_name")
+    faults = services.storage.faults()
+    # Why it is not ready, one line each: what an operator has to fix.
+    not_ready = [f"storage: {fault.describe()}" for fault in faults]
+    if services.settings.runner and preset_model in missing:
+        not_ready.append(f"model: {preset_model} is missing ({missing[preset_model]})")
+    if services.settings.runner and not services.runner.alive:
+        not_ready.append("runner: the runner thread is not running")
     return {
         "status": "ok",
-        # Ready to generate with the server's preset: its checkpoint is on disk (or made on first use).
-        "ready": preset_model not in missing and services.runner.alive,
+        # Ready to generate with the server's preset: its checkpoint is on disk (or made on first use),
+        # the runner runs, and the log and the data dir can be written. An API node of a fleet
+        # (--no-runner) needs no models: runners hold them.
+        "ready": not not_ready,
+        "not_ready": not_ready,
+        "storage": [{"place": f.place, "kind": f.kind, "reason": f.describe(), "since_ms": f.since_ms} for f in faults],
         "version": __version__,
         "device": services.device,
         "preset": services.settings.preset,
@@ -134,3 +144,12 @@ async def health(services: NamedDependency[Services]) -> dict[str, Any]:
         "missing_models": missing,
         "downloading": downloading,
     }
+
+
+@get(
+    "/runners",
+    summary="The runners: this process's, or in a fleet every runner's presence",
+    responses=examples.RUNNERS_RESPONSES,
+)
+async def runners(services: NamedDependency[Services]) -> dict[str, list[RunnerInfo]]:
+    return {"runners": await services.runners()}

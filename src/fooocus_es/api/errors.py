@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from typing import Any, Final
 
@@ -12,6 +13,11 @@ from litestar.types import Scope
 from fooocus_es.api.json_body import MalformedJson
 from fooocus_es.engine.planning.plan import ParamError
 from fooocus_es.media.errors import InputImageError
+from fooocus_es.ops.storage import StorageFault, classify
+
+# How soon a client may try again after a full queue, busy decoders or a storage fault.
+RETRY_QUEUE_S = "10"
+RETRY_STORAGE_S = "5"
 
 # Exceptions that are a client's mistake without being HTTPExceptions: their handlers answer 400.
 _CLIENT_ERRORS: Final = (ParamError, InputImageError, MalformedJson)
@@ -20,6 +26,21 @@ _MAX_LOGGED_DETAIL: Final = 300
 
 class TooManyRequests(HTTPException):
     status_code = 429
+
+
+class StorageUnavailable(HTTPException):
+    """The task log or the data dir cannot be written: 503, or 507 for a full disk."""
+
+    status_code = 503
+
+    @classmethod
+    def of(cls, fault: StorageFault) -> StorageUnavailable:
+        return cls(
+            status_code=fault.status_code,
+            detail=f"{fault.describe()}; no task is accepted until it can be written again, retry later",
+            headers={"Retry-After": RETRY_STORAGE_S},
+            extra={"storage": fault.kind, "place": fault.place},
+        )
 
 
 class NotFound(HTTPException):
@@ -56,13 +77,28 @@ def on_param_error(_: Request, exc: ParamError) -> Response[dict[str, Any]]:
 
 
 def on_input_image(_: Request, exc: InputImageError) -> Response[dict[str, Any]]:
-    return _body(400, str(exc), exc.field)
+    response = _body(exc.status_code, str(exc), exc.field)  # 400, or 413/429 for the decode budget
+    if exc.status_code == 429:
+        response.headers["Retry-After"] = RETRY_QUEUE_S
+    return response
+
+
+def on_sqlite_error(_: Request, exc: sqlite3.Error) -> Response[dict[str, Any]]:
+    """A write the log refused for a storage reason on any route: a 503/507 with a reason, never a bare 500."""
+    kind = classify(exc)
+    if kind is None:  # a bug, not storage: the plain 500 (logged with its traceback)
+        return _body(500, "Internal Server Error", None)
+    status = 507 if kind == "full" else 503
+    response = _body(status, f"the task log cannot be written ({exc}); retry later", None)
+    response.headers["Retry-After"] = RETRY_STORAGE_S
+    return response
 
 
 EXCEPTION_HANDLERS = {
     ValidationException: on_validation,
     ParamError: on_param_error,
     InputImageError: on_input_image,
+    sqlite3.Error: on_sqlite_error,
 }
 
 

@@ -219,6 +219,8 @@ HEALTH_RESPONSES = {
                 value={
                     "status": "ok",
                     "ready": True,
+                    "not_ready": [],  # e.g. "storage: outputs/ is out of space ([Errno 28] No space left on device)"
+                    "storage": [],  # the faults: place (log, outputs, inputs), kind (full, locked, unwritable), reason
                     "version": "0.1.0",
                     "device": "cuda",
                     "preset": "default",
@@ -227,6 +229,25 @@ HEALTH_RESPONSES = {
                     "running": [_TASK_ID],
                     "missing_models": {},
                     "downloading": {},
+                }  # fmt: skip
+            )
+        ],
+    )
+}
+RUNNERS_RESPONSES = {
+    200: _spec(
+        data_container=dict[str, Any],
+        examples=[
+            Example(
+                value={
+                    "runners": [
+                        {
+                            "runner_id": "gpu1-4242-cuda", "pool": "default", "host": "gpu1", "device": "cuda",
+                            "state": "busy", "task_id": _TASK_ID, "model": "juggernautXL_v8Rundiffusion.safetensors",
+                            "seen_ms": 1764672000000, "checkpoints": ["juggernautXL_v8Rundiffusion.safetensors"],
+                            "loras": ["sd_xl_offset_example-lora_1.0.safetensors"], "vaes": [],
+                        }
+                    ]
                 }  # fmt: skip
             )
         ],

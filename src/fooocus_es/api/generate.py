@@ -18,7 +18,7 @@ from litestar.params import Body
 from litestar.response import Stream
 
 from fooocus_es.api import examples
-from fooocus_es.api.admission import enqueue, validate_and_store
+from fooocus_es.api.admission import enqueue, queue_place, validate_and_store
 from fooocus_es.api.openapi_ops import binary, operation, sse_events
 from fooocus_es.api.sse import Pacer, paced_progress, sleep_until, sse_event
 from fooocus_es.api.structs import GenerateRequest, sent_fields
@@ -89,8 +89,9 @@ async def generate(
     mode = _mode(request, params, services.settings.sync_response)
     if mode == "binary":
         params["image_number"] = 1
-    params = await validate_and_store(services, params, sent)
-    queued = await enqueue(services, params, stream=mode == "stream", notes=ignored_note(ignored))
+    with queue_place(services):  # taken before any await: the bound holds under a burst
+        params = await validate_and_store(services, params, sent)
+        queued = await enqueue(services, params, stream=mode == "stream", notes=ignored_note(ignored))
     task_id, waiter, subscription = queued.task_id, queued.ended, queued.subscription
     headers = {"X-Task-Id": task_id, **ignored_header(ignored)}
 

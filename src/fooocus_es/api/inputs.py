@@ -6,10 +6,10 @@ from typing import Any, Protocol
 
 from fooocus_es.api.urls import IMAGE_FIELDS
 from fooocus_es.media.blobs import BlobStore
-from fooocus_es.media.decode import is_no_image, parse_image_field
+from fooocus_es.media.decode import decode_image_bytes, image_size, is_no_image, read_image_field
 from fooocus_es.media.fetch import fetch_image_url
-from fooocus_es.media.inputs import store_input
-from fooocus_es.media.limits import ImageLimits
+from fooocus_es.media.inputs import encode_input_png, store_input_png
+from fooocus_es.media.limits import DecodeBudget, ImageLimits
 from fooocus_es.media.own_files import OwnFiles
 
 
@@ -18,31 +18,52 @@ class Fetch(Protocol):
 
 
 def store_request_images(
-    params: dict[str, Any], blobs: BlobStore, limits: ImageLimits, *, own_files: OwnFiles | None = None
+    params: dict[str, Any],
+    blobs: BlobStore,
+    limits: ImageLimits,
+    *,
+    own_files: OwnFiles | None = None,
+    budget: DecodeBudget | None = None,
 ) -> dict[str, Any]:
     """Blocking (decode, fetch, write): run in a worker thread.
 
-    Every image is decoded and checked before any file is written, so a bad image in one field
+    Every image is read and sized (headers only) before any pixel is decoded, so a request over
+    the budget's total is refused at once; then the images are decoded one at a time, each kept
+    only as its PNG bytes, and written when all of them are good, so a bad image in one field
     leaves nothing behind from the others. With ``own_files``, this server's own /outputs/ and
     /inputs/ URLs are read from the data dir (chained tasks) instead of being fetched.
     """
+    budget = budget or DecodeBudget()
     fetch = _fetcher(limits, own_files)
-    decoded: dict[str, Any] = {}
-    for name in IMAGE_FIELDS:
-        decoded[name] = _decode(params.get(name), name, limits, fetch)
     prompts = params.get("controlnet_image") or []
-    decoded_cn = [
-        _decode(item.get("cn_img"), f"controlnet_image[{index}].cn_img", limits, fetch)
-        for index, item in enumerate(prompts)
-    ]
+    fields: dict[str, Any] = {name: params.get(name) for name in IMAGE_FIELDS}
+    fields.update({f"controlnet_image[{i}].cn_img": item.get("cn_img") for i, item in enumerate(prompts)})
+    encoded = {field: _read(value, field, limits, fetch) for field, value in fields.items()}
+    present = {field: data for field, data in encoded.items() if data is not None}
+    budget.check_request({field: image_size(data, field=field, limits=limits) for field, data in present.items()})
+    pngs: dict[str, bytes] = {}
+    for field in list(present):
+        data = present.pop(field)  # the encoded bytes are not needed once decoded
+        with budget.slot(field):
+            image = decode_image_bytes(data, field=field, limits=limits)
+            pngs[field] = encode_input_png(image)
+            del image  # one decoded image at a time, released before the next is decoded
+    names = {field: store_input_png(png, blobs) for field, png in pngs.items()}
     stored = dict(params)
-    for name, image in decoded.items():
-        stored[name] = f"inputs/{store_input(image, blobs)}" if image is not None else ""
+    for name in IMAGE_FIELDS:
+        stored[name] = f"inputs/{names[name]}" if name in names else ""
     stored["controlnet_image"] = [
-        {**item, "cn_img": f"inputs/{store_input(image, blobs)}" if image is not None else ""}
-        for item, image in zip(prompts, decoded_cn, strict=True)
+        {**item, "cn_img": f"inputs/{names[key]}" if (key := f"controlnet_image[{i}].cn_img") in names else ""}
+        for i, item in enumerate(prompts)
     ]
     return stored
+
+
+def has_images(params: dict[str, Any]) -> bool:
+    """Whether any image field holds an image (not empty, not a "no image" marker)."""
+    values = [params.get(name) for name in IMAGE_FIELDS]
+    values += [item.get("cn_img") for item in params.get("controlnet_image") or [] if isinstance(item, dict)]
+    return any(value is not None and not is_no_image(value) for value in values)
 
 
 def _fetcher(limits: ImageLimits, own_files: OwnFiles | None) -> Fetch:
@@ -56,7 +77,7 @@ def _fetcher(limits: ImageLimits, own_files: OwnFiles | None) -> Fetch:
     return fetch
 
 
-def _decode(value: Any, field: str, limits: ImageLimits, fetch: Fetch) -> Any:
+def _read(value: Any, field: str, limits: ImageLimits, fetch: Fetch) -> bytes | None:
     if value is None or is_no_image(value):
         return None
-    return parse_image_field(value, field=field, limits=limits, fetch=lambda url: fetch(url, field=field))
+    return read_image_field(value, field=field, limits=limits, fetch=lambda url: fetch(url, field=field))

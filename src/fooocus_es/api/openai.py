@@ -53,7 +53,9 @@ from litestar.response import Stream
 from msgspec import Meta, Struct
 from PIL import Image
 
-from fooocus_es.api.admission import Admitted, enqueue, validate_and_store
+from fooocus_es.api.admission import Admitted, enqueue, queue_place, validate_and_store
+from fooocus_es.api.body_types import FORMS_OPT
+from fooocus_es.api.cross_site import CrossSiteRefused
 from fooocus_es.api.errors import NotFound
 from fooocus_es.api.generate import resolve_request
 from fooocus_es.api.openapi_ops import binary, operation, sse_events
@@ -176,15 +178,18 @@ def _on_param_error(_: Request, exc: ParamError) -> Response[dict[str, Any]]:
 
 
 def _on_input_image(_: Request, exc: InputImageError) -> Response[dict[str, Any]]:
-    return _error(400, str(exc), param=exc.field)
+    retry = {"Retry-After": "10"} if exc.status_code == 429 else None  # the decode budget's 413/429
+    return _error(exc.status_code, str(exc), param=exc.field, headers=retry)
 
 
 _HTTP_CODES: Final = {401: "missing_api_key", 403: "invalid_api_key", 404: "not_found", 413: "request_too_large",
-                      429: "queue_full"}  # fmt: skip
+                      415: "unsupported_media_type", 421: "misdirected_request", 429: "queue_full",
+                      503: "storage_unavailable", 507: "storage_full"}  # fmt: skip
 
 
 def _on_http(_: Request, exc: HTTPException) -> Response[dict[str, Any]]:
-    return _error(exc.status_code, exc.detail, code=_HTTP_CODES.get(exc.status_code), headers=exc.headers)
+    code = "cross_site_request" if isinstance(exc, CrossSiteRefused) else _HTTP_CODES.get(exc.status_code)
+    return _error(exc.status_code, exc.detail, code=code, headers=exc.headers)
 
 
 def _on_internal(_: Request, exc: Exception) -> Response[dict[str, Any]]:
@@ -296,15 +301,17 @@ async def _checkpoints(model_store: ModelStore) -> set[str]:
 
 async def _enqueue(services: Services, sent: dict[str, Any], origin: dict[str, str], *, stream: bool) -> Admitted:
     """The native path (api/admission.py), with errors renamed to the OpenAI field they came from."""
-    try:
-        params = await validate_and_store(services, resolve_request(services, sent), sent)
-    except (ParamError, InputImageError) as exc:
-        root = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
-        param = origin.get(root)
-        if param is None:
-            raise
-        raise OpenAIError(f"{param}: {exc.message}", param=param) from exc
-    return await enqueue(services, params, stream=stream, wire="openai")
+    with queue_place(services):  # taken before any await: the bound holds under a burst
+        try:
+            params = await validate_and_store(services, resolve_request(services, sent), sent)
+        except (ParamError, InputImageError) as exc:
+            root = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
+            param = origin.get(root)
+            if param is None:
+                raise
+            status = exc.status_code if isinstance(exc, InputImageError) else 400  # 413/429: the decode budget
+            raise OpenAIError(f"{param}: {exc.message}", param=param, status=status) from exc
+        return await enqueue(services, params, stream=stream, wire="openai")
 
 
 # -- answers -------------------------------------------------------------------------------------------
@@ -610,6 +617,7 @@ def prepare_edit(image: bytes, mask: bytes | None, limits: ImageLimits) -> tuple
     status_code=200,
     summary="Edit an image: inpaint task (OpenAI-compatible, multipart: image, mask, prompt, n, size, ...)",
     responses=IMAGES_RESPONSES,
+    opt={FORMS_OPT: True},
     operation_class=operation(content=_STREAM_TOO, body={"multipart/form-data": _EDIT_FORM}),
 )
 async def edits(request: Request, services: NamedDependency[Services]) -> Response[Any]:

@@ -30,5 +30,5 @@ def native_routers() -> list[Router]:
             tags=["engines"],
             route_handlers=engine_files,
         ),
-        Router(path="/", tags=["ops"], route_handlers=[engines.health, MetricsController]),
+        Router(path="/", tags=["ops"], route_handlers=[engines.health, engines.runners, MetricsController]),
     ]

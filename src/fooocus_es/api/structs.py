@@ -170,7 +170,18 @@ class GenerateRequest(Struct, kw_only=True):
     stream_output: bool | UnsetType = UNSET
     require_base64: bool | UnsetType = UNSET
     async_process: bool | UnsetType = UNSET
-    webhook_url: Annotated[str, Meta(max_length=2048)] | None | UnsetType = UNSET
+    webhook_url: (
+        Annotated[
+            str,
+            _d(
+                "http(s) URL with a host; the final record is POSTed there, signed when the server has a "
+                "webhook secret. Loopback and private hosts need --allow-private-webhooks.",
+                max_length=2048,
+            ),
+        ]
+        | None
+        | UnsetType
+    ) = UNSET
 
 
 def sent_fields(request: Struct) -> dict[str, Any]:

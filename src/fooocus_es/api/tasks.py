@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import urlencode
 
 import anyio
 import anyio.to_thread
 import msgspec
-from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
+from litestar import Controller, HttpMethod, MediaType, Request, Response, delete, get, post, route
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import Parameter
+from litestar.response import Stream
 
 from fooocus_es.api import examples
 from fooocus_es.api.errors import Conflict, NotFound
@@ -66,13 +70,18 @@ MAX_PAGE: Final = 1_000_000  # page * page_size stays far inside SQLite's 64-bit
 @get(
     "/",
     summary="Query tasks: history, current and pending",
-    description="`query=all|history|current|pending`, `page`/`page_size`, and `start_at`/`end_at` (ISO 8601; "
-    "end_at defaults to now) for a time range of history. FooocusAPI's `action=delete` with a range "
-    "(`start_at` required) deletes the records and output files in it and answers them as `history`.",
+    description="History is newest first, a page at a time (`page`, or the keyset cursor `before` that the"
+    " `Link: <...>; rel=\"next\"` header of each full page carries); with `start_at` every ended task"
+    " queued in the range, streamed. FooocusAPI's `action=delete` with a range (`start_at` required)"
+    " deletes the records and output files in it and answers them as `history`.",
     responses=examples.TASKS_RESPONSES,
+    response_headers=[
+        ResponseHeader(name="Link", description="the next history page (keyset cursor)", documentation_only=True)
+    ],
     operation_class=_LIST_OPERATION,
 )
 async def list_tasks(
+    request: Request,
     live: NamedDependency[LiveTasks],
     signer: NamedDependency[UrlSigner],
     read_model: NamedDependency[ReadModel],
@@ -81,10 +90,11 @@ async def list_tasks(
     query_kind: Literal["all", "history", "current", "pending"] = Parameter(query="query", default="all"),
     page: int = Parameter(default=0, ge=0, le=MAX_PAGE),
     page_size: int = Parameter(default=10, ge=1, le=1000),
+    before: int | None = Parameter(default=None, ge=1, description="keyset cursor: history rows below this id"),
     start_at: str | None = None,
     end_at: str | None = None,
     action: Literal["delete"] | None = None,
-) -> TasksResponse:
+) -> Response[Any]:
     start_ms = _parse_time("start_at", start_at)
     end_ms = _parse_time("end_at", end_at) or now_ms()  # default: the time of this request
     if start_ms is not None and start_ms >= end_ms:
@@ -96,23 +106,49 @@ async def list_tasks(
                 extra=[{"key": "start_at", "message": "required for action=delete", "source": "query"}],
             )
         deleted = await _delete_range(read_model, event_store, signer, blobs, start_ms, end_ms)
-        return TasksResponse(history=deleted, current=[], pending=[])
+        return Response(TasksResponse(history=deleted, current=[], pending=[]))
     render = signer.render_record
-    history: list[Any] = []
-    if query_kind in ("all", "history"):
-        rows = await anyio.to_thread.run_sync(
-            lambda: records.history(
-                read_model.reader(),
-                page=page,
-                page_size=page_size,
-                start_ms=start_ms,
-                end_ms=end_ms if start_ms is not None else None,
-            )
-        )
-        history = [render(row) for row in rows]
     current = [render(r) for r in live.current_records()] if query_kind in ("all", "current") else []
     pending = [render(r) for r in live.pending_records(page, page_size)] if query_kind in ("all", "pending") else []
-    return TasksResponse(history=history, current=current, pending=pending)  # type: ignore[arg-type]
+    if query_kind not in ("all", "history"):
+        return Response(TasksResponse(history=[], current=current, pending=pending))
+    if start_ms is not None:
+        batches = records.history_in_range(read_model.path, start_ms, end_ms)
+        return Stream(_streamed_tasks(batches, render, current, pending), media_type=MediaType.JSON)
+    rows = await anyio.to_thread.run_sync(
+        lambda: records.history(read_model.reader(), page=page, page_size=page_size, before_id=before)
+    )
+    headers = {}
+    if len(rows) == page_size:  # possibly more: the keyset link skips nothing on the next read
+        following = request.url.with_replacements(query=_with_before(request, rows[-1]["id"]))
+        headers["Link"] = f'<{following}>; rel="next"'
+    history = [render(row) for row in rows]
+    return Response(TasksResponse(history=history, current=current, pending=pending), headers=headers)  # type: ignore[arg-type]
+
+
+def _with_before(request: Request, before: int) -> str:
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("before", "page")]
+    return urlencode([*query, ("before", str(before))])
+
+
+async def _streamed_tasks(
+    batches: Iterator[list[dict[str, Any]]],
+    render: Callable[[dict[str, Any]], dict[str, Any]],
+    current: list[dict[str, Any]],
+    pending: list[dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    """TasksResponse's JSON, with the history written as it is read: a range of 100k records is
+    never in memory at once. Batches come from worker threads one after another."""
+    try:
+        yield b'{"history":['
+        first = True
+        while (batch := await anyio.to_thread.run_sync(next, batches, None)) is not None:
+            for row in batch:
+                yield (b"" if first else b",") + msgspec.json.encode(render(row))
+                first = False
+        yield b'],"current":' + msgspec.json.encode(current) + b',"pending":' + msgspec.json.encode(pending) + b"}"
+    finally:
+        batches.close()  # type: ignore[attr-defined]  # a generator: closes its connection
 
 
 async def _delete_range(
@@ -246,7 +282,7 @@ async def control(
         raise ValidationException("action: required (stop or skip), in the query string or a JSON body")
     if action not in ("stop", "skip"):
         return ControlResponse("Invalid control action")
-    task_id = services.control(action)  # type: ignore[arg-type]
+    task_id = await services.control(action)  # type: ignore[arg-type]
     if task_id is None:
         return ControlResponse("No task running")
     return ControlResponse("task stopped" if action == "stop" else "task skipped")

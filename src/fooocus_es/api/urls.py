@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from typing import Any
 
-IMAGE_FIELDS = ("uov_input_image", "inpaint_input_image", "inpaint_mask_image_upload", "enhance_input_image")
+from fooocus_es.media.inputs import IMAGE_FIELDS
 
 
 class UrlSigner:

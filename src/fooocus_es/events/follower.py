@@ -20,16 +20,25 @@ from anyio.abc import TaskStatus
 from fooocus_es.events.bus import Bus
 from fooocus_es.events.log import EventLog
 from fooocus_es.events.types import Envelope, TaskProgress
+from fooocus_es.ops.storage import StorageHealth, until_stored
 from fooocus_es.projections.records import ReadModel
 
 log = structlog.get_logger("fooocus_es.events")
 
 
 class LogFollower:
-    def __init__(self, event_log: EventLog, bus: Bus, read_model: ReadModel | None = None) -> None:
+    def __init__(
+        self,
+        event_log: EventLog,
+        bus: Bus,
+        read_model: ReadModel | None = None,
+        *,
+        storage: StorageHealth | None = None,
+    ) -> None:
         self.log = event_log
         self.bus = bus
         self.read_model = read_model
+        self.storage = storage
         self.position = 0  # the last seq handed to the bus
         self._waiting: list[tuple[int, int, anyio.Event]] = []  # (seq, tie-break, event) min-heap
         self._order = itertools.count()
@@ -41,8 +50,11 @@ class LogFollower:
             await self.deliver(batch)
 
     async def deliver(self, batch: Sequence[Envelope]) -> None:
-        if self.read_model is not None and any(not isinstance(e.event, TaskProgress) for e in batch):
-            await anyio.to_thread.run_sync(self.read_model.apply, batch)
+        read_model = self.read_model
+        if read_model is not None and any(not isinstance(e.event, TaskProgress) for e in batch):
+            # A locked or full database stalls the table (and the bus after it), never ends the follower;
+            # applying is idempotent (positions), so retrying a batch is safe.
+            await until_stored(self.storage, "log", lambda: anyio.to_thread.run_sync(read_model.apply, batch))
         for envelope in batch:
             self.bus.publish(envelope)
         self.position = batch[-1].seq

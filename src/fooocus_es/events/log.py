@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
-from fooocus_es.events.types import Envelope, Event
+from fooocus_es.events.types import Envelope, Event, TaskProgress
 
 
 class AppendRefused(Exception):
@@ -69,6 +69,15 @@ class EventLog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LiveChannel(Protocol):
+    """A log that can also carry progress live, never stored (a fleet: one stored event per step
+    and task would be most of the stream). Its followers' tails deliver announced events in
+    arrival order, under the seq of the last stored event they saw."""
+
+    def announce(self, event: TaskProgress) -> None: ...
 
 
 def pages(envelopes: Iterable[Envelope], size: int = 1000) -> Iterator[list[Envelope]]:

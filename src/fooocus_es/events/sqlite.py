@@ -39,8 +39,12 @@ def default_migrations_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "migrations"
 
 
-def connect(path: Path, *, readonly: bool = False) -> Database:
-    conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
+# How long a write waits for another connection's lock before it fails as "database is locked".
+BUSY_TIMEOUT_S = 10.0
+
+
+def connect(path: Path, *, readonly: bool = False, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Database:
+    conn = sqlite3.connect(path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None)
     db = Database(conn)
     # NORMAL in WAL mode survives process crashes and is ~7x faster than FULL for one-row commits.
     db.execute("PRAGMA journal_mode=WAL")
@@ -88,11 +92,18 @@ class ThreadReaders:
 class SqliteEventLog:
     """`EventLog` on one SQLite file (WAL): durable on commit, followed by any number of tails."""
 
-    def __init__(self, path: Path, migrations_dir: Path | None = None, *, poll_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        path: Path,
+        migrations_dir: Path | None = None,
+        *,
+        poll_s: float = 0.25,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.poll_s = poll_s  # how soon a follower sees another process's appends
-        self._writer = connect(path)
+        self._writer = connect(path, busy_timeout_s=busy_timeout_s)
         migrate(self._writer, migrations_dir or default_migrations_dir())
         self._lock = threading.Lock()
         self._readers = ThreadReaders(path)
@@ -133,6 +144,13 @@ class SqliteEventLog:
             self._head = max(self._head, seq)
             self._appended.notify_all()
         return seq
+
+    def check_writable(self) -> None:
+        """Take the write lock and let it go: raises what an append would (locked, read-only file)."""
+        conn = self._writer.conn
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
 
     # -- reading --------------------------------------------------------------------------------
     def reader(self) -> Database:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import anyio.to_thread
 
 from fooocus_es.events.follower import LogFollower
-from fooocus_es.events.log import EventLog
-from fooocus_es.events.types import Envelope, Event
+from fooocus_es.events.log import EventLog, LiveChannel
+from fooocus_es.events.types import Envelope, Event, TaskProgress
 
 
 class EventStore:
@@ -21,6 +21,16 @@ class EventStore:
     def emit(self, event: Event, expected_version: int | None = None) -> int:
         """Append from a worker thread (never from the event loop); returns the seq."""
         return self.log.append(event, expected_version)
+
+    @property
+    def announces(self) -> bool:
+        """Whether the log carries progress live instead of storing it (the fleet's JetStream log)."""
+        return isinstance(self.log, LiveChannel)
+
+    def announce(self, event: TaskProgress) -> None:
+        """Progress to every follower, live only (worker thread); needs `announces`."""
+        assert isinstance(self.log, LiveChannel)
+        self.log.announce(event)
 
     async def emit_async(self, event: Event, expected_version: int | None = None) -> Envelope:
         """From the event loop: append in a worker thread, then wait until the follower applied it."""

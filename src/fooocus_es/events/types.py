@@ -32,6 +32,8 @@ class TaskQueued(_Event, tag="TaskQueued"):
 
 class TaskStarted(_Event, tag="TaskStarted"):
     device: str = ""
+    attempt: int = 1  # 2 or more: re-run after the runner of the previous attempt went away (a fleet)
+    runner: str = ""  # the runner's id (host-pid-device): which machine ran it
 
 
 ProgressStage = Literal["", "downloading", "loading", "preparing", "sampling", "saving"]

@@ -56,6 +56,18 @@ def parse_image_field(
     ``fetch`` downloads http(s) URLs (normally ``fetch_image_url`` bound to the limits); None
     disables URL inputs. Errors raised by ``fetch`` are re-labelled with ``field``.
     """
+    data = read_image_field(value, field=field, limits=limits, fetch=fetch)
+    return None if data is None else decode_image_bytes(data, field=field, limits=limits)
+
+
+def read_image_field(
+    value: str,
+    *,
+    field: str,
+    limits: ImageLimits,
+    fetch: Callable[[str], bytes] | None,
+) -> bytes | None:
+    """A request image field's encoded bytes (base64 decoded, or fetched); None for "no image"."""
     if not isinstance(value, str):
         raise InputImageError(field, "must be a string (URL, data URI or base64)")
     if is_no_image(value):
@@ -73,7 +85,23 @@ def parse_image_field(
         data = _decode_data_uri(text, field=field, limits=limits)
     else:
         data = _decode_base64(text, field=field, limits=limits, invalid=_NOT_AN_IMAGE_STRING)
-    return decode_image_bytes(data, field=field, limits=limits)
+    return data
+
+
+def image_size(data: bytes, *, field: str, limits: ImageLimits) -> tuple[int, int]:
+    """The declared (width, height), checked against ``limits``, from the header alone (no pixels)."""
+    if not data:
+        raise InputImageError(field, "image is empty")
+    _check_byte_size(len(data), field=field, limits=limits)
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
+            size = img.size
+    except Image.UnidentifiedImageError as exc:
+        raise InputImageError(field, f"not a supported image format ({', '.join(ALLOWED_FORMATS)})") from exc
+    except Exception as exc:  # a header Pillow cannot parse
+        raise InputImageError(field, "image data is corrupt or truncated") from exc
+    _check_dimensions(size, field=field, limits=limits)
+    return size
 
 
 def decode_image_bytes(data: bytes, *, field: str, limits: ImageLimits) -> Image.Image:

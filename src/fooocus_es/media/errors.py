@@ -15,6 +15,21 @@ class InputImageError(ValueError):
         self.field = field
         self.message = message
 
+    # The HTTP status it answers: a bad image is the client's 400; the budgets below say otherwise.
+    status_code = 400
+
     def __reduce__(self) -> tuple[type[InputImageError], tuple[str, str]]:
         # Keep the two-argument constructor picklable (errors may cross process/thread pools).
         return (type(self), (self.field, self.message))
+
+
+class ImageBudgetExceeded(InputImageError):
+    """The request's images together hold more pixels than one request may decode (413)."""
+
+    status_code = 413
+
+
+class DecodersBusy(InputImageError):
+    """Every decode slot stayed taken by other requests for the whole wait (429, retry later)."""
+
+    status_code = 429

@@ -1,27 +1,21 @@
 """Download an image URL from a request without letting clients reach the server's own network.
 
-SSRF guard: each hop's host is resolved once here, every address is checked, and the
-connection goes to the checked address itself (Host header and TLS SNI keep the name, so
-certificates still verify against it). Resolving again inside the HTTP client would let a
-DNS answer with a short TTL swap in 127.0.0.1 after the check (DNS rebinding).
+Every hop passes the SSRF guard of net/address_guard.py (shared with webhooks): each hop's host
+is resolved once, every address is checked, and the connection goes to the checked address.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import time
 
 import httpx
 
 from fooocus_es.media.errors import InputImageError
 from fooocus_es.media.limits import ImageLimits
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from fooocus_es.net import address_guard
 
 MAX_REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 _HEADERS = {
     # Some image hosts refuse clients that do not look like a browser (FooocusAPI sends a
     # Firefox User-Agent for the same reason).
@@ -56,41 +50,11 @@ def fetch_image_url(url: str, *, limits: ImageLimits, field: str = "url") -> byt
     raise InputImageError(field, f"URL redirected more than {MAX_REDIRECTS} times")
 
 
-def forbidden_reason(ip: IPAddress) -> str | None:
-    """Why ``ip`` must not be fetched from ("loopback", "private", ...), or None if public."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        # IPv6 forms that carry an IPv4 address would otherwise smuggle 127.0.0.1 or 10/8
-        # past checks that (on Python < 3.13) only look at the IPv6 ranges.
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip in _NAT64_PREFIX:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return forbidden_reason(embedded)
-    for reason, flagged in (
-        ("unspecified", ip.is_unspecified),
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("private", ip.is_private),
-        ("reserved", ip.is_reserved),
-    ):
-        if flagged:
-            return reason
-    if not ip.is_global:  # e.g. 100.64.0.0/10 carrier-grade NAT
-        return "non-public"
-    return None
-
-
 def _parse_url(url: str, field: str) -> httpx.URL:
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise InputImageError(field, "not a valid URL") from exc
-    if parsed.scheme not in ("http", "https"):
-        raise InputImageError(field, "only http and https URLs can be fetched")
-    if not parsed.raw_host:
-        raise InputImageError(field, "URL has no host")
-    return parsed
+        return address_guard.parse_http_url(url)
+    except address_guard.RefusedURL as exc:
+        raise InputImageError(field, str(exc)) from exc
 
 
 def _get_once(
@@ -98,10 +62,9 @@ def _get_once(
 ) -> tuple[bytes, str | None]:
     """One request: (body, None) on 2xx, (b"", absolute Location) on a redirect."""
     addresses = _checked_addresses(url, limits=limits, field=field)
-    host = url.raw_host.decode("ascii")
     last_error: httpx.HTTPError | None = None
     for address in addresses:
-        request = _build_request(client, url, address, host, _remaining(deadline, field))
+        request = address_guard.pinned_request(client, "GET", url, address, timeout=_remaining(deadline, field))
         try:
             response = client.send(request, stream=True)
         except httpx.ConnectError as exc:  # e.g. an unreachable IPv6 address: try the next one
@@ -120,21 +83,6 @@ def _get_once(
         finally:
             response.close()
     raise InputImageError(field, "could not connect to the URL's host") from last_error
-
-
-def _build_request(
-    client: httpx.Client, url: httpx.URL, address: str | None, host: str, timeout: float
-) -> httpx.Request:
-    if address is None:  # private fetches allowed: let httpx resolve and connect by name
-        return client.build_request("GET", url, timeout=timeout)
-    extensions = {"sni_hostname": host} if url.scheme == "https" else {}
-    return client.build_request(
-        "GET",
-        url.copy_with(host=address),
-        headers={"Host": url.netloc.decode("ascii")},
-        extensions=extensions,
-        timeout=timeout,
-    )
 
 
 def _read_response(
@@ -164,38 +112,13 @@ def _read_response(
 
 
 def _checked_addresses(url: httpx.URL, *, limits: ImageLimits, field: str) -> list[str | None]:
-    """The addresses to connect to, all checked; [None] when private fetches are allowed."""
-    if limits.allow_private_fetch:
-        return [None]
-    host = url.raw_host.decode("ascii")  # IDNA-encoded by httpx; IPv6 without brackets
     try:
-        addresses: list[IPAddress] = [ipaddress.ip_address(host)]
-    except ValueError:
-        addresses = _resolve(host, url.port or (443 if url.scheme == "https" else 80), field)
-    for address in addresses:
-        # One bad record refuses the whole host: otherwise a name with a public and a
-        # private record would reach the private one whenever the public one fails.
-        reason = forbidden_reason(address)
-        if reason is not None:
-            raise InputImageError(field, f"URL host resolves to a {reason} address; fetching it is not allowed")
-    return [str(address) for address in addresses]
-
-
-def _resolve(host: str, port: int, field: str) -> list[IPAddress]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError) as exc:
-        raise InputImageError(field, "could not resolve the URL's host") from exc
-    addresses: list[IPAddress] = []
-    for family, _, _, _, sockaddr in infos:
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            continue
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])  # drop an IPv6 scope id
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise InputImageError(field, "could not resolve the URL's host")
-    return addresses
+        return address_guard.checked_addresses(url, allow_private=limits.allow_private_fetch)
+    except address_guard.BlockedAddress as exc:
+        message = f"URL host resolves to {address_guard.with_article(exc.reason)} address; fetching it is not allowed"
+        raise InputImageError(field, message) from exc
+    except address_guard.RefusedURL as exc:
+        raise InputImageError(field, str(exc)) from exc
 
 
 def _remaining(deadline: float, field: str) -> float:

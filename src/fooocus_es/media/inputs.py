@@ -15,6 +15,9 @@ from PIL import Image
 
 from fooocus_es.media.blobs import BlobStore
 
+# The request fields that hold one image each (controlnet_image items hold one more in cn_img).
+IMAGE_FIELDS = ("uov_input_image", "inpaint_input_image", "inpaint_mask_image_upload", "enhance_input_image")
+
 # Fixed encoder settings: the same pixels must give the same bytes, hence the same name.
 # Level 6 (zlib's default) because inputs are written once and kept: size beats speed here.
 _PNG_SETTINGS = {"compress_level": 6, "optimize": False}
@@ -33,7 +36,11 @@ def encode_input_png(image: Image.Image) -> bytes:
 
 def store_input(image: Image.Image, blobs: BlobStore) -> str:
     """Store ``image`` as ``inputs/<sha256>.png`` unless it is already there; return the file name."""
-    data = encode_input_png(image)
+    return store_input_png(encode_input_png(image), blobs)
+
+
+def store_input_png(data: bytes, blobs: BlobStore) -> str:
+    """Store PNG bytes made by encode_input_png (decoded images need not be kept until the write)."""
     name = f"{hashlib.sha256(data).hexdigest()}.png"
     key = f"inputs/{name}"
     if blobs.exists(key):
@@ -41,3 +48,11 @@ def store_input(image: Image.Image, blobs: BlobStore) -> str:
     # Two requests racing on one image both write identical bytes: harmless.
     blobs.put(key, data)
     return name
+
+
+def stored_input_keys(params: dict[str, object]) -> list[str]:
+    """The inputs/ keys a stored task's params name (what a runner on another machine must fetch)."""
+    keys = [params.get(name) for name in IMAGE_FIELDS]
+    items = params.get("controlnet_image")
+    keys += [item.get("cn_img") for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    return [key for key in keys if isinstance(key, str) and key.startswith("inputs/")]

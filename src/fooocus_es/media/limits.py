@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import msgspec
+
+from fooocus_es.media.errors import DecodersBusy, ImageBudgetExceeded
 
 MIB = 1024 * 1024
 
@@ -17,3 +23,41 @@ class ImageLimits(msgspec.Struct, frozen=True, kw_only=True):
     fetch_timeout_s: float = 20.0
     # Off by default: URL inputs would otherwise let any client probe the server's own network.
     allow_private_fetch: bool = False
+
+
+class DecodeBudget:
+    """What decoding request images may cost the process: decoded pixels are ~4 bytes each and a
+    decode briefly holds two copies, so both the images of one request and the decodes running at
+    once across requests are bounded.
+
+    One per server (the app's services); ``slot`` is held around each decode, in worker threads.
+    """
+
+    def __init__(self, *, concurrent: int = 2, max_request_pixels: int = 64_000_000, wait_s: float = 30.0) -> None:
+        self.concurrent = concurrent
+        self.max_request_pixels = max_request_pixels
+        self.wait_s = wait_s
+        self._slots = threading.BoundedSemaphore(concurrent)
+
+    def check_request(self, sizes: dict[str, tuple[int, int]]) -> None:
+        """Refuse a request whose image fields hold more pixels in total than the limit (413)."""
+        total = 0
+        for field, (width, height) in sizes.items():
+            total += width * height
+            if total > self.max_request_pixels:
+                raise ImageBudgetExceeded(
+                    field,
+                    f"the request's images hold {sum(w * h for w, h in sizes.values())} pixels in total "
+                    f"(this one is {width}x{height}); the limit is {self.max_request_pixels} pixels per request",
+                )
+
+    @contextmanager
+    def slot(self, field: str) -> Iterator[None]:
+        if not self._slots.acquire(timeout=self.wait_s):
+            raise DecodersBusy(
+                field, f"{self.concurrent} images are being decoded for other requests; retry in a few seconds"
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()

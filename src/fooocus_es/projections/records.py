@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
 from fooocus_es.events.log import EventLog, pages
-from fooocus_es.events.sqlite import ThreadReaders, connect
+from fooocus_es.events.sqlite import BUSY_TIMEOUT_S, ThreadReaders, connect, default_migrations_dir, migrate
 from fooocus_es.events.types import (
     Envelope,
     Event,
@@ -43,9 +43,13 @@ POSITION = "generate_record"
 class ReadModel:
     """The table's writer: applies the log in order and keeps its position beside the rows."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
-        self._writer = connect(path)  # the schema is the log's migrations (same file here)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = connect(path, busy_timeout_s=busy_timeout_s)
+        # The schema is the log's migrations: the same file on one machine (applied once, whoever
+        # opens it first); in a fleet the log is elsewhere and this file holds only the read side.
+        migrate(self._writer, default_migrations_dir())
         self._lock = threading.Lock()
         self._readers = ThreadReaders(path)
 
@@ -182,33 +186,52 @@ def get(db: Database, task_id: str) -> dict[str, Any] | None:
     return row_to_dict(row) if row else None
 
 
-def history(
-    db: Database,
-    *,
-    page: int,
-    page_size: int,
-    start_ms: int | None,
-    end_ms: int | None,
-) -> list[dict[str, Any]]:
-    """Ended tasks, newest first. With a time range: every row in it; without: one page.
+_ENDED = "finish_mills IS NOT NULL"  # ended is finish_mills, not a status: `skip` is also a running task's
 
-    Ended is finish_mills, not a status: `skip` is also the status of a running task.
+
+def history(db: Database, *, page: int, page_size: int, before_id: int | None = None) -> list[dict[str, Any]]:
+    """One page of ended tasks, newest first.
+
+    `before_id` is the keyset cursor (the last page's smallest id: no rows skipped at all); a page
+    number skips `page * page_size` entries of the partial index generate_record_ended, never rows.
     """
-    where, args = "finish_mills IS NOT NULL", []
-    if start_ms is not None and end_ms is not None:
+    if before_id is not None:
         rows = db.execute(
-            f"{_SELECT} WHERE {where} AND in_queue_mills BETWEEN ? AND ? ORDER BY id DESC",
-            (*args, start_ms, end_ms),
+            f"{_SELECT} WHERE {_ENDED} AND id < ? ORDER BY id DESC LIMIT ?", (before_id, page_size)
         ).fetchall()
     else:
         rows = db.execute(
-            f"{_SELECT} WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?", (*args, page_size, page * page_size)
+            f"{_SELECT} WHERE id IN (SELECT id FROM generate_record INDEXED BY generate_record_ended"
+            f" WHERE {_ENDED} ORDER BY id DESC LIMIT ? OFFSET ?) ORDER BY id DESC",
+            (page_size, page * page_size),
         ).fetchall()
     return [row_to_dict(row) for row in rows]
 
 
+def history_in_range(path: Path, start_ms: int, end_ms: int, batch: int = 200) -> Iterator[list[dict[str, Any]]]:
+    """Every ended task queued in [start_ms, end_ms], newest first, `batch` rows at a time.
+
+    Its own connection and one read transaction (a consistent snapshot under WAL), so a range of
+    100k long records is never held at once; the caller may pull batches from different threads
+    one after another (the connection is not thread-bound), never from two at once.
+    """
+    db = connect(path, readonly=True)
+    try:
+        cursor = db.execute(
+            f"{_SELECT} WHERE {_ENDED} AND in_queue_mills BETWEEN ? AND ? ORDER BY id DESC", (start_ms, end_ms)
+        )
+        while rows := cursor.fetchmany(batch):
+            yield [row_to_dict(row) for row in rows]
+    finally:
+        db.close()
+
+
 def ended_in_range(db: Database, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
-    return history(db, page=0, page_size=0, start_ms=start_ms, end_ms=end_ms)
+    """Every ended task queued in the range (for a deletion, which needs all of their ids at once)."""
+    rows = db.execute(
+        f"{_SELECT} WHERE {_ENDED} AND in_queue_mills BETWEEN ? AND ? ORDER BY id DESC", (start_ms, end_ms)
+    ).fetchall()
+    return [row_to_dict(row) for row in rows]
 
 
 def all_rows(db: Database) -> list[tuple[Any, ...]]:

@@ -18,6 +18,7 @@ from fooocus_es.tasks.commands import Generate
 @runtime_checkable
 class Claim(Protocol):
     command: Generate
+    attempt: int  # how many times the command has been handed out (2 or more: its last runner went away)
 
     def ack(self) -> None: ...
     def release(self) -> None: ...
@@ -48,6 +49,7 @@ class LocalClaim:
     runner_id: str
     queue: LocalCommandQueue
     done: bool = False
+    attempt: int = 1  # released commands were never started: in one process there is no takeover
 
     def ack(self) -> None:
         self.queue._finish(self, requeue=False)

@@ -4,6 +4,11 @@ Work arrives through a CommandQueue; Stop and Skip arrive as commands for the ta
 event it writes names the task version it follows, so a task cancelled before it started is never
 started, and nothing is written for a task after its end. Everything blocking (torch, image
 encoding, file writes, SQLite appends) happens on this thread; appends never wait for the loop.
+
+Storage faults are values too: an append or a file write that fails for a storage reason (disk full,
+database locked, read-only folder) is retried a few times; if it still fails, the task's files are
+deleted and the runner waits until the log takes the task's TaskFailed, so no task is left
+"running" without a runner, and the runner thread itself never ends on an error.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import structlog
 
@@ -33,11 +38,14 @@ from fooocus_es.events.types import (
     TaskSkipped,
     TaskStarted,
     TaskStopped,
+    event_type,
     now_ms,
 )
 from fooocus_es.media.blobs import BlobStore, LocalBlobs
+from fooocus_es.media.inputs import stored_input_keys
 from fooocus_es.media.metadata import parameters_text
 from fooocus_es.media.outputs import encode_image, save_output
+from fooocus_es.ops.storage import Place, StorageHealth, classify
 from fooocus_es.runner.queue import CommandQueue
 from fooocus_es.tasks.commands import Control, Generate, Skip, Stop
 
@@ -62,6 +70,21 @@ class TaskAbandoned(Exception):
     """The log refused the runner's event: the task ended elsewhere (cancelled, recovered)."""
 
 
+class StorageFailed(Exception):
+    """The log or the data dir could not be written after retries (or the runner is shutting down)."""
+
+    def __init__(self, place: Place, cause: BaseException) -> None:
+        super().__init__(f"{place}: {cause}")
+        self.place = place
+        self.cause = cause
+
+
+# Quick retries before a task is given up on (a lock held for a moment, a transient I/O error);
+# each try of a locked database already waits the busy timeout.
+QUICK_TRIES = 3
+MAX_PAUSE_S = 2.0
+
+
 class EngineLike(Protocol):
     """What the runner needs from engine.pipeline.Engine (kept narrow so runners can be remote later)."""
 
@@ -83,6 +106,11 @@ class _Current:
     skip: bool = False
     image_index: int = 0
     skipped: list[int] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # output keys saved for the task so far
+    fence_checked: float = 0.0  # monotonic time of the last "is the task still mine" check
+
+
+FENCE_CHECK_S: Final = 5.0
 
 
 class Runner:
@@ -97,6 +125,9 @@ class Runner:
         style_book: StyleBook | None = None,
         fetch_models: ModelFetcher | None = None,
         blobs: BlobStore | None = None,
+        runner_id: str | None = None,
+        retry_interrupted: int = 1,
+        storage: StorageHealth | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs or LocalBlobs(data_dir)
@@ -104,10 +135,13 @@ class Runner:
         self.engine_factory = engine_factory
         self.data_dir = data_dir
         self.device = device
-        self.runner_id = f"runner-{device}"
+        self.runner_id = runner_id or f"runner-{device}"
+        self.retry_interrupted = retry_interrupted
         self.warm_model = warm_model
         self.style_book = style_book or StyleBook(data_dir)
         self.fetch_models = fetch_models
+        self.storage = storage
+        self._wake = threading.Event()  # set on shutdown: ends a wait for storage at once
         self._engine: EngineLike | None = None
         self._lock = threading.Lock()
         self._current: _Current | None = None
@@ -141,6 +175,7 @@ class Runner:
             self._shutdown = True
             if self._current is not None:
                 self._current.stop = True
+        self._wake.set()
         self.queue.close()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -161,7 +196,11 @@ class Runner:
                 claim.release()
                 break
             try:
-                self.run(claim.command)
+                self.run(claim.command, attempt=claim.attempt)
+            except Exception:  # a bug must not end the thread: the next task still runs
+                log = structlog.get_logger("fooocus_es.runner")
+                log.exception("runner.task_crashed", task_id=claim.command.task_id)
+                self._clear()
             finally:
                 claim.ack()  # the task's terminal event is stored (or it was never started)
 
@@ -176,37 +215,129 @@ class Runner:
                 "runner.warm_up_failed", model=self.warm_model, error=str(exc)
             )
 
-    def _emit(self, event: Event) -> None:
-        """Append after the version this runner last wrote; a refusal abandons the task."""
+    def _emit(self, event: Event, *, until_stored: bool = False) -> None:
+        """Append after the version this runner last wrote; a refusal abandons the task.
+
+        A storage error is retried (QUICK_TRIES times, or until it works with `until_stored`), which
+        is safe because the append names the version it follows: a StaleVersion after a failed try
+        is that try's own event having landed, when the log holds it at the next version.
+        """
         current = self._current
         if current is None or current.task_id != event.task_id:
             raise TaskAbandoned(event.task_id)
-        try:
-            self.store.emit(event, expected_version=current.version)
-        except AppendRefused as exc:
-            raise TaskAbandoned(str(exc)) from exc
+        tries = 0
+        while True:
+            try:
+                self.store.emit(event, expected_version=current.version)
+                break
+            except AppendRefused as exc:
+                if tries and self._landed(event, current.version + 1):
+                    break
+                raise TaskAbandoned(str(exc)) from exc
+            except Exception as exc:
+                if classify(exc) is None:
+                    raise
+                tries += 1
+                self._report("log", exc)
+                if (tries >= QUICK_TRIES and not until_stored) or not self._pause(tries):
+                    raise StorageFailed("log", exc) from exc
+        if self.storage is not None:
+            self.storage.worked("log")
         current.version += 1
 
-    def run(self, command: Generate) -> None:
-        """Run one task to its terminal event (public for tests; the loop calls it)."""
+    def _landed(self, event: Event, version: int) -> bool:
+        """Whether the log holds `event` as the task's event number `version` (a retried append)."""
+        try:
+            stored = list(self.store.log.read(task_id=event.task_id))
+        except Exception:
+            return False
+        if len(stored) < version:
+            return False
+        found = stored[version - 1].event
+        return event_type(found) == event_type(event) and found.at_ms == event.at_ms
+
+    def _report(self, place: Place, exc: BaseException) -> None:
+        structlog.get_logger("fooocus_es.runner").warning("runner.storage_error", place=place, error=str(exc))
+        if self.storage is not None:
+            self.storage.report(place, exc)
+
+    def _pause(self, tries: int) -> bool:
+        """Back off before the next try; False when the runner is shutting down (stop retrying)."""
+        return not self._wake.wait(min(0.2 * 2 ** (tries - 1), MAX_PAUSE_S)) and not self._shutting_down()
+
+    def run(self, command: Generate, *, attempt: int = 1) -> None:
+        """Run one task to its terminal event (public for tests; the loop calls it).
+
+        `attempt` > 1 is a command handed out again because its runner went away (a fleet's queue
+        redelivers after the ack wait): a task that had started is re-run (seeded, so the same
+        pixels) at most `retry_interrupted` times, then failed "interrupted", so a task that kills
+        runners ends instead of looping. The version check fences the runner that went away.
+        """
         task_id = command.task_id
         # Bound here, not at construction: structlog is configured by the app after the runner exists.
         task_log = structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=task_id)
+        version = command.version
+        if attempt > 1:
+            version = max(version, self.store.log.version(task_id))
         with self._lock:
-            self._current = _Current(task_id, version=command.version)
+            self._current = _Current(task_id, version=version)
         try:
-            self._emit(TaskStarted(task_id=task_id, at_ms=now_ms(), device=self.device))
+            if version > command.version and attempt - 1 > self.retry_interrupted:
+                message = f"interrupted: the task's runner went away {attempt - 1} times"
+                self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message=message))
+                task_log.warning("task.failed", error_type="Interrupted", error=message)
+                self._clear()
+                return
+            # Nothing of the task has happened yet: waiting for storage to start it is safe.
+            started = TaskStarted(
+                task_id=task_id, at_ms=now_ms(), device=self.device, attempt=attempt, runner=self.runner_id
+            )
+            self._emit(started, until_stored=True)
         except TaskAbandoned:
             task_log.info("task.not_started", reason="cancelled or ended before it started")
+            self._clear()
+            return
+        except StorageFailed:  # shutting down: it is still queued in the log and runs after a restart
+            task_log.warning("task.not_started", reason="storage failed while the server shut down")
             self._clear()
             return
         task_log.info("task.started")
         try:
             self._run_started(command, task_log)
         except TaskAbandoned as exc:
+            self._discard_outputs()
             task_log.warning("task.abandoned", reason=str(exc))
+        except StorageFailed as exc:
+            self._fail_on_storage(task_id, exc, task_log)
         finally:
             self._clear()
+
+    def _fail_on_storage(self, task_id: str, exc: StorageFailed, task_log: Any) -> None:
+        """Delete the task's files and, once the log takes it, store the task as failed."""
+        self._discard_outputs()
+        what = "the task log" if exc.place == "log" else f"{exc.place}/"
+        message = f"storage error: {what} could not be written ({exc.cause}); the task was not completed"
+        task_log.error("task.failed", error_type="StorageError", error=message)
+        try:
+            self._emit(
+                TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="StorageError", message=message),
+                until_stored=True,
+            )
+        except (TaskAbandoned, StorageFailed) as final:  # ended elsewhere, or shut down: a restart recovers it
+            task_log.warning("task.failed_not_stored", reason=str(final))
+
+    def _discard_outputs(self) -> None:
+        """Remove the files saved for the current task: no record will name them."""
+        current = self._current
+        if current is None:
+            return
+        for key in current.written:
+            try:
+                self.blobs.delete(key)
+            except OSError as exc:
+                log = structlog.get_logger("fooocus_es.runner")
+                log.warning("runner.orphan_not_removed", key=key, error=str(exc))
+        current.written.clear()
 
     def _clear(self) -> None:
         with self._lock:
@@ -216,6 +347,8 @@ class Runner:
         task_id, params = command.task_id, command.params
         started = time.perf_counter()
         try:
+            for key in stored_input_keys(params):  # on another machine than the API node: fetch them
+                self.blobs.local_path(key)
             plan = build_plan(task_id, params, data_dir=self.data_dir, styles=self.style_book.styles())
             if plan.notes:
                 task_log.warning("task.notes", notes=list(plan.notes))
@@ -229,9 +362,10 @@ class Runner:
             hooks = _Hooks(self, task_id, count)
             images, status = engine.generate(plan, hooks)
             result = self._save(task_id, params, plan, images)
-        except TaskAbandoned:
+        except (TaskAbandoned, StorageFailed):
             raise
         except Exception as exc:  # a task's failure is a value: it never takes the runner down
+            self._discard_outputs()
             message = str(exc) or type(exc).__name__
             if isinstance(exc, expected_failures()):  # the message says it all; no traceback
                 task_log.warning("task.failed", error_type=type(exc).__name__, error=message)
@@ -275,12 +409,24 @@ class Runner:
         image_count: int = 0,
         preview: str | None = None,
     ) -> None:
-        self._emit(
-            TaskProgress(
-                task_id=task_id, at_ms=now_ms(), percent=percent, message=message, stage=stage, step=step,
-                steps=steps, image_index=image_index, image_count=image_count, preview=preview,
-            )
+        event = TaskProgress(
+            task_id=task_id, at_ms=now_ms(), percent=percent, message=message, stage=stage, step=step,
+            steps=steps, image_index=image_index, image_count=image_count, preview=preview,
         )  # fmt: skip
+        current = self._current
+        if current is None or current.task_id != task_id:
+            raise TaskAbandoned(task_id)
+        if not self.store.announces:
+            self._emit(event)  # one machine: progress is in the log, like every other event
+            return
+        # A fleet: progress goes to the followers live, never into the stream, so no version moves;
+        # every few seconds the runner checks that the task is still its own (a takeover fences it).
+        self.store.announce(event)
+        now = time.monotonic()
+        if now - current.fence_checked > FENCE_CHECK_S:
+            current.fence_checked = now
+            if self.store.log.version(task_id) != current.version:
+                raise TaskAbandoned(f"task {task_id}: another runner took it over")
 
     def _save(self, task_id: str, params: dict[str, Any], plan: GenerationPlan, images: list[Any]) -> list[str]:
         fmt = params["output_format"]
@@ -294,8 +440,27 @@ class Runner:
             data = encode_image(
                 generated.image, fmt, parameters=meta[0] if meta else None, scheme=meta[1] if meta else "fooocus"
             )
-            result.append(save_output(data, self.blobs, fmt, now=datetime.now()))
+            result.append(self._save_file(data, fmt))
         return result
+
+    def _save_file(self, data: bytes, fmt: str) -> str:
+        """Write one output (retried on a storage error: a failed create leaves no file, names are fresh)."""
+        tries = 0
+        while True:
+            try:
+                key = save_output(data, self.blobs, fmt, now=datetime.now())
+                break
+            except OSError as exc:
+                tries += 1
+                self._report("outputs", exc)
+                if tries >= QUICK_TRIES or not self._pause(tries):
+                    raise StorageFailed("outputs", exc) from exc
+        if self.storage is not None:
+            self.storage.worked("outputs")
+        current = self._current
+        if current is not None:
+            current.written.append(key)
+        return key
 
     # -- called by the hooks on this thread -----------------------------------------------------
     def _poll(self, task_id: str, image_index: int) -> ControlAnswer | None:

@@ -4,7 +4,8 @@ and every delivery attempt.
 Rows and the consumer position are written in one transaction, so after a crash the sender
 resumes from the position and finds every webhook owed, delivered or not. A row's state is
 pending until a receiver answers 2xx (delivered) or a round of retries runs out (failed); rows
-not delivered get a new round when the server starts again.
+that failed get a new round when the server starts again. A URL the address guard refused is
+"refused" for good: retrying cannot change the answer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from fooocus_es.events.sqlite import connect
+from fooocus_es.events.sqlite import BUSY_TIMEOUT_S, connect
 from fooocus_es.events.types import Envelope, is_terminal, now_ms
 from fooocus_es.projections.records import position_of, set_position
 
@@ -37,8 +38,8 @@ class WebhookAttempt(msgspec.Struct, frozen=True):
 
 
 class WebhookOutbox:
-    def __init__(self, path: Path) -> None:
-        self._db = connect(path)
+    def __init__(self, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self._db = connect(path, busy_timeout_s=busy_timeout_s)
         self._lock = threading.Lock()
 
     def position(self) -> int:
@@ -71,7 +72,7 @@ class WebhookOutbox:
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, task_id, url, attempts FROM webhook_deliveries"
-                " WHERE state != 'delivered' AND created_ms >= ? ORDER BY seq",
+                " WHERE state NOT IN ('delivered', 'refused') AND created_ms >= ? ORDER BY seq",
                 (newer_than_ms,),
             ).fetchall()
         return [Delivery(*row) for row in rows]

@@ -9,13 +9,14 @@ results, `[]` when the job failed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any, Final
 
 import anyio.to_thread
 from litestar import MediaType, Request, Response
 
-from fooocus_es.api.admission import enqueue, validate_and_store
+from fooocus_es.api.admission import enqueue, queue_place, validate_and_store
 from fooocus_es.api.errors import TooManyRequests
 from fooocus_es.api.fooocus_api import jobs
 from fooocus_es.api.fooocus_api.kinds import JobType, RouteKind
@@ -35,12 +36,12 @@ MAX_LISTED: Final = 50  # as api/tolerance.py: a body of junk keys does not get 
 
 def _installed(services: Services) -> Installed:
     """Blocking (reads the model folders): the names translate.py may keep."""
-    names = services.admission_names()
+    names = services.installed_names()
     return Installed(
-        checkpoints=frozenset(names["checkpoints"] | services.catalog.fetchable("checkpoints")),
-        loras=frozenset(names["loras"]),
-        vaes=frozenset(names["vaes"]),
-        styles=frozenset(names["styles"]),
+        checkpoints=names.checkpoints | services.catalog.fetchable("checkpoints"),
+        loras=names.loras,
+        vaes=names.vaes,
+        styles=names.styles,
         default_model=str(services.preset_defaults.get("base_model_name", REQUEST_DEFAULTS["base_model_name"])),
     )
 
@@ -73,13 +74,19 @@ async def submit(
         params = resolve_request(services, sent)
         if png:
             params["image_number"] = 1  # upstream: one image in the bytes mode
-        params = await validate_and_store(services, params, sent)
     except (ParamError, InputImageError) as exc:
         raise _renamed(exc, translation, form) from None
-    except TooManyRequests:
-        return _queue_full(translation.job_type, async_process=bool(params["async_process"]), png=png)
-    notes = [*ignored_note(ignored), *translation.notes]
-    queued = await enqueue(services, params, stream=False, notes=notes, wire=translation.wire)
+    with contextlib.ExitStack() as admitting:  # the place is held until the command is queued
+        try:  # taken before any await: the bound holds under a burst
+            admitting.enter_context(queue_place(services))
+        except TooManyRequests:
+            return _queue_full(translation.job_type, async_process=bool(params["async_process"]), png=png)
+        try:
+            params = await validate_and_store(services, params, sent)
+        except (ParamError, InputImageError) as exc:
+            raise _renamed(exc, translation, form) from None
+        notes = [*ignored_note(ignored), *translation.notes]
+        queued = await enqueue(services, params, stream=False, notes=notes, wire=translation.wire)
     headers = {"X-Task-Id": queued.task_id, **ignored_header(ignored)}
     if params["async_process"]:
         services.waiters.discard(queued.task_id)

@@ -120,9 +120,7 @@ async def history(services: Services, job_id: str | None, page: int, page_size: 
         rows = [stored] if stored is not None and stored["finish_mills"] is not None else []
     else:
         rows = await anyio.to_thread.run_sync(
-            lambda: records.history(
-                services.read_model.reader(), page=page, page_size=page_size, start_ms=None, end_ms=None
-            )
+            lambda: records.history(services.read_model.reader(), page=page, page_size=page_size)
         )
     return JobHistoryResponse(queue=queue, history=[history_info(row) for row in rows])
 

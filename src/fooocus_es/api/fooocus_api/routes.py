@@ -1,7 +1,8 @@
 """The older Fooocus-API routes (mrhan1993/Fooocus-API, formerly konieshadow), over the same task log.
 
-v1 text-to-image and every v2 route take JSON, decoded whatever the Content-Type says (its
-examples post `data=json.dumps(...)` with none); v1 image routes take multipart forms. job_id is
+v1 text-to-image and every v2 route take JSON, as application/json or with no Content-Type (its
+examples post `data=json.dumps(...)` with none); v1 image routes take multipart forms too (opt
+forms, api/body_types.py). job_id is
 the task_id: these jobs are /tasks' tasks, and every task (FooocusAPI's too) is a job here.
 """
 
@@ -17,6 +18,7 @@ from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Body, FromQuery, Parameter
 
 from fooocus_es.api import engines
+from fooocus_es.api.body_types import FORMS_OPT
 from fooocus_es.api.fooocus_api import admit, examples, jobs
 from fooocus_es.api.fooocus_api.kinds import RouteKind
 from fooocus_es.api.fooocus_api.multipart import read_form
@@ -38,15 +40,16 @@ if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
 TAG: Final = "fooocus-api (older)"
 _FORM_TYPES: Final = ("multipart/form-data", "application/x-www-form-urlencoded")
 _JSON_DOC: Final = (
-    "Fooocus-API's CommonRequest plus the route's fields, as JSON whatever the Content-Type says. It becomes an "
+    "Fooocus-API's CommonRequest plus the route's fields, as JSON (application/json or no Content-Type). It becomes an "
     "ordinary task (job_id = task_id): `advanced_params.*` go to the top level, `input_image` to `uov_input_image` "
     "or `inpaint_input_image`, `input_mask` to `inpaint_mask_image_upload`, `image_prompts` to `controlnet_image` "
     "(cn_stop/cn_weight 0 or null: the type's Fooocus default), `outpaint_distance_left/top/right/bottom` to "
     "`outpaint_distance`, `upscale_value` to `upscale_multiple`, `save_extension` to `output_format`, `save_meta` to "
     "`save_metadata_to_images`, `meta_scheme` to `metadata_scheme`; `save_name` is dropped. A model, LoRA, VAE or "
-    "style that is not installed, an unknown sampler, scheduler or inpaint engine, and a webhook_url that is no URL "
-    "fall back as upstream does, each named in the task's notes; unknown fields are ignored and listed in "
-    "X-Ignored-Fields. A wrong value is a 400 naming the Fooocus-API field."
+    "style that is not installed, an unknown sampler, scheduler or inpaint engine, and the docs placeholder "
+    "webhook_url `string` fall back as upstream does, each named in the task's notes; unknown fields are ignored "
+    "and listed in X-Ignored-Fields. A wrong value is a 400 naming the Fooocus-API field (a webhook_url must be "
+    "http(s) with a host)."
 )
 _FORM_DOC: Final = (
     "multipart/form-data as python-requests builds it: CommonRequest fields as form fields (booleans True/False, "
@@ -144,7 +147,7 @@ _FORM_BODY: Final = {
 def _form_route(path: str, summary: str, files: str) -> Any:
     return post(
         path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES,
-        description=_FORM_DOC.format(files=files),
+        description=_FORM_DOC.format(files=files), opt={FORMS_OPT: True},
         operation_class=operation(content=_PNG_TOO, body=_FORM_BODY),
     )  # fmt: skip
 
@@ -226,7 +229,7 @@ async def job_history(
     responses=examples.STOP_RESPONSES,
 )
 async def stop(services: NamedDependency[Services]) -> StopResponse:
-    services.control("stop")  # nothing running is fine: upstream answers success either way
+    await services.control("stop")  # nothing running is fine: upstream answers success either way
     return StopResponse()
 
 

@@ -11,8 +11,9 @@ Which fields a route knows follows Fooocus-API's request classes (text-to-image 
 `input_image`, as upstream's CommonRequest does). Values upstream tolerates are tolerated here
 too, each with a note: a model, LoRA, VAE or style that is not installed falls back (upstream's
 check_models_exist and legal-style filter), unknown sampler, scheduler, inpaint engine or refiner
-swap method fall back to the default (upstream's req_to_params), a webhook_url that is no URL is
-left out. Everything else keeps FooocusAPI's checks, with errors named by the old field.
+swap method fall back to the default (upstream's req_to_params), the docs placeholder webhook_url
+"string" is left out. Everything else keeps FooocusAPI's checks, with errors named by the old field
+(any other webhook_url must be an http(s) URL, as on every route: an SSRF guard, not a tolerance).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ ADVANCED: Final = frozenset(
      "inpaint_erode_or_dilate", "black_out_nsfw", "vae_name", "debugging_dino", "dino_erode_or_dilate",
      "debugging_enhance_masks_checkbox"}
 )  # fmt: skip
+# What Fooocus-API's Swagger page fills a str field with; clients copied from it send it as is.
+SWAGGER_PLACEHOLDER: Final = "string"
 OUTPAINT_SIDES: Final = ("left", "top", "right", "bottom")  # FooocusAPI's outpaint_distance order
 _INPAINT_FIELDS: Final = frozenset(
     {"input_image", "input_mask", "inpaint_additional_prompt", "outpaint_selections", "image_prompts",
@@ -352,10 +355,10 @@ class _Mapper:
             self.put("refiner_model_name", value)
 
     def webhook(self, value: Any) -> None:
-        if isinstance(value, str) and value and not value.lower().startswith(("http://", "https://")):
-            self.note(f"webhook_url {value!r} is not an http(s) URL: no webhook is called")
+        if value == SWAGGER_PLACEHOLDER:
+            self.note(f"webhook_url {value!r} is Fooocus-API's docs placeholder, not a URL: no webhook is called")
         elif value:
-            self.put("webhook_url", value)
+            self.put("webhook_url", value)  # checked at admission, as on every route (api/admission.py)
 
     def mixing(self) -> None:
         """Image prompts next to an input image mix with it, as upstream's req_to_params switches on."""

@@ -7,7 +7,7 @@ files (the store loads them; this only names and finds them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -15,9 +15,11 @@ from typing import Any, Final, Literal
 import msgspec
 
 from fooocus_es.engine.models.files import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
+from fooocus_es.engine.models.safety import safety_checker_installed
 from fooocus_es.engine.planning import presets
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
 from fooocus_es.engine.planning.performance import PERFORMANCE_LORAS
+from fooocus_es.engine.planning.plan import INPAINT_DIR
 from fooocus_es.engine.planning.plan_types import GenerationPlan, UpscaleTask
 
 ModelKind = Literal["checkpoints", "loras", "vae"]
@@ -34,6 +36,17 @@ class ModelFile(msgspec.Struct, frozen=True):
     name: str
     bytes: int
     path: str
+
+
+class InstalledNames(msgspec.Struct, frozen=True, kw_only=True):
+    """What a request's names are checked against at admission (planning.validate_names' sets)."""
+
+    checkpoints: frozenset[str]  # on disk (downloadable ones are checked separately)
+    loras: frozenset[str]  # on disk, fetchable or generated
+    vaes: frozenset[str]
+    inpaint_files: frozenset[str]
+    styles: frozenset[str]
+    safety_checker: bool
 
 
 class Download(msgspec.Struct, frozen=True):
@@ -119,6 +132,18 @@ class ModelCatalog:
         """Names of `kind` a task may use although they are not on disk yet (fetched or generated on use)."""
         fetched = {d.name for d in self.downloads().values() if d.kind == kind}
         return fetched | {name for name, of_kind in GENERATED_FILES.items() if of_kind == kind}
+
+    def installed(self, styles: Iterable[str]) -> InstalledNames:
+        """Blocking (reads the model folders): the names a request may use now."""
+        inpaint_dir = self.models_dir / INPAINT_DIR
+        return InstalledNames(
+            checkpoints=frozenset(names_on_disk(self.models_dir, "checkpoints")),
+            loras=frozenset(names_on_disk(self.models_dir, "loras")) | self.fetchable("loras"),
+            vaes=frozenset(names_on_disk(self.models_dir, "vae")) | self.fetchable("vae"),
+            inpaint_files=frozenset(p.name for p in inpaint_dir.iterdir()) if inpaint_dir.is_dir() else frozenset(),
+            styles=frozenset(styles),
+            safety_checker=safety_checker_installed(self.models_dir),
+        )
 
     def plan_files(self, plan: GenerationPlan) -> list[tuple[str, str]]:
         """(name, models sub-folder) of every file `plan` needs, demo files excepted (they are generated)."""

@@ -18,16 +18,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import httpx
-import huggingface_hub.constants
 import structlog
-import torch
-from diffusers import AutoencoderKL, StableDiffusionXLPipeline
-from diffusers.utils import logging as diffusers_logging
 from safetensors import safe_open
-from transformers.utils import logging as transformers_logging
 
 from fooocus_es.engine.demo.checkpoint import ensure_demo_checkpoint
 from fooocus_es.engine.models.catalog import MODEL_KINDS, MODEL_SUFFIX, ModelKind, names_on_disk
@@ -38,6 +33,13 @@ from fooocus_es.engine.models.safety import (
     safety_checker_installed,
 )
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+
+# torch, diffusers and transformers are imported by the first load, not here: the file side of the
+# store (names, paths, downloads) serves an API node of a fleet, which has no torch.
 
 CacheKind = Literal["checkpoints", "vae", "safety_checker"]
 SAFETY_CHECKER: Final = "safety_checker"  # the checker's name in the cache, in `keep=` and in reports
@@ -111,19 +113,37 @@ class ModelStore:
     ) -> None:
         self.models_dir = models_dir
         self.device = device
-        self.dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
+        self._dtype = dtype
         self.cache_bytes = cache_bytes or None
         for kind in MODEL_KINDS:
             (models_dir / kind).mkdir(parents=True, exist_ok=True)
         safety_checker_folder(models_dir).mkdir(parents=True, exist_ok=True)
-        _force_hub_offline()
-        diffusers_logging.disable_progress_bar()
-        transformers_logging.disable_progress_bar()
+        self._quieted = False
         # Two locks: _load_lock makes loads one at a time (minutes, for a large model); _lock guards
         # the cache itself and is held only briefly, so memory reports and free() never wait for a load.
         self._load_lock = threading.Lock()
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[CacheKind, str], _Cached] = OrderedDict()  # oldest use first
+
+    @property
+    def dtype(self) -> torch.dtype:
+        if self._dtype is None:
+            import torch
+
+            self._dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        return self._dtype
+
+    def _prepare_loaders(self) -> None:
+        """Once, before the first load: hubs offline, progress bars off (this imports diffusers)."""
+        if self._quieted:
+            return
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        _force_hub_offline()
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+        self._quieted = True
 
     # -- files -----------------------------------------------------------------------------------
     def folder(self, kind: ModelKind) -> Path:
@@ -277,10 +297,17 @@ class ModelStore:
             entry.model = None
         entries.clear()
         gc.collect()
-        if self.device.startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        if self.device.startswith("cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def _load(self, name: str, path: Path) -> StableDiffusionXLPipeline:
+        import torch
+        from diffusers import StableDiffusionXLPipeline
+
+        self._prepare_loaders()
         common = {"dtype": self.dtype, "local_files_only": True, "add_watermarker": False}
         if path.is_dir():
             pipe = StableDiffusionXLPipeline.from_pretrained(path, **common)
@@ -295,6 +322,10 @@ class ModelStore:
         return pipe.to(self.device)
 
     def _load_vae(self, name: str, path: Path) -> AutoencoderKL:
+        import torch
+        from diffusers import AutoencoderKL
+
+        self._prepare_loaders()
         config = vae_config_for(name, path)
         upcast = self.dtype == torch.float16 and AutoencoderKL.load_config(config / "vae").get("force_upcast", False)
         try:
@@ -309,6 +340,7 @@ class ModelStore:
         return vae.to(self.device).eval()
 
     def _load_checker(self, name: str, path: Path) -> SafetyChecker:
+        self._prepare_loaders()
         try:
             return SafetyChecker.load(path, self.device, self.dtype)
         except Exception as exc:  # transformers raises assorted errors for a broken folder
@@ -395,6 +427,8 @@ def model_bytes(model: Any) -> int:
 
 
 def _torch_modules(model: Any) -> list[torch.nn.Module]:
+    import torch
+
     if isinstance(model, torch.nn.Module):
         return [model]
     if isinstance(model, SafetyChecker):
@@ -434,7 +468,11 @@ def _process_peak_rss_bytes() -> int:
 
 def _cuda_memory(device: str) -> dict[str, int] | None:
     """The torch allocator's view of the device, None off CUDA."""
-    if not device.startswith("cuda") or not torch.cuda.is_available():
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
         return None
     free, total = torch.cuda.mem_get_info(device)
     return {
@@ -452,6 +490,8 @@ def _force_hub_offline() -> None:
     the environment variable alone would only reach child processes: set its constant too.
     """
     os.environ["HF_HUB_OFFLINE"] = "1"
+    import huggingface_hub.constants
+
     huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 

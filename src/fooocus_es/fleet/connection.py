@@ -1,0 +1,72 @@
+"""One NATS connection on a private asyncio loop thread, callable from any other thread.
+
+nats-py is asyncio-only and its objects belong to the loop that made them, while the EventLog
+interface is called synchronously from the runner's thread, request worker threads and tests. So
+each backend owns a loop thread and hands coroutines to it; the GPU thread never touches nats-py
+itself (fleet.md §1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client
+from nats.errors import ConnectionClosedError
+from nats.js import JetStreamContext
+
+T = TypeVar("T")
+
+
+class NatsThread:
+    def __init__(self, url: str, *, name: str = "nats", timeout_s: float = 5.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.loop = asyncio.new_event_loop()
+        self.closed = False
+        self._closing = threading.Lock()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+        # Reconnect for ever: nats-py's default gives up after 60 tries (a restarted server must
+        # find every API node and runner again, fleet.md §5.3).
+        self.nc: Client = self.call(
+            nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name=name), timeout_s=30
+        )
+        self.js: JetStreamContext = self.nc.jetstream(timeout=timeout_s)
+
+    def call(self, coro: Coroutine[Any, Any, T], *, timeout_s: float | None = None) -> T:
+        """Run `coro` on the loop thread and wait for its result (never call from that thread)."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("NatsThread.call from its own loop thread would deadlock")
+        if self.closed:
+            coro.close()
+            raise ConnectionClosedError
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout=timeout_s if timeout_s is not None else self.timeout_s * 6)
+
+    def close(self) -> None:
+        with self._closing:  # idempotent, and a second caller waits for the first to finish
+            if self.closed:
+                return
+            self.closed = True
+            self._close()
+
+    def _close(self) -> None:
+        with contextlib.suppress(Exception):  # closing: a dead server must not keep us from stopping
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    async def _shutdown(self) -> None:
+        """Close the connection, then end whatever still runs on the loop (subscriptions, heartbeats)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.close(), timeout=5)
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
