@@ -10,7 +10,12 @@ import hashlib
 import os
 import pathlib
 import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 
 import nox
 
@@ -24,6 +29,8 @@ PYTHON = VENV / "bin" / "python"
 # nothing installed later can pull another multi-GB build.
 TORCH = ("torch==2.14.1", "torchvision==0.29.1")
 CHROMIUM = "/usr/bin/chromium"
+FUZZ_CONFIG = ROOT / "tests" / "fuzz" / "schemathesis.toml"
+FUZZ_HOOKS = ROOT / "tests" / "fuzz" / "cheap_generation.py"
 NATS_SERVER = "/usr/sbin/nats-server"  # Debian's package; it is not started as a service here
 
 
@@ -93,3 +100,50 @@ def bench(session: nox.Session) -> None:
     """Server overhead per task, events appended per second, /tasks history query at 100k tasks."""
     python = _venv(session)
     session.run(python, "bench/run.py", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def fuzz(session: nox.Session) -> None:
+    """schemathesis, every check, every route, against a real demo server on a temporary data dir.
+
+    Bounded: 25 examples per operation and 900 s (the fuzzing and stateful phases repeat until the
+    time is spent; the generation cases run the CPU demo engine, seconds each). Extra arguments go to `schemathesis run`, e.g. `nox -s fuzz -- --max-time 60 --seed 1`.
+    """
+    python = _venv(session)
+    with tempfile.TemporaryDirectory(prefix="fooocus-es-fuzz-") as data_dir:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log_path = pathlib.Path(data_dir) / "server.log"
+        with open(log_path, "wb") as log:
+            server = subprocess.Popen(
+                [python, "-m", "fooocus_es", "serve", "--preset", "demo", "--data-dir", data_dir, "--port", str(port)],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FOOOCUS_ES_DOWNLOAD_MODELS": "false"},
+            )  # fmt: skip
+            try:
+                base = f"http://127.0.0.1:{port}"
+                _wait_ready(base, server, log_path)
+                # One worker: with two, hypothesis's lambda-source cache raced ("AST constructor recursion
+                # depth mismatch"), and the CPU engine serializes the generation cases anyway.
+                session.run(
+                    str(VENV / "bin" / "schemathesis"), "--config-file", str(FUZZ_CONFIG), "run",
+                    f"{base}/schema/openapi.json", "--checks", "all", "--max-examples", "25", "--max-time", "900",
+                    "--workers", "1", "--request-timeout", "300", *session.posargs,
+                    external=True, env={"SCHEMATHESIS_HOOKS": str(FUZZ_HOOKS)},
+                )  # fmt: skip
+            finally:
+                server.terminate()
+                server.wait(30)
+
+
+def _wait_ready(base: str, server: subprocess.Popen[bytes], log_path: pathlib.Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{log_path.read_text(errors='replace')[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"the server did not start in {timeout:.0f} s")

@@ -13,9 +13,10 @@ from fooocus_es.api.body_types import body_type_guard
 from fooocus_es.api.cors import cors_config
 from fooocus_es.api.cross_site import CrossSiteGuard
 from fooocus_es.api.deps import ServicesPlugin
-from fooocus_es.api.errors import EXCEPTION_HANDLERS
+from fooocus_es.api.errors import EXCEPTION_HANDLERS, log_exception
 from fooocus_es.api.fooocus_api.routes import fooocus_api_router
 from fooocus_es.api.hosts import HostCheckMiddleware, allowed_hosts
+from fooocus_es.api.json_body import SafeBodyRequest
 from fooocus_es.api.openai import openai_router
 from fooocus_es.api.routers import native_routers
 from fooocus_es.api.web import WEB_ROUTES
@@ -29,12 +30,14 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
     parts = ServicesPlugin(settings, engine_factory=engine_factory)
     cors = cors_config(settings)  # the cross-site guard allows the same origins
     logging = StructlogConfig(
-        # Tracebacks for server errors only: a 4xx is the client's mistake, logged as a response line.
+        # Tracebacks for server errors only: every status < 500 is the client's mistake, one info line
+        # (api/errors.py's log_exception decides by the answered status, also for ParamError & co).
         # 503/507 are storage faults, logged once as storage.fault where they are found.
         structlog_logging_config=StructLoggingConfig(
             pretty_print_tty=False,
             log_exceptions="always",
-            disable_stack_trace={400, 401, 403, 404, 405, 413, 415, 421, 429, 503, 507},
+            exception_logging_handler=log_exception,
+            disable_stack_trace={503, 507},
         ),
         middleware_logging_config=LoggingMiddlewareConfig(
             request_log_fields=["method", "path"], response_log_fields=["status_code"]
@@ -60,4 +63,6 @@ def create_app(settings: Settings, *, engine_factory: EngineFactory | None = Non
         openapi_config=docs.openapi_config(),
         cors_config=cors,
         request_max_body_size=64 * 1024 * 1024,  # inline base64 images
+        request_class=SafeBodyRequest,  # bounded nesting, invalid UTF-8 and 1e999 as 400s (api/json_body.py)
+        on_startup=[docs.use_msgspec_schemas],  # the request schemas as msgspec validates them
     )

@@ -31,6 +31,7 @@ from fooocus_es.fleet.backends import open_backends
 from fooocus_es.fleet.control import ControlListener, NatsControl
 from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, runner_info
 from fooocus_es.fleet.webhook_claims import WebhookClaims
+from fooocus_es.media.conversions import ConversionCache
 from fooocus_es.media.limits import DecodeBudget
 from fooocus_es.ops.storage import StorageHealth
 from fooocus_es.projections import records
@@ -76,6 +77,7 @@ class Services:
         # fleet. The read model is this node's own SQLite either way, fed from the log.
         self.backends = open_backends(settings)
         self.blobs = self.backends.blobs  # inputs/ and outputs/
+        self.conversions = ConversionCache()  # Accept conversions of stored files (media/conversions.py)
         self.event_log = self.backends.event_log
         busy = settings.db_busy_timeout_s
         self.read_model = ReadModel(settings.db_path, busy_timeout_s=busy)

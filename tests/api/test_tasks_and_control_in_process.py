@@ -54,7 +54,7 @@ def test_cancel_a_pending_task_and_the_tasks_listing(client: TestClient, engine:
     cancelled = client.post(f"/tasks/{first['task_id']}/cancel").json()
     assert cancelled == {"task_id": first["task_id"], "message": "task cancelled"}
     assert client.get(f"/tasks/{first['task_id']}").json()["task_status"] == "cancelled"
-    assert client.delete(f"/tasks/{first['task_id']}").json()["message"] == "task already ended"
+    assert client.delete(f"/tasks/{second['task_id']}").status_code == 409  # pending: cancel it first
     assert client.post(f"/tasks/{'f' * 32}/cancel").status_code == 404
     pending = client.get("/tasks", params={"query": "pending"}).json()
     assert [r["task_id"] for r in pending["pending"]] == [second["task_id"]] and pending["current"] == []
@@ -67,6 +67,13 @@ def test_cancel_a_pending_task_and_the_tasks_listing(client: TestClient, engine:
     assert [r["task_id"] for r in history] == [second["task_id"], first["task_id"], running["task_id"]]
     assert client.get("/tasks").json()["current"] == client.get("/tasks").json()["pending"] == []
     assert [plan.prompt for plan in engine.prepared] == ["long", "b"]  # the cancelled task never ran
+    # DELETE removes an ended task (its record and outputs); then it is gone for GET and DELETE alike.
+    deleted = client.delete(f"/tasks/{first['task_id']}").json()
+    assert deleted == {"task_id": first["task_id"], "message": "task deleted"}
+    assert client.get(f"/tasks/{first['task_id']}").status_code == 404
+    assert client.get(f"/tasks/{first['task_id']}/events").status_code == 404  # the log keeps them; the API not
+    assert client.get(f"/tasks/{first['task_id']}/stream").status_code == 404
+    assert client.delete(f"/tasks/{first['task_id']}").status_code == 404
 
 
 def test_a_full_queue_answers_429(make_client, engine: FakeEngine) -> None:

@@ -29,6 +29,7 @@ from fooocus_es.events.bus import Bus
 from fooocus_es.events.log import EventLog
 from fooocus_es.events.store import EventStore
 from fooocus_es.media.blobs import BlobStore
+from fooocus_es.media.conversions import ConversionCache
 from fooocus_es.ops.metrics import TaskMetrics
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
@@ -66,6 +67,7 @@ class ServicesPlugin(InitPluginProtocol):
             "event_store": services.store,
             "read_model": services.read_model,
             "blobs": services.blobs,
+            "conversions": services.conversions,
             "runner": services.runner,
             "model_store": services.model_store,
             "style_book": services.style_book,
@@ -107,5 +109,5 @@ def provided_types() -> tuple[type, ...]:
 
     return (
         Services, Settings, LiveTasks, UrlSigner, Bus, EventLog, EventStore, ReadModel, BlobStore, Runner,
-        ModelStore, StyleBook, TaskMetrics,
+        ModelStore, StyleBook, TaskMetrics, ConversionCache,
     )  # fmt: skip

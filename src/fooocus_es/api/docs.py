@@ -8,9 +8,11 @@ PyPI package. The assets are public (no data in them); the pages and openapi.jso
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Final
 
+import msgspec
 import swagger_ui_bundle
-from litestar import MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.router import Router
@@ -58,4 +60,53 @@ async def swagger_page(request: Request) -> Response[bytes]:
     config = request.app.openapi_config
     assert config is not None
     swagger = next(plugin for plugin in config.render_plugins if isinstance(plugin, SwaggerRenderPlugin))
-    return Response(swagger.render(request, request.app.openapi_schema.to_schema()), media_type=MediaType.HTML)
+    return Response(swagger.render(request, openapi_document(request.app)), media_type=MediaType.HTML)
+
+
+def openapi_document(app: Litestar) -> dict[str, Any]:
+    """The document /schema/openapi.json serves (Litestar's cached dict, with use_msgspec_schemas applied)."""
+    return app.plugins.get("OpenAPIPlugin").provide_openapi_schema()  # by name: the class is in litestar._openapi
+
+
+def use_msgspec_schemas(app: Litestar) -> None:
+    """On start-up: the request structs' schemas as msgspec writes them, in place of Litestar's.
+
+    Litestar copies a Meta constraint only when it is truthy, so `ge=0` and `min_length=0` vanish
+    from the document (sharpness, the FreeU values, partial_images, ...) and constraints of list items
+    (outpaint_distance) are not carried at all; msgspec's own JSON Schema is what it validates with.
+    """
+    from fooocus_es.api.openai import ImageGenerationRequest
+    from fooocus_es.api.structs import GenerateRequest
+
+    components = openapi_document(app).setdefault("components", {}).setdefault("schemas", {})
+    _, definitions = msgspec.json.schema_components(
+        [GenerateRequest, ImageGenerationRequest], ref_template="#/components/schemas/{name}"
+    )
+    components.update({name: lenient(definition) for name, definition in definitions.items()})
+
+
+# What the lenient conversion (api/tolerance.py: msgspec's strict=False, as upstream's pydantic) also
+# takes for a scalar: booleans as 0/1 or "true"/"false"/"1"/"0" in any case, numbers as numeric strings.
+_BOOL_TEXT: Final = {"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$"}
+_INT_TEXT: Final = {"type": "string", "pattern": "^-?[0-9]+$"}
+_NUMBER_TEXT: Final = {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$"}
+
+
+def lenient(schema: Any) -> Any:
+    """`schema` (msgspec's JSON Schema) with every boolean, integer and number also taking its text forms."""
+    if isinstance(schema, list):
+        return [lenient(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: lenient(value) if key in ("properties", "items", "anyOf") else value for key, value in schema.items()}
+    if "properties" in schema:
+        out["properties"] = {name: lenient(value) for name, value in schema["properties"].items()}
+    kind = schema.get("type")
+    if kind not in ("boolean", "integer", "number"):
+        return out
+    description = out.pop("description", None)
+    alternatives = {"boolean": [{"enum": [0, 1]}, _BOOL_TEXT], "integer": [_INT_TEXT], "number": [_NUMBER_TEXT]}[kind]
+    wrapped: dict[str, Any] = {"anyOf": [out, *alternatives]}
+    if description is not None:
+        wrapped["description"] = description
+    return wrapped

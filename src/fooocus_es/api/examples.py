@@ -71,6 +71,7 @@ GENERATE_RESPONSES = {
             Example(summary="blocking JSON: finished", value=RECORD),
         ],
     ),
+    204: ResponseSpec(data_container=None, generate_examples=False, description="Image bytes asked, none made"),
     429: _spec(
         data_container=dict[str, Any],
         description="The queue is full; see Retry-After",
@@ -85,6 +86,16 @@ GENERATE_RESPONSES = {
     ),
 }
 
+def _error(status: int, detail: str, description: str | None = None) -> ResponseSpec:
+    return _spec(
+        data_container=dict[str, Any],
+        description=description or detail,
+        examples=[Example(value={"status_code": status, "detail": detail})],
+    )
+
+
+_NO_TASK = _error(404, f"task_id: no task '{_TASK_ID}'", "No task has this id")
+
 TASKS_RESPONSES = {
     200: _spec(
         data_container=TasksResponse,
@@ -96,10 +107,14 @@ TASK_RESPONSES = {
         data_container=TaskRecord,
         examples=[Example(summary="running", value=RUNNING), Example(summary="finished", value=RECORD)],
     ),
-    404: _spec(
-        data_container=dict[str, Any],
-        examples=[Example(value={"status_code": 404, "detail": f"task_id: no task '{_TASK_ID}'"})],
+    404: _NO_TASK,
+}
+DELETE_TASK_RESPONSES = {
+    200: _spec(
+        data_container=dict[str, Any], examples=[Example(value={"task_id": _TASK_ID, "message": "task deleted"})]
     ),
+    404: _NO_TASK,
+    409: _error(409, "task_id: the task is pending; cancel it first (POST /tasks/{task_id}/cancel)"),
 }
 EVENTS_RESPONSES = {
     200: _spec(
@@ -134,12 +149,22 @@ EVENTS_RESPONSES = {
                 ]  # fmt: skip
             )
         ],
-    )
+    ),
+    404: _NO_TASK,
+}
+STREAM_RESPONSES = {
+    200: _spec(
+        data_container=str,
+        media_type="text/event-stream",
+        description="SSE: `id: <seq>`, `event: <type>`, `data: <event JSON>`, until the terminal event",
+    ),
+    404: _NO_TASK,
 }
 CANCEL_RESPONSES = {
     200: _spec(
         data_container=dict[str, Any], examples=[Example(value={"task_id": _TASK_ID, "message": "task cancelled"})]
-    )
+    ),
+    404: _NO_TASK,
 }
 CONTROL_RESPONSES = {
     200: _spec(
@@ -156,9 +181,11 @@ FILE_RESPONSES = {
         media_type="image/png",
         description="The image; Accept: image/jpeg|webp converts it",
     ),  # fmt: skip
-    404: _spec(
-        data_container=dict[str, Any],
-        examples=[Example(value={"status_code": 404, "detail": "no such file: /outputs/x.png"})],
+    404: _error(404, "no such file: /outputs/x.png", "No such file (or a name that is not a stored image)"),
+    415: _error(
+        415,
+        "/outputs/x.png: the stored file is not a png, jpeg or webp image, so it cannot be sent as image/webp",
+        "Accept asks for a conversion, and the stored file is not an image that can be converted",
     ),
 }
 MODELS_RESPONSES = {

@@ -10,12 +10,13 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
 from fooocus_es.api import examples
-from fooocus_es.api.errors import NotFound
+from fooocus_es.api.errors import NotFound, UnsupportedMediaType
 from fooocus_es.media.blobs import BadKey
-from fooocus_es.media.outputs import MEDIA_TYPES, convert_for_accept
+from fooocus_es.media.outputs import MEDIA_TYPES, NotAnImage
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.media.blobs import BlobStore
+    from fooocus_es.media.conversions import ConversionCache
 
 _SUFFIX_TYPES = {
     ".png": MEDIA_TYPES["png"],
@@ -32,11 +33,16 @@ def _local_file(blobs: BlobStore, key: str) -> Path | None:
         return None
 
 
-async def _serve(request: Request, blobs: BlobStore, folder: str, relative: str) -> Response[bytes]:
+async def _serve(
+    request: Request, blobs: BlobStore, conversions: ConversionCache, folder: str, relative: str
+) -> Response[bytes]:
     path = await anyio.to_thread.run_sync(_local_file, blobs, f"{folder}/{relative.lstrip('/')}")
     if path is None:
         raise NotFound(f"no such file: /{folder}/{relative.lstrip('/')}")
-    converted = await anyio.to_thread.run_sync(convert_for_accept, path, request.headers.get("accept"))
+    try:
+        converted = await anyio.to_thread.run_sync(conversions.convert, path, request.headers.get("accept"))
+    except NotAnImage as exc:
+        raise UnsupportedMediaType(f"/{folder}/{relative.lstrip('/')}: {exc} (ask without that Accept)") from None
     if converted is not None:
         content, media_type = converted
     else:
@@ -46,8 +52,10 @@ async def _serve(request: Request, blobs: BlobStore, folder: str, relative: str)
 
 
 @get("/outputs/{file_path:path}", summary="A generated image", responses=examples.FILE_RESPONSES)
-async def outputs(request: Request, blobs: NamedDependency[BlobStore], file_path: str) -> Response[bytes]:
-    return await _serve(request, blobs, "outputs", file_path)
+async def outputs(
+    request: Request, blobs: NamedDependency[BlobStore], conversions: NamedDependency[ConversionCache], file_path: str
+) -> Response[bytes]:
+    return await _serve(request, blobs, conversions, "outputs", file_path)
 
 
 @get(
@@ -55,5 +63,7 @@ async def outputs(request: Request, blobs: NamedDependency[BlobStore], file_path
     summary="An input image, stored by its SHA-256",
     responses=examples.FILE_RESPONSES,
 )
-async def inputs(request: Request, blobs: NamedDependency[BlobStore], file_path: str) -> Response[bytes]:
-    return await _serve(request, blobs, "inputs", file_path)
+async def inputs(
+    request: Request, blobs: NamedDependency[BlobStore], conversions: NamedDependency[ConversionCache], file_path: str
+) -> Response[bytes]:
+    return await _serve(request, blobs, conversions, "inputs", file_path)

@@ -19,6 +19,7 @@ from litestar.response import Stream
 
 from fooocus_es.api import examples
 from fooocus_es.api.admission import enqueue, queue_place, validate_and_store
+from fooocus_es.api.openapi_ops import binary, operation, sse_events
 from fooocus_es.api.sse import Pacer, paced_progress, sleep_until, sse_event
 from fooocus_es.api.structs import GenerateRequest, sent_fields
 from fooocus_es.api.tolerance import drop_empty_image_prompts, ignored_fields, ignored_header, ignored_note
@@ -68,6 +69,14 @@ def resolve_request(services: Services, sent: dict[str, Any]) -> dict[str, Any]:
     status_code=200,
     summary="Generate images (FooocusAPI)",
     responses=examples.GENERATE_RESPONSES,
+    operation_class=operation(
+        content={
+            "200": {
+                **{kind: binary("The first image (Accept: image/*, or blocking)") for kind in MEDIA_TYPES.values()},
+                "text/event-stream": sse_events("stream_output: data is a StreamMessage as JSON"),
+            }
+        }
+    ),
 )
 async def generate(
     request: Request,

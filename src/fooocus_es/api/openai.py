@@ -47,7 +47,7 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, OpenAPIType, Reference, Schema
 from litestar.params import Body, FromPath
 from litestar.response import Stream
 from msgspec import Meta, Struct
@@ -58,6 +58,7 @@ from fooocus_es.api.body_types import FORMS_OPT
 from fooocus_es.api.cross_site import CrossSiteRefused
 from fooocus_es.api.errors import NotFound
 from fooocus_es.api.generate import resolve_request
+from fooocus_es.api.openapi_ops import binary, operation, sse_events
 from fooocus_es.api.structs import GenerateRequest, sent_fields
 from fooocus_es.engine.planning import aspect, performance
 from fooocus_es.engine.planning import plan as planning
@@ -489,21 +490,57 @@ MODELS_RESPONSES = _responses(
     ),  # fmt: skip
     "Checkpoints on disk",
 )
-MODEL_RESPONSES = _responses(
-    Example(value={"id": "fooocus_es_demo.safetensors", "object": "model", "created": 1764178568, "owned_by": "local"}),
-    "One checkpoint",
-)
+MODEL_RESPONSES = {
+    **_responses(
+        Example(
+            value={"id": "fooocus_es_demo.safetensors", "object": "model", "created": 1764178568, "owned_by": "local"}
+        ),
+        "One checkpoint",
+    ),
+    404: ResponseSpec(
+        data_container=dict[str, Any],
+        generate_examples=False,
+        description="No checkpoint of that name (OpenAI-shaped error, code not_found)",
+        examples=[
+            Example(
+                value={
+                    "error": {"message": "model: no checkpoint 'x'", "type": "invalid_request_error", "param": None,
+                              "code": "not_found"}
+                }  # fmt: skip
+            )
+        ],
+    ),
+}
 
 
 # -- routes --------------------------------------------------------------------------------------------
-@post("/images/generations", status_code=200, summary="Create images (OpenAI-compatible)", responses=IMAGES_RESPONSES)
+_STREAM_TOO: Final = {"200": {"text/event-stream": sse_events("stream: *.partial_image and *.completed events")}}
+_EDIT_FORM: Final = Schema(
+    all_of=[
+        Reference("#/components/schemas/ImageGenerationRequest"),
+        Schema(
+            type=OpenAPIType.OBJECT,
+            properties={"image": binary("png, jpeg or webp"), "mask": binary("alpha 0 = repaint")},
+            required=["image"],
+        ),
+    ]
+)
+
+
+@post(
+    "/images/generations",
+    status_code=200,
+    summary="Create images (OpenAI-compatible)",
+    responses=IMAGES_RESPONSES,
+    operation_class=operation(content=_STREAM_TOO),
+)
 async def generations(
     request: Request,
     data: Annotated[ImageGenerationRequest, Body(examples=GENERATION_BODIES)],
     services: NamedDependency[Services],
 ) -> Response[Any]:
     _bind_user(data.user)
-    raw = msgspec.json.decode(await request.body())
+    raw = await request.json()  # already decoded (and checked) for `data`
     sent = native_extras(raw) if isinstance(raw, dict) else {}
     checkpoints = await _checkpoints(services.model_store)
     mapped, origin = map_request(data, checkpoints)
@@ -581,6 +618,7 @@ def prepare_edit(image: bytes, mask: bytes | None, limits: ImageLimits) -> tuple
     summary="Edit an image: inpaint task (OpenAI-compatible, multipart: image, mask, prompt, n, size, ...)",
     responses=IMAGES_RESPONSES,
     opt={FORMS_OPT: True},
+    operation_class=operation(content=_STREAM_TOO, body={"multipart/form-data": _EDIT_FORM}),
 )
 async def edits(request: Request, services: NamedDependency[Services]) -> Response[Any]:
     form = await request.form()

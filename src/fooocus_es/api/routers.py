@@ -20,8 +20,8 @@ def native_routers() -> list[Router]:
             path="/tasks",
             tags=["tasks"],
             route_handlers=[
-                tasks.list_tasks, tasks.get_task, tasks.task_events, task_stream.task_stream, tasks.cancel_task,
-                tasks.delete_task,
+                tasks.list_tasks, tasks.TaskController, tasks.task_events, task_stream.task_stream,
+                tasks.cancel_task,
             ],  # fmt: skip
         ),
         Router(path="/", tags=["files"], route_handlers=[files.outputs, files.inputs]),

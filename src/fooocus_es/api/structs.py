@@ -131,10 +131,10 @@ class GenerateRequest(Struct, kw_only=True):
     refiner_swap_method: Literal["joint", "separate", "vae"] | UnsetType = UNSET
     controlnet_softness: Unit | UnsetType = UNSET
     freeu_enabled: bool | UnsetType = UNSET
-    freeu_b1: float | UnsetType = UNSET
-    freeu_b2: float | UnsetType = UNSET
-    freeu_s1: float | UnsetType = UNSET
-    freeu_s2: float | UnsetType = UNSET
+    freeu_b1: Annotated[float, _d("0..2 (Fooocus's slider), default 1.01.", ge=0.0, le=2.0)] | UnsetType = UNSET
+    freeu_b2: Annotated[float, _d("0..2, default 1.02.", ge=0.0, le=2.0)] | UnsetType = UNSET
+    freeu_s1: Annotated[float, _d("0..4, default 0.99.", ge=0.0, le=4.0)] | UnsetType = UNSET
+    freeu_s2: Annotated[float, _d("0..4, default 0.95.", ge=0.0, le=4.0)] | UnsetType = UNSET
     debugging_inpaint_preprocessor: bool | UnsetType = UNSET
     inpaint_disable_initial_latent: bool | UnsetType = UNSET
     inpaint_engine: InpaintEngine | UnsetType = UNSET

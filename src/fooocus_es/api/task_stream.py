@@ -18,12 +18,15 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from fooocus_es.api import examples
 from fooocus_es.api.errors import NotFound
+from fooocus_es.api.openapi_ops import operation, sse_events
 from fooocus_es.events.types import Envelope, event_type, is_terminal
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.events.bus import Bus
     from fooocus_es.events.log import EventLog
+    from fooocus_es.services import Services
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -43,11 +46,14 @@ def _resume_after(last_event_id: str | None) -> int:
     summary="The task's events as SSE (id = log seq), resumable with Last-Event-ID",
     description="Replays the task's stored events after `Last-Event-ID` (all of them without it), then "
     "follows it live until its terminal event. Reconnecting with the last `id:` seen loses nothing.",
+    responses=examples.STREAM_RESPONSES,
+    operation_class=operation(content={"200": {"text/event-stream": sse_events("data is the event as JSON")}}),
 )
 async def task_stream(
     task_id: str,
     bus: NamedDependency[Bus],
     event_log: NamedDependency[EventLog],
+    services: NamedDependency[Services],
     last_event_id: str | None = Parameter(header="Last-Event-ID", default=None, required=False),
 ) -> ServerSentEvent:
     after = _resume_after(last_event_id)
@@ -57,7 +63,7 @@ async def task_stream(
     except BaseException:
         bus.unsubscribe(subscription)
         raise
-    if not stored:
+    if not stored or await services.record(task_id) is None:  # none, or deleted (its events stay in the log)
         bus.unsubscribe(subscription)
         raise NotFound(f"task_id: no task {task_id!r}")
 

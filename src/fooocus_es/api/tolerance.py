@@ -67,7 +67,16 @@ def ignored_note(ignored: list[str]) -> list[str]:
 
 
 def ignored_header(ignored: list[str]) -> dict[str, str]:
-    return {IGNORED_HEADER: ", ".join(ignored)} if ignored else {}
+    """X-Ignored-Fields: the names with anything but printable ASCII escaped as \\uXXXX.
+
+    A header value is latin-1 on the wire (a key like "caf\u00e9" failed to encode: a 500) and must not
+    carry CR/LF (a key with a newline would have split the header).
+    """
+    return {IGNORED_HEADER: ", ".join(_header_safe(name) for name in ignored)} if ignored else {}
+
+
+def _header_safe(name: str) -> str:
+    return "".join(char if " " <= char <= "~" else f"\\u{ord(char):04x}" for char in name)
 
 
 def drop_empty_image_prompts(sent: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,10 @@ _WEBP_METHOD = 4
 _RANDOM_NAME_TRIES = 32
 
 
+class NotAnImage(ValueError):
+    """A stored file that cannot be decoded as an image, so it cannot be converted."""
+
+
 def encode_image(
     image: Image.Image,
     fmt: str,
@@ -123,18 +127,33 @@ def convert_for_accept(path: Path, accept: str | None) -> tuple[bytes, str] | No
     file's own; None to serve the file unchanged (no Accept, the file's type is acceptable at
     least as much, or nothing we can produce was asked for). Embedded parameters are carried over.
     """
+    target = conversion_target(path, accept)
+    return None if target is None else (convert_file(path, target), MEDIA_TYPES[target])
+
+
+def conversion_target(path: Path, accept: str | None) -> str | None:
+    """The format `accept` asks `path` to be converted to, or None to serve it unchanged."""
     current = _SUFFIX_FORMATS.get(path.suffix.lower())
     if current is None or not accept:
         return None
-    target = preferred_format(accept, current)
-    if target is None:
-        return None
+    return preferred_format(accept, current)
+
+
+def convert_file(path: Path, target: str) -> bytes:
+    """The stored image at `path` re-encoded as `target`, embedded parameters carried over.
+
+    Raises NotAnImage when the file is not a png, jpeg or webp image Pillow can decode.
+    """
     data = path.read_bytes()
-    parameters, scheme = read_parameters(data)
-    with Image.open(io.BytesIO(data), formats=_READ_FORMATS) as img:
-        img.load()
-        converted = encode_image(img, target, parameters=parameters, scheme=scheme or "fooocus")
-    return converted, MEDIA_TYPES[target]
+    try:
+        parameters, scheme = read_parameters(data)
+        with Image.open(io.BytesIO(data), formats=_READ_FORMATS) as img:
+            img.load()
+            return encode_image(img, target, parameters=parameters, scheme=scheme or "fooocus")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # Pillow: "not an image I can read"
+        raise NotAnImage(
+            f"the stored file is not a png, jpeg or webp image, so it cannot be sent as {MEDIA_TYPES[target]}"
+        ) from None
 
 
 def preferred_format(accept: str, current: str) -> str | None:

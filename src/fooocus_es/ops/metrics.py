@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from litestar import get
+from litestar import MediaType, get
 from litestar.di import NamedDependency
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Response
@@ -28,6 +28,7 @@ from fooocus_es.events.types import Envelope, Event, TaskFailed, TaskProgress, T
 from fooocus_es.tasks.status import TaskStatus, next_status
 
 PREFIX: Final = "fooocus_es"
+_EXPOSITION_TYPE: Final = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")  # text/plain; version=1.0.0
 # Seconds. A step is ~10 ms (demo on a CPU) to ~1 s (SDXL at 1024 on a small GPU); tasks run up to minutes.
 STEP_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TASK_BUCKETS: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -125,7 +126,9 @@ class MetricsController(PrometheusController):
 
     path = "/metrics"
 
-    @get(summary="Prometheus metrics")  # tagged "ops" by its router (api/routers.py)
+    # Documented as text/plain (it was application/json). Litestar appends "; charset=utf-8" to any
+    # text/* type, so the type given here has none: prometheus_client's CONTENT_TYPE_LATEST has one.
+    @get(summary="Prometheus metrics (text exposition format)", media_type=MediaType.TEXT)  # tagged "ops" by its router
     async def get(self, metrics: NamedDependency[TaskMetrics]) -> Response[Any]:  # type: ignore[override]
         body = generate_latest(REGISTRY) + metrics.render()
-        return Response(body, status_code=200, media_type=CONTENT_TYPE_LATEST)
+        return Response(body, status_code=200, media_type=_EXPOSITION_TYPE)

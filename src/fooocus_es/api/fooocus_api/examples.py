@@ -28,7 +28,16 @@ _NOT_FOUND = {"job_id": "", "job_type": "Not Found", "job_stage": "ERROR", "job_
               "job_status": "Job not found", "job_step_preview": None, "job_result": None}  # fmt: skip
 _ERROR_400 = {"status_code": 400, "detail": "advanced_params.overwrite_step: Expected `int`, got `str`",
               "field": "advanced_params.overwrite_step"}  # fmt: skip
-_IMAGE = "data:image/png;base64,iVBORw0KGgo... (or bare base64, or an http(s) URL)"
+# Real 64x64 PNGs, so that "Try it out" and the fuzz's example phase send images that decode (an
+# image field also takes bare base64 or an http(s) URL).
+_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAAAUUlEQVR42u3PMQ0AMAgAMJhqRCACqVPBQdI6aFZPXPbiOAEB"
+    "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAYF9H2slAiTmkOmfAAAAAElFTkSuQmCC"
+)
+_MASK = (  # white square in the middle: the part to repaint
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAAAAACPAi4CAAAAM0lEQVR42u3OIQ4AMAgEQej//1xEU4MjNRUz8hI2RAAc2Yc9PFiv"
+    "HwgICAgICAj8FgC4CjPiAUBwf1GKAAAAAElFTkSuQmCC"
+)
 
 
 def _spec(container: Any, description: str, *values: Any) -> ResponseSpec:
@@ -42,7 +51,7 @@ def _spec(container: Any, description: str, *values: Any) -> ResponseSpec:
 
 GENERATE_RESPONSES: Final = {
     200: _spec(
-        list[GeneratedImageResult],
+        list[GeneratedImageResult] | AsyncJobResponse,
         "Blocking: the list of GeneratedImageResult (`[]` when the job failed); async_process: the "
         "AsyncJobResponse at once; `Accept: image/png` or `?accept=image/png`: the first image's PNG bytes. "
         "X-Task-Id names the task (job_id = task_id); X-Ignored-Fields lists fields this server does not know.",
@@ -69,7 +78,7 @@ TEXT_TO_IMAGE_BODIES: Final = [
             "image_seed": 1234,
             "require_base64": True,
             "loras": [{"model_name": "sd_xl_offset_example-lora_1.0.safetensors", "weight": 0.1}],
-            "advanced_params": {"sampler_name": "euler_ancestral", "overwrite_step": 20},
+            "advanced_params": {"sampler_name": "euler_ancestral", "scheduler_name": "normal", "overwrite_step": 20},
             "save_extension": "jpeg",
         },
     ),
@@ -97,7 +106,7 @@ INPAINT_OUTPAINT_BODIES: Final = [
         value={
             "prompt": "a cat",
             "input_image": _IMAGE,
-            "input_mask": _IMAGE,
+            "input_mask": _MASK,
             "inpaint_additional_prompt": "a hat",
             "outpaint_selections": ["Left", "Right"],
         },

@@ -8,13 +8,13 @@ has its stored result: `job_status` is never "Finished" with `job_result` still 
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
 import msgspec
 
+from fooocus_es.api import tasks
 from fooocus_es.api.fooocus_api.kinds import WIRE_PREFIX, job_type_of
 from fooocus_es.api.fooocus_api.responses import (
     AsyncJobResponse,
@@ -30,7 +30,7 @@ from fooocus_es.api.fooocus_api.responses import (
     result_seeds,
     succeeded,
 )
-from fooocus_es.events.types import TasksDeleted, TaskSkipped, now_ms
+from fooocus_es.events.types import TaskSkipped
 from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTask
 from fooocus_es.services import Services
@@ -126,21 +126,5 @@ async def history(services: Services, job_id: str | None, page: int, page_size: 
 
 
 async def delete(services: Services, job_id: str) -> bool:
-    """Remove an ended job's record and output files (a TasksDeleted event, as /tasks?action=delete)."""
-    stored = await services.stored_record(job_id)
-    if stored is None or stored["finish_mills"] is None:
-        return False
-    at = stored["in_queue_mills"]
-    await services.store.emit_async(
-        TasksDeleted(
-            task_id=f"delete-{uuid.uuid4().hex}", at_ms=now_ms(), deleted_task_ids=[job_id], start_ms=at, end_ms=at
-        )
-    )
-
-    def remove_files() -> None:
-        for relative in stored["result"]:
-            if relative.startswith("outputs/"):  # never inputs: they are shared by hash
-                services.data_path(relative).unlink(missing_ok=True)
-
-    await anyio.to_thread.run_sync(remove_files)
-    return True
+    """Remove an ended job's record and output files (DELETE /tasks/{task_id})."""
+    return await tasks.delete_ended(services, job_id)

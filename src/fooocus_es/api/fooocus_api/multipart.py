@@ -13,13 +13,13 @@ string (base64, data: or http(s) URL).
 from __future__ import annotations
 
 import base64
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from litestar.datastructures import FormMultiDict, UploadFile
 
+from fooocus_es.api.json_body import MalformedJson, decode_json
 from fooocus_es.engine.planning.plan import ParamError
 
 IMAGE_PARTS: Final = ("input_image", "input_mask")
@@ -97,6 +97,6 @@ def _text(value: Any) -> str:
 
 def _json(name: str, text: str) -> Any:
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ParamError(name, f"not valid JSON ({exc})") from None
+        return decode_json(text.encode("utf-8", "surrogatepass"), field=name)
+    except MalformedJson as exc:
+        raise ParamError(exc.field, exc.message) from None

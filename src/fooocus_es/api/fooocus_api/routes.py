@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import anyio.to_thread
-import msgspec
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Body, FromQuery, Parameter
 
 from fooocus_es.api import engines
@@ -30,6 +30,8 @@ from fooocus_es.api.fooocus_api.responses import (
     JobQueueInfo,
     StopResponse,
 )
+from fooocus_es.api.openapi_ops import binary, operation
+from fooocus_es.api.tasks import MAX_PAGE
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.engine.models.store import ModelStore
@@ -58,8 +60,14 @@ _FORM_DOC: Final = (
 )
 
 
+_PNG_TOO: Final = {"200": {"image/png": binary("`Accept: image/png` (or `?accept=image/png`): the first image")}}
+
+
 def _generation(path: str, summary: str) -> Any:
-    return post(path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES, description=_JSON_DOC)
+    return post(
+        path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES, description=_JSON_DOC,
+        operation_class=operation(content=_PNG_TOO),
+    )  # fmt: skip
 
 
 # The raw body: the mapping needs every key as sent (unknown ones are listed, tolerated values replaced).
@@ -113,10 +121,7 @@ async def image_prompt_v2(
 
 async def _submit_form(request: Request, services: Services, kind: RouteKind) -> Response[Any]:
     if request.content_type[0] not in _FORM_TYPES:  # a JSON body: read it as the v2 route would
-        try:
-            body = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError as exc:
-            raise ValidationException(f"body: expected a multipart form or a JSON object ({exc})") from None
+        body = await request.json()  # api/json_body.py: malformed bytes are a 400 naming the problem
         if not isinstance(body, dict):
             raise ValidationException("body: expected a multipart form or a JSON object")
         return await admit.submit(request, services, kind, body)
@@ -124,10 +129,26 @@ async def _submit_form(request: Request, services: Services, kind: RouteKind) ->
     return await admit.submit(request, services, kind, form.body, form)
 
 
+# The v1 form as documented: its image fields, each a file or a text value (base64 or a URL, as the JSON
+# form takes), empty or absent meaning none (upstream answered 422 to a missing input_image). Every other
+# CommonRequest field is a text field too (see the description).
+_IMAGE_FIELD: Final = Schema(
+    type=OpenAPIType.STRING, description="A png/jpeg/webp file, or base64 / an http(s) URL as text; empty: none"
+)
+_FORM_BODY: Final = {
+    "multipart/form-data": Schema(
+        type=OpenAPIType.OBJECT,
+        properties={name: _IMAGE_FIELD for name in ("input_image", "input_mask", *(f"cn_img{i}" for i in range(1, 5)))},
+    ),
+    "application/json": Schema(type=OpenAPIType.OBJECT),
+}
+
+
 def _form_route(path: str, summary: str, files: str) -> Any:
     return post(
         path, status_code=200, summary=summary, responses=examples.GENERATE_RESPONSES,
         description=_FORM_DOC.format(files=files), opt={FORMS_OPT: True},
+        operation_class=operation(content=_PNG_TOO, body=_FORM_BODY),
     )  # fmt: skip
 
 
@@ -159,6 +180,7 @@ async def image_prompt_v1(request: Request, services: NamedDependency[Services])
     "/v1/generation/query-job",
     summary="One job: stage, progress, status text, step preview, result (Fooocus-API)",
     responses=examples.QUERY_JOB_RESPONSES,
+    operation_class=operation(required=["job_id"]),  # optional in the signature only for the 400's message
 )
 async def query_job(
     services: NamedDependency[Services],
@@ -191,7 +213,7 @@ async def job_queue(services: NamedDependency[Services]) -> JobQueueInfo:
 async def job_history(
     services: NamedDependency[Services],
     job_id: FromQuery[str | None] = None,
-    page: Annotated[int, Parameter(ge=0)] = 0,
+    page: Annotated[int, Parameter(ge=0, le=MAX_PAGE)] = 0,
     page_size: Annotated[int, Parameter(ge=1, le=1000)] = 20,
     delete: FromQuery[bool] = False,
 ) -> JobHistoryResponse | HistoryMessage:

@@ -18,7 +18,7 @@ swap method fall back to the default (upstream's req_to_params), the docs placeh
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from typing import Any, Final
 import msgspec
 
 from fooocus_es.api.fooocus_api.kinds import JOB_TYPES, JobType, RouteKind, wire_of
+from fooocus_es.api.json_body import MalformedJson, decode_json
 from fooocus_es.api.structs import GenerateRequest
 from fooocus_es.engine.planning.plan import DEFAULT_VAE_NAMES, NO_MODEL_NAMES, ParamError
 from fooocus_es.engine.planning.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES
@@ -245,7 +246,8 @@ class _Mapper:
         if key == "vae_name" and vae_missing:
             self.note(f"{old} {value!r} is not installed: the model's own VAE is used")
             return
-        if key == "overwrite_switch" and isinstance(value, int | float) and not isinstance(value, bool):
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key == "overwrite_switch" and is_number and math.isfinite(value):  # not finite: the struct names it
             # Fooocus-API types it as a float in -1..1 but uses it as the refiner's switch step.
             value = -1 if value <= 0 else max(1, round(value))
         self.put(key, value, old)
@@ -389,8 +391,8 @@ def _directions(value: Any) -> Any:
 
 def _json_object(text: str) -> dict[str, Any] | None:
     try:
-        value = json.loads(text) if text.strip() else {}
-    except ValueError:
+        value = decode_json(text.encode("utf-8", "surrogatepass")) if text.strip() else {}
+    except MalformedJson:
         return None
     return value if isinstance(value, dict) else None
 
