@@ -50,34 +50,25 @@ def _venv(session: nox.Session) -> str:
     return str(PYTHON)
 
 
-def _chromium(session: nox.Session) -> None:
-    """The browser tests drive Debian's chromium (Playwright never downloads a browser here)."""
-    if pathlib.Path(CHROMIUM).exists():
+def _debian_package(session: nox.Session, binary: str, package: str, why: str) -> None:
+    """Install a Debian package the tests start (as root, with apt), or say how to."""
+    if pathlib.Path(binary).exists():
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", "chromium", external=True)
+        session.run("apt-get", "install", "-y", "-qq", package, external=True)
     else:
-        session.warn(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) for the browser tests")
-
-
-def _nats_server(session: nox.Session) -> None:
-    """The fleet tests start Debian's nats-server (2.9.10) beside the pinned current one in the venv."""
-    if pathlib.Path(NATS_SERVER).exists():
-        return
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", "nats-server", external=True)
-    else:
-        session.warn(f"{NATS_SERVER} is missing: install Debian's nats-server for the fleet tests on 2.9.10")
+        session.warn(f"{binary} is missing: install Debian's {package} (apt-get install {package}) {why}")
 
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """The whole suite: unit, API and end-to-end tests against real server processes (offline)."""
     python = _venv(session)
-    _chromium(session)
-    _nats_server(session)
+    # The browser tests drive Debian's chromium (Playwright never downloads a browser here); the
+    # fleet tests start Debian's nats-server (2.9.10) beside the pinned current one in the venv.
+    _debian_package(session, CHROMIUM, "chromium", "for the browser tests")
+    _debian_package(session, NATS_SERVER, "nats-server", "for the fleet tests on 2.9.10")
     session.run(python, "-m", "pytest", "-q", *session.posargs, external=True)
 
 

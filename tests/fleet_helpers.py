@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, ServerProcess
 
 
-class RunnerProcess:
-    """`python -m fooocus_es runner` over its own data dir (models symlinked in, as ServerProcess)."""
+class RunnerProcess(ServerProcess):
+    """`python -m fooocus_es runner` over its own data dir (models symlinked in, as ServerProcess;
+    kill and stop are ServerProcess's)."""
 
     def __init__(self, data_dir: Path, models: Path, nats_url: str) -> None:
         self.data_dir = data_dir
@@ -29,8 +29,10 @@ class RunnerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120) -> RunnerProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        self.log_file = self.log_path.open("ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            self.command, stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -39,16 +41,3 @@ class RunnerProcess:
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"runner did not start:\n{self.log_path.read_text()[-4000:]}")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()

@@ -21,6 +21,7 @@ from fooocus_es.events.jetstream import JetStreamEventLog
 from fooocus_es.events.types import TaskQueued, now_ms
 
 FLEET_ONLY = "only_on_the_runners.safetensors"
+LONG = {"overwrite_step": 200, "aspect_ratios_selection": "512*512", "image_number": 4}  # stopped before its end
 SLOW = {"overwrite_step": 200, "aspect_ratios_selection": "128*128"}  # seconds of work on the demo model
 
 
@@ -137,9 +138,9 @@ def test_an_api_node_with_no_models_admits_what_the_runners_have(fleet: Fleet) -
 
 
 def test_stop_from_another_node_reaches_the_runner(fleet: Fleet) -> None:
-    task = submit(fleet.a.url, {"prompt": "stop me", **SLOW})
+    task = submit(fleet.a.url, {"prompt": "stop me", **LONG})
     wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)
-    deadline = time.monotonic() + 15  # presence beats every 5 s
+    deadline = time.monotonic() + 15  # presence says a change within 0.5 s, and beats every 5 s
     while time.monotonic() < deadline:
         runners = requests.get(fleet.a.url + "/runners", timeout=10).json()["runners"]
         if [r["task_id"] for r in runners if r["state"] == "busy"] == [task["task_id"]]:
@@ -159,7 +160,7 @@ def test_stop_from_another_node_reaches_the_runner(fleet: Fleet) -> None:
 
 
 def test_a_pending_task_is_cancelled_from_any_node(fleet: Fleet) -> None:
-    busy = [submit(fleet.a.url, {"prompt": f"busy {i}", **SLOW}) for i in range(2)]  # both runners busy
+    busy = [submit(fleet.a.url, {"prompt": f"busy {i}", **LONG}) for i in range(2)]  # both runners busy
     waiting = submit(fleet.a.url, {"prompt": "waiting"})
     for task in busy:
         wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)

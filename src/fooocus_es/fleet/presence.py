@@ -25,6 +25,7 @@ from fooocus_es.fleet.connection import NatsThread
 
 BUCKET: Final = "fes-runners"
 BEAT_S: Final = 5.0
+CHANGE_S: Final = 0.5  # how soon a task starting or ending shows in /runners
 STALE_AFTER_MS: Final = int(3 * BEAT_S * 1000)
 _NOT_IN_KEY: Final = re.compile(r"[^-_=a-zA-Z0-9]")
 
@@ -65,13 +66,18 @@ class PresenceBeat:
         self._task = asyncio.run_coroutine_threadsafe(self._beat(), self.nats.loop)
 
     async def _beat(self) -> None:
+        """Every BEAT_S, and within CHANGE_S of a change (a task started or ended)."""
         kv = await _bucket(self.nats, self.bucket)
+        said: RunnerInfo | None = None
+        said_at = 0.0
         while True:
             info = self.state()
-            info.seen_ms = now_ms()
-            with contextlib.suppress(Exception):  # a reconnect: the next beat says it again
-                await kv.put(_key(info.runner_id), msgspec.json.encode(info))
-            await asyncio.sleep(BEAT_S)
+            if said is None or info != said or time.monotonic() - said_at >= BEAT_S:
+                said, said_at = info, time.monotonic()
+                beat = msgspec.structs.replace(info, seen_ms=now_ms())
+                with contextlib.suppress(Exception):  # a reconnect: the next beat says it again
+                    await kv.put(_key(info.runner_id), msgspec.json.encode(beat))
+            await asyncio.sleep(CHANGE_S)
 
     def stop(self, final: RunnerInfo | None = None) -> None:
         if self._task is not None:
