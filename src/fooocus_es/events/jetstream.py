@@ -36,7 +36,7 @@ from fooocus_es.events.types import (
     encode_for_log,
     event_type,
 )
-from fooocus_es.fleet.connection import NatsThread
+from fooocus_es.fleet.connection import NatsThread, is_token
 
 PAGE: Final = 1000
 KEPT_PREVIEWS: Final = 256
@@ -45,9 +45,7 @@ EXPECTED_LAST_SUBJECT_SEQ: Final = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.val
 VERSION_HEADER: Final = "Fes-Version"
 TYPE_HEADER: Final = "Fes-Event"
 WRONG_LAST_SEQUENCE: Final = 10071  # JSStreamWrongLastSequenceErrF
-STREAM_NAME_IN_USE: Final = 10058  # same name, another configuration
 PUBLISH_TRIES: Final = 5
-_FORBIDDEN_IN_TOKEN: Final = frozenset(".*> \t\r\n")
 
 
 class _Last(msgspec.Struct, frozen=True):
@@ -91,17 +89,10 @@ class JetStreamEventLog:
             allow_direct=True,
             duplicate_window=600,  # seconds: covers a writer's retries across a server restart
         )
-        try:
-            await self.nats.js.add_stream(config)
-        except APIError as exc:
-            if exc.err_code != STREAM_NAME_IN_USE:
-                raise
-            info = await self.nats.js.stream_info(self.stream)  # made by another node: it must be ours
-            if info.config.subjects != config.subjects:
-                raise RuntimeError(f"stream {self.stream} exists with subjects {info.config.subjects}") from exc
+        await self.nats.ensure_stream(config)
 
     def _subject(self, task_id: str) -> str:
-        if not task_id or _FORBIDDEN_IN_TOKEN & set(task_id):
+        if not is_token(task_id):
             raise AppendRefused(task_id, "a task id must be one NATS subject token (no '.', '*', '>' or spaces)")
         return f"{self.prefix}.{task_id}"
 

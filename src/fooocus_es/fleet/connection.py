@@ -12,14 +12,24 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import nats
 from nats.aio.client import Client
 from nats.errors import ConnectionClosedError
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
+from nats.js.errors import APIError, BucketNotFoundError
+from nats.js.kv import KeyValue
 
 T = TypeVar("T")
+
+STREAM_NAME_IN_USE: Final = 10058  # JetStream's error code: a stream of that name, another configuration
+_NOT_IN_TOKEN: Final = frozenset(".*> \t\r\n")
+
+
+def is_token(value: str) -> bool:
+    """Whether `value` can be one NATS subject token (task ids and pool names are)."""
+    return bool(value) and not _NOT_IN_TOKEN & set(value)
 
 
 class NatsThread:
@@ -47,6 +57,28 @@ class NatsThread:
             raise ConnectionClosedError
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return future.result(timeout=timeout_s if timeout_s is not None else self.timeout_s * 6)
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """From another event loop (the app's): await `coro` run on this connection's loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def ensure_stream(self, config: api.StreamConfig) -> None:
+        """On this loop: create the stream, or accept the one another node made with the same subjects."""
+        try:
+            await self.js.add_stream(config)
+        except APIError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise
+            info = await self.js.stream_info(config.name or "")
+            if info.config.subjects != config.subjects:
+                raise RuntimeError(f"stream {config.name} exists with subjects {info.config.subjects}") from exc
+
+    async def key_value(self, config: api.KeyValueConfig) -> KeyValue:
+        """On this loop: the KV bucket, created with `config` by whichever node comes first."""
+        try:
+            return await self.js.key_value(config.bucket or "")
+        except BucketNotFoundError:
+            return await self.js.create_key_value(config=config)
 
     def close(self) -> None:
         with self._closing:  # idempotent, and a second caller waits for the first to finish

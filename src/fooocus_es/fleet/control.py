@@ -8,7 +8,6 @@ and a cancel of a pending task is decided in the log, not here.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Final
 
@@ -33,8 +32,7 @@ class NatsControl:
 
     async def send(self, command: Control) -> bool:
         """From the app's event loop; True when the runner holding the task took it."""
-        future = asyncio.run_coroutine_threadsafe(self._request(command), self.nats.loop)
-        return await asyncio.wrap_future(future)
+        return await self.nats.run(self._request(command))
 
     async def _request(self, command: Control) -> bool:
         try:

@@ -16,7 +16,7 @@ from typing import Final, Literal
 
 import msgspec
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from fooocus_es.engine.models.catalog import names_on_disk
@@ -46,11 +46,7 @@ class RunnerInfo(msgspec.Struct, kw_only=True):
 
 
 async def _bucket(nats: NatsThread, bucket: str) -> KeyValue:
-    try:
-        return await nats.js.key_value(bucket)
-    except BucketNotFoundError:
-        config = api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.MEMORY, ttl=86400)
-        return await nats.js.create_key_value(config=config)
+    return await nats.key_value(api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.MEMORY, ttl=86400))
 
 
 class PresenceBeat:
@@ -83,6 +79,7 @@ class PresenceBeat:
         if self._task is not None:
             self._task.cancel()
         if final is not None and not self.nats.closed:
+
             async def last() -> None:
                 kv = await _bucket(self.nats, self.bucket)
                 final.seen_ms = now_ms()
@@ -118,8 +115,7 @@ class FleetRunners:
         )
 
     async def list(self) -> list[RunnerInfo]:
-        future = asyncio.run_coroutine_threadsafe(self._list(), self.nats.loop)
-        return await asyncio.wrap_future(future)
+        return await self.nats.run(self._list())
 
     async def _list(self) -> list[RunnerInfo]:
         kv = await _bucket(self.nats, self.bucket)

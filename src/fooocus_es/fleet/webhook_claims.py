@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from fooocus_es.fleet.connection import NatsThread
@@ -29,11 +29,8 @@ class WebhookClaims:
         self._kv: KeyValue = nats.call(self._open())
 
     async def _open(self) -> KeyValue:
-        try:
-            return await self.nats.js.key_value(self.bucket)
-        except BucketNotFoundError:
-            config = api.KeyValueConfig(bucket=self.bucket, history=1, storage=api.StorageType.FILE, ttl=30 * 86400)
-            return await self.nats.js.create_key_value(config=config)
+        config = api.KeyValueConfig(bucket=self.bucket, history=1, storage=api.StorageType.FILE, ttl=30 * 86400)
+        return await self.nats.key_value(config)
 
     def claim(self, task_id: str) -> bool:
         """Worker thread: True when this node sends the task's webhook."""

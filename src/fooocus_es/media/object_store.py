@@ -50,12 +50,9 @@ class ObjectStoreBlobs:
             objects = await js.create_object_store(
                 self.bucket, config=api.ObjectStoreConfig(storage=api.StorageType.FILE)
             )
-        try:
-            names = await js.key_value(f"{self.bucket}-names")
-        except BucketNotFoundError:
-            names = await js.create_key_value(
-                config=api.KeyValueConfig(bucket=f"{self.bucket}-names", history=1, storage=api.StorageType.FILE)
-            )
+        names = await self.nats.key_value(
+            api.KeyValueConfig(bucket=f"{self.bucket}-names", history=1, storage=api.StorageType.FILE)
+        )
         return objects, names
 
     def create(self, key: str, data: bytes) -> bool:

@@ -19,14 +19,12 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
-from fooocus_es.fleet.connection import NatsThread
+from fooocus_es.fleet.connection import NatsThread, is_token
 from fooocus_es.tasks.commands import COMMAND_DECODER, COMMAND_ENCODER, Generate
 
-STREAM_NAME_IN_USE: Final = 10058
 FETCH_SLICE_S: Final = 1.0  # a claim waits in pulls this long, so close() is seen within it
-_FORBIDDEN_IN_TOKEN: Final = frozenset(".*> \t\r\n")
 
 
 class JetStreamClaim:
@@ -75,7 +73,7 @@ class JetStreamCommandQueue:
         ack_wait_s: float = 30.0,
         max_deliver: int = 3,
     ) -> None:
-        if _FORBIDDEN_IN_TOKEN & set(pool) or not pool:
+        if not is_token(pool):
             raise ValueError(f"pool: {pool!r} must be one NATS subject token")
         self.stream = stream
         self.prefix = prefix
@@ -88,7 +86,7 @@ class JetStreamCommandQueue:
         self._sub: JetStreamContext.PullSubscription = self.nats.call(self._setup())
 
     def _subject(self, task_id: str) -> str:
-        if not task_id or _FORBIDDEN_IN_TOKEN & set(task_id):
+        if not is_token(task_id):
             raise ValueError(f"task_id: {task_id!r} must be one NATS subject token")
         return f"{self.prefix}.gen.{self.pool}.{task_id}"
 
@@ -101,11 +99,7 @@ class JetStreamCommandQueue:
             storage=api.StorageType.FILE,
             duplicate_window=600,
         )
-        try:
-            await js.add_stream(config)
-        except APIError as exc:
-            if exc.err_code != STREAM_NAME_IN_USE:
-                raise
+        await self.nats.ensure_stream(config)
         consumer = api.ConsumerConfig(
             durable_name=self.consumer,
             filter_subject=f"{self.prefix}.gen.{self.pool}.>",
