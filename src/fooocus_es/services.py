@@ -29,7 +29,7 @@ from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import TaskCancelled, now_ms
 from fooocus_es.fleet.backends import open_backends
 from fooocus_es.fleet.control import ControlListener, NatsControl
-from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, runner_info
+from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, runner_info, with_model_files
 from fooocus_es.fleet.webhook_claims import WebhookClaims
 from fooocus_es.media.conversions import ConversionCache
 from fooocus_es.media.limits import DecodeBudget
@@ -139,7 +139,9 @@ class Services:
         )
         self.control_listener = ControlListener(nats, self.runner.deliver) if nats and settings.runner else None
         self.webhook_claims = WebhookClaims(nats, settings.data_dir) if nats is not None else None
-        self.presence = PresenceBeat(nats, self.runner_info) if nats is not None and settings.runner else None
+        self.presence = (
+            PresenceBeat(nats, self.runner_info, settings.models_dir) if nats is not None and settings.runner else None
+        )
         self.fleet_runners = FleetRunners(nats) if nats is not None else None
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
@@ -311,16 +313,15 @@ class Services:
     def runner_info(self) -> RunnerInfo:
         """This process's runner as `GET /runners` shows it (read on every presence beat)."""
         task_id = self.runner.running_task
-        return runner_info(
-            self.runner.runner_id, self.settings.pool, self.device, task_id, self.loaded_model_name,
-            self.settings.models_dir,
-        )  # fmt: skip
+        return runner_info(self.runner.runner_id, self.settings.pool, self.device, task_id, self.loaded_model_name)
 
     async def runners(self) -> list[RunnerInfo]:
         """The fleet's runners (from their presence beats), or this process's own."""
         if self.fleet_runners is not None:
             return await self.fleet_runners.list()
-        return [self.runner_info()] if self.settings.runner and self.runner.alive else []
+        if not (self.settings.runner and self.runner.alive):
+            return []
+        return [await anyio.to_thread.run_sync(with_model_files, self.runner_info(), self.settings.models_dir)]
 
     def installed_names(self) -> InstalledNames:
         """Worker thread: the names a request may use; in a fleet, the runners' model files too."""

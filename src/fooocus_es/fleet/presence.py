@@ -50,11 +50,15 @@ async def _bucket(nats: NatsThread, bucket: str) -> KeyValue:
 
 
 class PresenceBeat:
-    """Runner side: `state()` is read on every beat (and it must be cheap and thread-safe)."""
+    """Runner side: `state()` is read every CHANGE_S on the NATS loop (it must be cheap and
+    thread-safe); the model files in `models_dir` are listed off the loop, once a beat."""
 
-    def __init__(self, nats: NatsThread, state: Callable[[], RunnerInfo], bucket: str = BUCKET) -> None:
+    def __init__(
+        self, nats: NatsThread, state: Callable[[], RunnerInfo], models_dir: Path, bucket: str = BUCKET
+    ) -> None:
         self.nats = nats
         self.state = state
+        self.models_dir = models_dir
         self.bucket = bucket
         self._task: Future[None] | None = None
 
@@ -68,9 +72,13 @@ class PresenceBeat:
         said_at = 0.0
         while True:
             info = self.state()
-            if said is None or info != said or time.monotonic() - said_at >= BEAT_S:
+            beat_due = time.monotonic() - said_at >= BEAT_S
+            if said is None or info != said or beat_due:
+                if said is None or beat_due:  # the folders are listed once a beat, in a thread
+                    listed = await asyncio.to_thread(with_model_files, info, self.models_dir)
+                files = {"checkpoints": listed.checkpoints, "loras": listed.loras, "vaes": listed.vaes}
                 said, said_at = info, time.monotonic()
-                beat = msgspec.structs.replace(info, seen_ms=now_ms())
+                beat = msgspec.structs.replace(info, seen_ms=now_ms(), **files)
                 with contextlib.suppress(Exception):  # a reconnect: the next beat says it again
                     await kv.put(_key(info.runner_id), msgspec.json.encode(beat))
             await asyncio.sleep(CHANGE_S)
@@ -139,13 +147,17 @@ def _key(runner_id: str) -> str:
     return _NOT_IN_KEY.sub("_", runner_id)
 
 
-def runner_info(
-    runner_id: str, pool: str, device: str, task_id: str | None, model: str | None, models_dir: Path
-) -> RunnerInfo:
-    """A runner's presence: its state and the model files on its disk (cheap: three folder listings)."""
+def runner_info(runner_id: str, pool: str, device: str, task_id: str | None, model: str | None) -> RunnerInfo:
+    """A runner's state (no I/O: read on the NATS loop twice a second)."""
     return RunnerInfo(
         runner_id=runner_id, pool=pool, host=socket.gethostname(), device=device,
         state="busy" if task_id else "idle", task_id=task_id, model=model,
-        checkpoints=names_on_disk(models_dir, "checkpoints"), loras=names_on_disk(models_dir, "loras"),
+    )  # fmt: skip
+
+
+def with_model_files(info: RunnerInfo, models_dir: Path) -> RunnerInfo:
+    """`info` with the model files on the runner's disk (three folder listings: a worker thread)."""
+    return msgspec.structs.replace(
+        info, checkpoints=names_on_disk(models_dir, "checkpoints"), loras=names_on_disk(models_dir, "loras"),
         vaes=names_on_disk(models_dir, "vae"),
     )  # fmt: skip
