@@ -65,6 +65,10 @@ class Fleet:
         pid = int(started["runner"].split("-")[-2])
         return next(r for r in self.runners if r.process is not None and r.process.pid == pid)
 
+    def logs(self) -> str:
+        """The tail of every runner's log, for a failure message."""
+        return "\n".join(r.log_path.read_text(errors="replace")[-3000:] for r in self.runners)
+
     def stop(self) -> None:
         for part in (*self.runners, self.a, self.b, self.nats):
             if part is not None:
@@ -240,9 +244,38 @@ def test_the_fleet_rides_out_a_nats_server_kill(fleet: Fleet) -> None:
     after = submit(fleet.b.url, {"prompt": "after"})
     for task in [*queued, after]:
         ended = wait_for(fleet.a.url, task["task_id"], timeout=120)
-        assert ended["task_status"] == "finished"
-        events = [e["type"] for e in _events(fleet.b.url, task["task_id"])]
-        assert events.count("TaskStarted") == 1 and events.count("TaskFinished") == 1
+        events = _events(fleet.b.url, task["task_id"])
+        assert ended["task_status"] == "finished", (events, fleet.logs())
+        types = [e["type"] for e in events]
+        assert types.count("TaskStarted") == 1 and types.count("TaskFinished") == 1
+
+
+def test_a_task_running_through_a_nats_outage_ends_once(fleet: Fleet) -> None:
+    """nats-server away for longer than the ack wait while a runner samples: the runner drops its
+    progress, waits for the store to save and log, and the task ends finished exactly once (run on,
+    or taken over by the other runner after the restart, the version check fencing the first)."""
+    # Sampling ends while the server is away, so the saves and the last appends wait for it.
+    task = submit(fleet.a.url, {"prompt": "outage", "image_seed": 5, **SLOW, "overwrite_step": 60})
+    wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)
+    assert fleet.nats.process is not None
+    fleet.nats.process.send_signal(signal.SIGKILL)
+    fleet.nats.process.wait(10)
+    during = requests.post(fleet.b.url + "/v1/generation/text-to-image", json={"prompt": "x", "async_process": True},
+                           timeout=60)  # fmt: skip
+    time.sleep(4)
+    fleet.nats.start()
+    ended = wait_for(fleet.a.url, task["task_id"], timeout=180)
+    events = _events(fleet.b.url, task["task_id"])
+    assert ended["task_status"] == "finished" and len(ended["result"]) == 1, (events, fleet.logs())
+    types = [e["type"] for e in events]
+    assert types.count("TaskFinished") == 1 and types[-1] == "TaskFinished" and 1 <= types.count("TaskStarted") <= 2
+    image_from(ended["result"][0])  # the file the record names is in the store
+    # A submit while the server was away waited for it or was refused with a reason, never a bare 500.
+    assert during.status_code in (200, 503), during.text
+    if during.status_code == 200:
+        assert wait_for(fleet.a.url, during.json()["task_id"], timeout=120)["task_status"] == "finished"
+    else:
+        assert "unreachable" in during.json()["detail"] and during.headers["Retry-After"]
 
 
 def test_a_killed_runners_task_is_taken_over_and_run_once_more(fleet: Fleet, tmp_path: Path, demo_models: Path) -> None:

@@ -30,6 +30,7 @@ from fooocus_es.events.types import (
     TaskStopped,
     event_type,
 )
+from fooocus_es.fleet.connection import NatsUnavailable
 from fooocus_es.ops.storage import StorageHealth
 from fooocus_es.runner.queue import LocalCommandQueue
 from fooocus_es.runner.worker import Runner
@@ -288,6 +289,20 @@ def test_a_lasting_storage_error_fails_the_task_once_storage_is_back_and_leaves_
     assert rig.types("next")[-1] == "TaskFinished" and len(output_files(rig.data_dir)) == 1
 
 
+def test_an_unreachable_log_is_waited_out_past_the_quick_tries(flaky: tuple[Rig, FlakyLog, StorageHealth]) -> None:
+    """A fleet's NATS server restarting: the terminal append fails longer than a full disk would be
+    given (QUICK_TRIES), and the task still finishes once the log answers again."""
+    rig, log, health = flaky
+    log.error = NatsUnavailable("nats: no answer from nats://127.0.0.1:4222 (nats: timeout)")
+    seen: list[list[Any]] = []
+    log.failing = lambda event: isinstance(event, TaskFinished) and (seen.append(health.faults()) or log.refused < 5)
+    rig.runner.run(rig.queue_task("t"))
+    assert rig.types("t").count("TaskFinished") == 1 and rig.types("t")[-1] == "TaskFinished"
+    assert log.refused == 5 and len(output_files(rig.data_dir)) == 1
+    assert any(f and f[0].kind == "unreachable" and "is unreachable" in f[0].describe() for f in seen)
+    assert health.faults() == []
+
+
 def test_a_retried_append_that_had_landed_is_not_written_twice(flaky: tuple[Rig, FlakyLog, StorageHealth]) -> None:
     rig, log, _health = flaky
     log.landing = True  # the commit went through, then the error was raised
@@ -331,7 +346,10 @@ def test_the_runner_thread_survives_an_unexpected_append_error(flaky: tuple[Rig,
     while time.monotonic() < deadline and rig.types("b")[-1] != "TaskFinished":
         time.sleep(0.02)
     assert rig.types("b")[-1] == "TaskFinished" and rig.runner.alive
-    assert rig.types("a") == ["TaskQueued"]  # never started; the next restart runs it
+    # Its command is acked: the task ends failed with the bug named, rather than "queued" for ever.
+    assert rig.types("a") == ["TaskQueued", "TaskFailed"]
+    failed = rig.events("a")[-1]
+    assert isinstance(failed, TaskFailed) and failed.error_type == "RunnerError" and "a bug" in failed.message
 
 
 def test_shutdown_ends_a_wait_for_storage(flaky: tuple[Rig, FlakyLog, StorageHealth]) -> None:

@@ -83,13 +83,15 @@ def on_input_image(_: Request, exc: InputImageError) -> Response[dict[str, Any]]
     return response
 
 
-def on_sqlite_error(_: Request, exc: sqlite3.Error) -> Response[dict[str, Any]]:
-    """A write the log refused for a storage reason on any route: a 503/507 with a reason, never a bare 500."""
+def on_storage_error(_: Request, exc: sqlite3.Error | ConnectionError) -> Response[dict[str, Any]]:
+    """A write the log refused for a storage reason on any route, or a fleet's NATS server that did
+    not answer: a 503/507 with a reason, never a bare 500."""
     kind = classify(exc)
     if kind is None:  # a bug, not storage: the plain 500 (logged with its traceback)
         return _body(500, "Internal Server Error", None)
     status = 507 if kind == "full" else 503
-    response = _body(status, f"the task log cannot be written ({exc}); retry later", None)
+    what = "is unreachable" if kind == "unreachable" else "cannot be written"
+    response = _body(status, f"the task log {what} ({exc}); retry later", None)
     response.headers["Retry-After"] = RETRY_STORAGE_S
     return response
 
@@ -98,7 +100,8 @@ EXCEPTION_HANDLERS = {
     ValidationException: on_validation,
     ParamError: on_param_error,
     InputImageError: on_input_image,
-    sqlite3.Error: on_sqlite_error,
+    sqlite3.Error: on_storage_error,
+    ConnectionError: on_storage_error,  # fleet.connection.NatsUnavailable
 }
 
 
@@ -119,6 +122,9 @@ def log_exception(logger: Any, scope: Scope, _traceback: list[str]) -> None:
     """
     exc = sys.exc_info()[1]
     status = status_of(exc)
+    if isinstance(exc, ConnectionError) and classify(exc) == "unreachable":  # a 503 with a reason, not a bug
+        logger.warning("request.unavailable", method=scope.get("method"), path=scope["path"], error=str(exc))
+        return
     if status >= 500:
         logger.exception("Uncaught exception", connection_type=scope["type"], path=scope["path"])
         return

@@ -9,22 +9,51 @@ itself (fleet.md §1).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
 import nats
+import structlog
 from nats.aio.client import Client
-from nats.errors import ConnectionClosedError
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    NoRespondersError,
+    OutboundBufferLimitError,
+    StaleConnectionError,
+    UnexpectedEOF,
+)
 from nats.js import JetStreamContext, api
-from nats.js.errors import APIError, BucketNotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 T = TypeVar("T")
+log = structlog.get_logger("fooocus_es.nats")
 
 STREAM_NAME_IN_USE: Final = 10058  # JetStream's error code: a stream of that name, another configuration
 _NOT_IN_TOKEN: Final = frozenset(".*> \t\r\n")
+
+
+# What a server that is down, restarting or still recovering JetStream answers (nats-py's TimeoutError
+# is a TimeoutError too): the same call later can work.
+_UNANSWERED: Final = (
+    TimeoutError,
+    NoRespondersError,
+    ConnectionReconnectingError,
+    OutboundBufferLimitError,
+    StaleConnectionError,
+    UnexpectedEOF,
+    ServiceUnavailableError,
+    NoStreamResponseError,
+)
+
+
+class NatsUnavailable(ConnectionError):
+    """The NATS server did not answer: down, restarting, or JetStream not ready yet. A storage fault
+    of kind "unreachable" (ops.storage.classify): worth waiting out, unlike a refusal or a bug."""
 
 
 def is_token(value: str) -> bool:
@@ -35,18 +64,39 @@ def is_token(value: str) -> bool:
 class NatsThread:
     def __init__(self, url: str, *, name: str = "nats", timeout_s: float = 5.0) -> None:
         self.url = url
+        self.name = name
         self.timeout_s = timeout_s
         self.loop = asyncio.new_event_loop()
         self.closed = False
+        self._away = False  # reconnecting: errors until then are the same outage
         self._closing = threading.Lock()
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
         # Reconnect for ever: nats-py's default gives up after 60 tries (a restarted server must
         # find every API node and runner again, fleet.md §5.3).
         self.nc: Client = self.call(
-            nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name=name), timeout_s=30
-        )
+            nats.connect(
+                url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name=name, error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
+            ),
+            timeout_s=30,
+        )  # fmt: skip
         self.js: JetStreamContext = self.nc.jetstream(timeout=timeout_s)
+
+    # nats-py's default callbacks print a traceback for every failed reconnect (two a second while
+    # the server is away): one line when the connection goes, the first error, one when it is back.
+    async def _on_error(self, exc: Exception) -> None:
+        if not self.closed and not self._away:
+            self._away = True
+            log.warning("nats.error", connection=self.name, error=f"{type(exc).__name__}: {exc}")
+
+    async def _on_disconnected(self) -> None:
+        if not self.closed:
+            log.warning("nats.disconnected", connection=self.name, url=self.url)
+
+    async def _on_reconnected(self) -> None:
+        self._away = False
+        log.info("nats.reconnected", connection=self.name, url=self.url)
 
     def call(self, coro: Coroutine[Any, Any, T], *, timeout_s: float | None = None) -> T:
         """Run `coro` on the loop thread and wait for its result (never call from that thread)."""
@@ -56,11 +106,21 @@ class NatsThread:
             coro.close()
             raise ConnectionClosedError
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout=timeout_s if timeout_s is not None else self.timeout_s * 6)
+        wait_s = timeout_s if timeout_s is not None else self.timeout_s * 6
+        try:
+            return future.result(timeout=wait_s)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()  # a call given up on must not still land later (or hold the loop)
+            raise NatsUnavailable(f"nats: no answer from {self.url} ({exc or 'timeout'})") from exc
+        except _UNANSWERED as exc:
+            raise NatsUnavailable(f"nats: {type(exc).__name__} from {self.url} ({exc})") from exc
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """From another event loop (the app's): await `coro` run on this connection's loop."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        try:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        except _UNANSWERED as exc:
+            raise NatsUnavailable(f"nats: {type(exc).__name__} from {self.url} ({exc})") from exc
 
     async def ensure_stream(self, config: api.StreamConfig) -> None:
         """On this loop: create the stream, or accept the one another node made with the same subjects."""

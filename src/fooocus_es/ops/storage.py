@@ -24,7 +24,8 @@ from fooocus_es.media._atomic import write_temp
 
 log = structlog.get_logger("fooocus_es.storage")
 
-FaultKind = Literal["full", "locked", "unwritable", "error"]
+# "unreachable": a networked log or blob store (the fleet's NATS) did not answer; it heals by itself.
+FaultKind = Literal["full", "locked", "unwritable", "unreachable", "error"]
 # Where a fault is: the event log (SQLite) or one of the data dir's folders.
 Place = Literal["log", "outputs", "inputs"]
 
@@ -49,7 +50,8 @@ class StorageFault(msgspec.Struct, frozen=True, kw_only=True):
     def describe(self) -> str:
         what = "the task log" if self.place == "log" else f"{self.place}/"
         verb = {"full": "is out of space", "locked": "is locked by another process",
-                "unwritable": "is not writable", "error": "cannot be written"}[self.kind]  # fmt: skip
+                "unwritable": "is not writable", "unreachable": "is unreachable",
+                "error": "cannot be written"}[self.kind]  # fmt: skip
         return f"{what} {verb} ({self.message})"
 
 
@@ -67,6 +69,8 @@ def classify(exc: BaseException) -> FaultKind | None:
         if isinstance(exc, sqlite3.OperationalError) or name.startswith("SQLITE_IOERR"):
             return "error"
         return None  # ProgrammingError (a closed connection at shutdown), IntegrityError: not storage
+    if isinstance(exc, ConnectionError):  # never a local disk's: the fleet's NATS (NatsUnavailable)
+        return "unreachable"
     if isinstance(exc, OSError):
         if exc.errno in _FULL_ERRNOS:
             return "full"

@@ -15,16 +15,21 @@ import contextlib
 import time
 from typing import Final
 
+import msgspec
+import structlog
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from fooocus_es.fleet.connection import NatsThread, is_token
+from fooocus_es.fleet.connection import NatsThread, NatsUnavailable, is_token
 from fooocus_es.tasks.commands import COMMAND_DECODER, COMMAND_ENCODER, Generate
 
 FETCH_SLICE_S: Final = 1.0  # a claim waits in pulls this long, so close() is seen within it
+UNREACHABLE_PAUSE_S: Final = 0.5  # between pulls while the server is away (no-responders answers at once)
+
+log = structlog.get_logger("fooocus_es.queue")
 
 
 class JetStreamClaim:
@@ -126,15 +131,23 @@ class JetStreamCommandQueue:
                 return None
             try:
                 messages = self.nats.call(self._sub.fetch(1, timeout=max(left, 0.01)))
-            except (NatsTimeout, TimeoutError):
+            except NatsUnavailable as exc:
+                if not isinstance(exc.__cause__, NatsTimeout):  # not an empty queue: the server is away
+                    log.warning("queue.unreachable", error=str(exc))
+                    time.sleep(UNREACHABLE_PAUSE_S)
                 continue
             except ConnectionClosedError:
                 return None
             if messages:
                 msg = messages[0]
-                command = COMMAND_DECODER.decode(msg.data)
+                try:
+                    command = COMMAND_DECODER.decode(msg.data)
+                except msgspec.DecodeError:
+                    command = None
                 if not isinstance(command, Generate):  # only Generate travels on this queue
-                    self.nats.call(msg.term())
+                    log.error("queue.bad_command", subject=msg.subject)
+                    with contextlib.suppress(NatsUnavailable):
+                        self.nats.call(msg.term())
                     continue
                 return JetStreamClaim(command, msg, self)
         return None

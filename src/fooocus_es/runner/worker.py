@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 import structlog
 
@@ -45,9 +45,11 @@ from fooocus_es.media.blobs import BlobStore, LocalBlobs
 from fooocus_es.media.inputs import stored_input_keys
 from fooocus_es.media.metadata import parameters_text
 from fooocus_es.media.outputs import encode_image, save_output
-from fooocus_es.ops.storage import Place, StorageHealth, classify
+from fooocus_es.ops.storage import FaultKind, Place, StorageHealth, classify
 from fooocus_es.runner.queue import CommandQueue
 from fooocus_es.tasks.commands import Control, Generate, Skip, Stop
+
+T = TypeVar("T")
 
 # What the engine's hooks answer when polled.
 ControlAnswer = Literal["stop", "skip"]
@@ -83,6 +85,16 @@ class StorageFailed(Exception):
 # each try of a locked database already waits the busy timeout.
 QUICK_TRIES = 3
 MAX_PAUSE_S = 2.0
+
+
+def _patient(kind: FaultKind | None, until_stored: bool = False) -> bool:
+    """Whether a write keeps being retried past QUICK_TRIES (until it works or the runner stops).
+
+    An unreachable fleet store (nats-server restarting) heals by itself and the task cannot go on
+    without it, so the runner waits it out; if another runner took the task over meanwhile (the
+    queue's ack wait ran out), the version check turns the runner's next append into a refusal.
+    """
+    return until_stored or kind == "unreachable"
 
 
 class EngineLike(Protocol):
@@ -197,12 +209,23 @@ class Runner:
                 break
             try:
                 self.run(claim.command, attempt=claim.attempt)
-            except Exception:  # a bug must not end the thread: the next task still runs
+            except Exception as exc:  # a bug must not end the thread: the next task still runs
                 log = structlog.get_logger("fooocus_es.runner")
                 log.exception("runner.task_crashed", task_id=claim.command.task_id)
-                self._clear()
+                self._fail_crashed(claim.command.task_id, exc)
             finally:
                 claim.ack()  # the task's terminal event is stored (or it was never started)
+
+    def _fail_crashed(self, task_id: str, exc: Exception) -> None:
+        """End a task whose run raised (a bug) as failed, so it is not left "running" once acked."""
+        try:
+            message = f"runner error: {type(exc).__name__}: {exc}"
+            self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="RunnerError", message=message))
+        except Exception as final:  # ended elsewhere, or the log is away too: recovery has the rest
+            structlog.get_logger("fooocus_es.runner").warning("runner.crash_not_stored", task_id=task_id,
+                                                              error=str(final))  # fmt: skip
+        finally:
+            self._clear()
 
     def _warm_up(self) -> None:
         """Import torch and load the server preset's model before the first task asks for it."""
@@ -235,11 +258,11 @@ class Runner:
                     break
                 raise TaskAbandoned(str(exc)) from exc
             except Exception as exc:
-                if classify(exc) is None:
+                if (kind := classify(exc)) is None:
                     raise
                 tries += 1
                 self._report("log", exc)
-                if (tries >= QUICK_TRIES and not until_stored) or not self._pause(tries):
+                if (tries >= QUICK_TRIES and not _patient(kind, until_stored)) or not self._pause(tries):
                     raise StorageFailed("log", exc) from exc
         if self.storage is not None:
             self.storage.worked("log")
@@ -247,8 +270,8 @@ class Runner:
 
     def _landed(self, event: Event, version: int) -> bool:
         """Whether the log holds `event` as the task's event number `version` (a retried append)."""
-        try:
-            stored = list(self.store.log.read(task_id=event.task_id))
+        try:  # the append's answer was lost to an unreachable store: wait for it to tell
+            stored = self._retried("log", lambda: list(self.store.log.read(task_id=event.task_id)))
         except Exception:
             return False
         if len(stored) < version:
@@ -277,10 +300,17 @@ class Runner:
         # Bound here, not at construction: structlog is configured by the app after the runner exists.
         task_log = structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=task_id)
         version = command.version
-        if attempt > 1:
-            version = max(version, self.store.log.version(task_id))
+        current = _Current(task_id, version=version)
         with self._lock:
-            self._current = _Current(task_id, version=version)
+            self._current = current
+        if attempt > 1:
+            try:
+                version = max(version, self._retried("log", lambda: self.store.log.version(task_id)))
+            except StorageFailed:  # the log failed, or the runner shuts down: recovery decides
+                task_log.warning("task.not_started", reason="the log could not be read")
+                self._clear()
+                return
+            current.version = version
         try:
             if version > command.version and attempt - 1 > self.retry_interrupted:
                 message = f"interrupted: the task's runner went away {attempt - 1} times"
@@ -348,7 +378,7 @@ class Runner:
         started = time.perf_counter()
         try:
             for key in stored_input_keys(params):  # on another machine than the API node: fetch them
-                self.blobs.local_path(key)
+                self._retried("inputs", lambda key=key: self.blobs.local_path(key))
             plan = build_plan(task_id, params, data_dir=self.data_dir, styles=self.style_book.styles())
             if plan.notes:
                 task_log.warning("task.notes", notes=list(plan.notes))
@@ -421,12 +451,17 @@ class Runner:
             return
         # A fleet: progress goes to the followers live, never into the stream, so no version moves;
         # every few seconds the runner checks that the task is still its own (a takeover fences it).
-        self.store.announce(event)
-        now = time.monotonic()
-        if now - current.fence_checked > FENCE_CHECK_S:
-            current.fence_checked = now
-            if self.store.log.version(task_id) != current.version:
-                raise TaskAbandoned(f"task {task_id}: another runner took it over")
+        # Both are best-effort: with the server away, progress is dropped and the check waits.
+        try:
+            self.store.announce(event)
+            now = time.monotonic()
+            if now - current.fence_checked > FENCE_CHECK_S:
+                if self.store.log.version(task_id) != current.version:
+                    raise TaskAbandoned(f"task {task_id}: another runner took it over")
+                current.fence_checked = now
+        except OSError as exc:
+            if classify(exc) != "unreachable":
+                raise
 
     def _save(self, task_id: str, params: dict[str, Any], plan: GenerationPlan, images: list[Any]) -> list[str]:
         fmt = params["output_format"]
@@ -445,22 +480,27 @@ class Runner:
 
     def _save_file(self, data: bytes, fmt: str) -> str:
         """Write one output (retried on a storage error: a failed create leaves no file, names are fresh)."""
-        tries = 0
-        while True:
-            try:
-                key = save_output(data, self.blobs, fmt, now=datetime.now())
-                break
-            except OSError as exc:
-                tries += 1
-                self._report("outputs", exc)
-                if tries >= QUICK_TRIES or not self._pause(tries):
-                    raise StorageFailed("outputs", exc) from exc
-        if self.storage is not None:
-            self.storage.worked("outputs")
+        key = self._retried("outputs", lambda: save_output(data, self.blobs, fmt, now=datetime.now()))
         current = self._current
         if current is not None:
             current.written.append(key)
         return key
+
+    def _retried(self, place: Place, attempt: Callable[[], T]) -> T:
+        """`attempt()`, retried on a storage error (QUICK_TRIES, or while the store is unreachable)."""
+        tries = 0
+        while True:
+            try:
+                result = attempt()
+                break
+            except OSError as exc:
+                tries += 1
+                self._report(place, exc)
+                if (tries >= QUICK_TRIES and not _patient(classify(exc))) or not self._pause(tries):
+                    raise StorageFailed(place, exc) from exc
+        if self.storage is not None:
+            self.storage.worked(place)
+        return result
 
     # -- called by the hooks on this thread -----------------------------------------------------
     def _poll(self, task_id: str, image_index: int) -> ControlAnswer | None:
