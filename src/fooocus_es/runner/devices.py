@@ -103,7 +103,7 @@ class DeviceRunners:
                 store, commands, _engine_maker(settings, engine_factory, model_store), settings.data_dir, device,
                 warm_model=warm_model, style_book=style_book, fetch_models=fetch_models,
                 blobs=blobs, runner_id=f"{socket.gethostname()}-{os.getpid()}-{device}{suffix}",
-                retry_interrupted=settings.retry_interrupted, storage=storage,
+                retry_interrupted=settings.retry_interrupted, storage=storage, hand_over=settings.fleet,
             )  # fmt: skip
             part = DeviceRunner(runner, model_store, None)
             if nats is not None:
@@ -125,15 +125,20 @@ class DeviceRunners:
                 part.presence.start()
 
     def stop(self) -> None:
-        """Blocking: presence says "stopped", then each runner finishes or hands back its task."""
+        """Blocking: presence says "stopped", then each runner ends its task (single machine: failed
+        "interrupted"; a fleet: handed back to the queue for another runner)."""
         if self.listener is not None:
             self.listener.stop()
         for part in self.parts:
             if part.presence is not None:
                 final = msgspec.structs.replace(part.info(self.settings.pool), state="stopped", task_id=None)
                 part.presence.stop(final)
-        for part in self.parts:
-            part.runner.shutdown()
+        for runner in self.runners:  # all stop first, then the queue closes: each can hand its task back
+            runner.stop_soon()
+        for runner in self.runners:
+            runner.join()
+        if self.parts:
+            self.parts[0].runner.queue.close()
 
     def deliver(self, command: Control) -> bool:
         """Stop or skip reaches whichever runner holds the task; False when none here does."""

@@ -123,6 +123,11 @@ class _Current:
 
 
 FENCE_CHECK_S: Final = 5.0
+CLAIM_SLICE_S: Final = 1.0  # a claim waits this long at a time, so a shutdown is seen within it
+
+
+class TaskHandedOver(Exception):
+    """The runner stops (SIGTERM) in a fleet: its task goes back to the queue, for another runner."""
 
 
 class Runner:
@@ -140,7 +145,11 @@ class Runner:
         runner_id: str | None = None,
         retry_interrupted: int = 1,
         storage: StorageHealth | None = None,
+        hand_over: bool = False,
     ) -> None:
+        """`hand_over`: on shutdown, give the running task back to the queue instead of failing it
+        "interrupted" (a fleet: another runner re-runs it at once, seeded, so the same pixels)."""
+        self.hand_over = hand_over
         self.store = store
         self.blobs = blobs or LocalBlobs(data_dir)
         self.queue = queue
@@ -182,15 +191,24 @@ class Runner:
         with self._lock:
             return self._current.task_id if self._current is not None else None
 
-    def shutdown(self, timeout: float = 30.0) -> None:
+    def stop_soon(self) -> None:
+        """Stop the running task and claim nothing more (its thread ends within a claim slice)."""
         with self._lock:
             self._shutdown = True
             if self._current is not None:
                 self._current.stop = True
         self._wake.set()
-        self.queue.close()
+
+    def join(self, timeout: float = 30.0) -> None:
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """stop_soon, join, then close the queue (runners sharing one queue: stop_soon and join each
+        first, then close it once, so none is left unable to hand its task back)."""
+        self.stop_soon()
+        self.join(timeout)
+        self.queue.close()
 
     @property
     def busy(self) -> bool:
@@ -203,18 +221,26 @@ class Runner:
     # -- the worker thread ----------------------------------------------------------------------
     def _loop(self) -> None:
         self._warm_up()
-        while (claim := self.queue.claim(self.runner_id)) is not None:
+        while not self._shutting_down():
+            # In slices, so a shutdown is seen without closing the queue under other runners.
+            claim = self.queue.claim(self.runner_id, timeout=CLAIM_SLICE_S)
+            if claim is None:
+                continue
             if self._shutting_down():
                 claim.release()
                 break
+            done = True
             try:
-                self.run(claim.command, attempt=claim.attempt)
+                done = self.run(claim.command, attempt=claim.attempt)
             except Exception as exc:  # a bug must not end the thread: the next task still runs
                 log = structlog.get_logger("fooocus_es.runner")
                 log.exception("runner.task_crashed", task_id=claim.command.task_id)
                 self._fail_crashed(claim.command.task_id, exc)
             finally:
-                claim.ack()  # the task's terminal event is stored (or it was never started)
+                if done:
+                    claim.ack()  # the task's terminal event is stored (or it was never started)
+                else:
+                    claim.release()  # handed back: another runner takes the task over now
 
     def _fail_crashed(self, task_id: str, exc: Exception) -> None:
         """End a task whose run raised (a bug) as failed, so it is not left "running" once acked."""
@@ -288,8 +314,9 @@ class Runner:
         """Back off before the next try; False when the runner is shutting down (stop retrying)."""
         return not self._wake.wait(min(0.2 * 2 ** (tries - 1), MAX_PAUSE_S)) and not self._shutting_down()
 
-    def run(self, command: Generate, *, attempt: int = 1) -> None:
-        """Run one task to its terminal event (public for tests; the loop calls it).
+    def run(self, command: Generate, *, attempt: int = 1) -> bool:
+        """Run one task to its terminal event (public for tests; the loop calls it); False when the
+        task was handed back (its command is to be released, not acked).
 
         `attempt` > 1 is a command handed out again because its runner went away (a fleet's queue
         redelivers after the ack wait): a task that had started is re-run (seeded, so the same
@@ -306,10 +333,10 @@ class Runner:
         if attempt > 1:
             try:
                 version = max(version, self._retried("log", lambda: self.store.log.version(task_id)))
-            except StorageFailed:  # the log failed, or the runner shuts down: recovery decides
+            except StorageFailed:  # the log failed, or the runner shuts down: a fleet hands it on
                 task_log.warning("task.not_started", reason="the log could not be read")
                 self._clear()
-                return
+                return not self.hand_over
             current.version = version
         try:
             if version > command.version and attempt - 1 > self.retry_interrupted:
@@ -317,7 +344,7 @@ class Runner:
                 self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message=message))
                 task_log.warning("task.failed", error_type="Interrupted", error=message)
                 self._clear()
-                return
+                return True
             # Nothing of the task has happened yet: waiting for storage to start it is safe.
             started = TaskStarted(
                 task_id=task_id, at_ms=now_ms(), device=self.device, attempt=attempt, runner=self.runner_id
@@ -326,21 +353,30 @@ class Runner:
         except TaskAbandoned:
             task_log.info("task.not_started", reason="cancelled or ended before it started")
             self._clear()
-            return
-        except StorageFailed:  # shutting down: it is still queued in the log and runs after a restart
+            return True
+        except StorageFailed:  # shutting down: still queued in the log; a restart (or a fleet's next runner) runs it
             task_log.warning("task.not_started", reason="storage failed while the server shut down")
             self._clear()
-            return
+            return not self.hand_over
         task_log.info("task.started")
         try:
             self._run_started(command, task_log)
+        except TaskHandedOver:
+            self._discard_outputs()
+            task_log.info("task.handed_over", reason="the runner stops: another runner takes the task over")
+            return False
         except TaskAbandoned as exc:
             self._discard_outputs()
             task_log.warning("task.abandoned", reason=str(exc))
         except StorageFailed as exc:
+            if self.hand_over and self._shutting_down():  # its store is away and we stop: hand it on
+                self._discard_outputs()
+                task_log.warning("task.handed_over", reason=f"storage failed while the runner stopped ({exc})")
+                return False
             self._fail_on_storage(task_id, exc, task_log)
         finally:
             self._clear()
+        return True
 
     def _fail_on_storage(self, task_id: str, exc: StorageFailed, task_log: Any) -> None:
         """Delete the task's files and, once the log takes it, store the task as failed."""
@@ -391,8 +427,10 @@ class Runner:
             self._progress(task_id, 13, f"Preparing task 1/{count} ...", stage="preparing", image_count=count)
             hooks = _Hooks(self, task_id, count)
             images, status = engine.generate(plan, hooks)
+            if status == "stopped" and self.hand_over and self._shutting_down():
+                raise TaskHandedOver(task_id)  # nothing saved: the next runner makes every image
             result = self._save(task_id, params, plan, images)
-        except (TaskAbandoned, StorageFailed):
+        except (TaskAbandoned, StorageFailed, TaskHandedOver):
             raise
         except Exception as exc:  # a task's failure is a value: it never takes the runner down
             self._discard_outputs()
