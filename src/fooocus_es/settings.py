@@ -51,6 +51,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_busy_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     max_concurrent_decodes: Annotated[int, msgspec.Meta(ge=1)] = 2
     max_request_megapixels: Annotated[float, msgspec.Meta(gt=0)] = 64.0
+    # The history table (README "Shared read model"): "" SQLite in the data dir, postgresql://... one
+    # PostgreSQL database that several API nodes share.
+    read_model_url: str = ""
 
     @property
     def fleet(self) -> bool:
