@@ -48,14 +48,15 @@ class PostgresReadModel:
             url, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False,
             check=ConnectionPool.check_connection, timeout=CONNECT_TIMEOUT_S, name="read-model",
         )  # fmt: skip
-        try:
-            with self._reachable():
-                self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
-                with self._pool.connection() as conn:
-                    migrate(conn, migrations_dir or default_postgres_migrations_dir())
-        except BaseException:
-            self._pool.close()
-            raise
+        with self._reachable():
+            # One connection of its own first: a server that refuses it fails the start at once, in
+            # libpq's words (the pool would retry until its timeout, then say only that).
+            with self._connect() as conn:
+                migrate(conn, migrations_dir or default_postgres_migrations_dir())
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))
 
     @contextlib.contextmanager
     def _reachable(self) -> Iterator[None]:
@@ -132,7 +133,7 @@ class PostgresReadModel:
         sql = f"{_SELECT} WHERE {_ENDED} AND in_queue_mills BETWEEN %s AND %s ORDER BY id DESC"
         with (
             self._reachable(),
-            psycopg.connect(self.url, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn,
+            self._connect() as conn,
             conn.transaction(),
             conn.cursor(name="history_in_range") as cursor,
         ):

@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlite_utils import Database
@@ -41,6 +41,7 @@ class ReadModelUnavailable(ConnectionError):
     so the follower retries its batch and the API answers 503 (ops/storage.py, api/errors.py)."""
 
 
+@runtime_checkable  # Litestar checks an injected dependency against its annotation
 class ReadModel(Protocol):
     """The history table: its writer, fed from the log in order, and its queries (rows as dicts)."""
 
