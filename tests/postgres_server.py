@@ -2,7 +2,8 @@
 
 `initdb` and `pg_ctl` run as the `postgres` user when the tests run as root (CI does; PostgreSQL
 refuses to run as root), in a temporary folder that user owns, with the unix socket there too and
-TCP on a free 127.0.0.1 port. Durability is off: the cluster lives for one test session. Each test
+TCP on a free 127.0.0.1 port. fsync is off (the cluster lives for one test session), commits are
+not: a commit is written before it returns, so `halt` (a crash) loses none. Each test
 gets a database of its own (`new_database`). A missing install fails the test with how to get it.
 """
 
@@ -53,10 +54,12 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr or done.stdout}\n{log}")
 
     def start(self) -> PostgresServer:
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "-E", "UTF8", "--locale=C", "--no-sync")  # fmt: skip
+        """initdb (the first time), then the server on this port; it answers when this returns."""
+        if not self.data.exists():
+            self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                      "-E", "UTF8", "--locale=C", "--no-sync")  # fmt: skip
         options = (
-            f"-p {self.port} -h 127.0.0.1 -k {self.folder} -c fsync=off -c synchronous_commit=off"
+            f"-p {self.port} -h 127.0.0.1 -k {self.folder} -c fsync=off"
             " -c full_page_writes=off -c max_connections=200"
         )
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-o", options,
@@ -72,7 +75,11 @@ class PostgresServer:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """The server gone at once (connections cut, as a crash would); `start` brings it back."""
         if (self.data / "postmaster.pid").exists():
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.folder, ignore_errors=True)

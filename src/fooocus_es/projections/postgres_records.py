@@ -33,6 +33,8 @@ _ENDED = "finish_mills IS NOT NULL"  # ended is finish_mills, not a status: `ski
 # server's max_connections (100 by default), so this stays small.
 POOL_SIZE: Final = 8
 CONNECT_TIMEOUT_S: Final = 10.0
+# How long a query waits for a pooled connection: all busy, or the server away (then a 503 after it).
+POOL_WAIT_S: Final = 3.0
 # Serialises migrations across nodes starting at once (an arbitrary key of this project's).
 _MIGRATION_LOCK: Final = 0x666F6F6F  # "fooo"
 
@@ -46,7 +48,7 @@ class PostgresReadModel:
         self.url = url
         self._pool = ConnectionPool(
             url, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=False,
-            check=ConnectionPool.check_connection, timeout=CONNECT_TIMEOUT_S, name="read-model",
+            check=ConnectionPool.check_connection, timeout=POOL_WAIT_S, name="read-model",
         )  # fmt: skip
         with self._reachable():
             # One connection of its own first: a server that refuses it fails the start at once, in
