@@ -28,6 +28,7 @@ from fooocus_es.projections.record_changes import CURRENT_SQL, Current, change_f
 from fooocus_es.projections.records import COLUMNS, POSITION, ReadModelUnavailable, catch_up, redacted, row_to_dict
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM generate_record"
+_CURRENT = CURRENT_SQL.format(mark="%s")
 _ENDED = "finish_mills IS NOT NULL"  # ended is finish_mills, not a status: `skip` is also a running task's
 # Connections per node: the follower's writes plus a few concurrent queries. Nodes share one
 # server's max_connections (100 by default), so this stays small.
@@ -180,7 +181,7 @@ def _apply(conn: psycopg.Connection[Any], seq: int, event: Event) -> None:
     """One event, inside the caller's transaction: record_changes decides, this runs its SQL."""
 
     def load(task_id: str) -> Current | None:
-        row = conn.execute(CURRENT_SQL.format(mark="%s"), (task_id,)).fetchone()
+        row = conn.execute(_CURRENT, (task_id,)).fetchone()
         return Current(row[0], bool(row[1]), row[2]) if row else None
 
     change = change_for(seq, event, load)

@@ -8,6 +8,7 @@ the same values (JSON columns are this module's text, byte for byte).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 
@@ -124,6 +125,7 @@ def _end(task_id: str, at_ms: int, status: str, result: list[str], error: dict[s
 
 
 _INSERT_COLUMNS = InsertRecord.__struct_fields__
+_UPDATE_COLUMNS = UpdateRecord.__struct_fields__[1:]  # all but task_id
 
 
 def statement(change: Change, mark: str) -> tuple[str, list[Sequence[Value]]]:
@@ -131,14 +133,22 @@ def statement(change: Change, mark: str) -> tuple[str, list[Sequence[Value]]]:
     parameter rows (one execution each)."""
     match change:
         case InsertRecord():
-            marks = ", ".join(mark for _ in _INSERT_COLUMNS)
-            sql = f"INSERT INTO generate_record ({', '.join(_INSERT_COLUMNS)}) VALUES ({marks})"
-            return sql, [msgspec.structs.astuple(change)]
+            return _insert_sql(mark), [msgspec.structs.astuple(change)]
         case UpdateRecord():
-            pairs = [(name, getattr(change, name)) for name in UpdateRecord.__struct_fields__[1:]]
-            pairs = [(name, value) for name, value in pairs if value is not msgspec.UNSET]
-            assignments = ", ".join(f"{name} = {mark}" for name, _ in pairs)
-            sql = f"UPDATE generate_record SET {assignments} WHERE task_id = {mark}"
+            pairs = [(name, value) for name in _UPDATE_COLUMNS if (value := getattr(change, name)) is not msgspec.UNSET]
+            sql = _update_sql(tuple(name for name, _ in pairs), mark)
             return sql, [(*(value for _, value in pairs), change.task_id)]
         case DeleteRecords():
             return f"DELETE FROM generate_record WHERE task_id = {mark}", [(task_id,) for task_id in change.task_ids]
+
+
+# The SQL text of each statement shape, built once (a handful of shapes: one per kind of event).
+@functools.cache
+def _insert_sql(mark: str) -> str:
+    marks = ", ".join([mark] * len(_INSERT_COLUMNS))
+    return f"INSERT INTO generate_record ({', '.join(_INSERT_COLUMNS)}) VALUES ({marks})"
+
+
+@functools.cache
+def _update_sql(columns: tuple[str, ...], mark: str) -> str:
+    return f"UPDATE generate_record SET {', '.join(f'{name} = {mark}' for name in columns)} WHERE task_id = {mark}"

@@ -32,6 +32,7 @@ COLUMNS = (
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM generate_record"
 POSITION = "generate_record"
+_CURRENT = CURRENT_SQL.format(mark="?")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 READ_MODEL_FLAG = "--read-model (FOOOCUS_ES_READ_MODEL_URL)"
 
@@ -188,13 +189,14 @@ def apply(db: Database, seq: int, event: Event) -> None:
     conn = db.conn
 
     def load(task_id: str) -> Current | None:
-        row = conn.execute(CURRENT_SQL.format(mark="?"), (task_id,)).fetchone()
+        row = conn.execute(_CURRENT, (task_id,)).fetchone()
         return Current(row[0], bool(row[1]), row[2]) if row else None
 
     change = change_for(seq, event, load)
     if change is not None:
         sql, rows = statement(change, "?")
-        conn.executemany(sql, rows)
+        for params in rows:  # one row, or one per deleted task
+            conn.execute(sql, params)
 
 
 def rebuild(db: Database, events: Iterable[tuple[int, Event]]) -> int:
