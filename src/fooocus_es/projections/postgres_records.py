@@ -21,14 +21,17 @@ from typing import Any, Final
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from fooocus_es.events.log import EventLog
+from fooocus_es.events.log import EventLog, pages
 from fooocus_es.events.sqlite import default_migrations_dir
-from fooocus_es.events.types import Envelope, Event
-from fooocus_es.projections.record_changes import CURRENT_SQL, Current, change_for, statement
+from fooocus_es.events.types import Envelope, TaskProgress, TasksDeleted
+from fooocus_es.projections.record_changes import Current, change_for, rows_after, statement
 from fooocus_es.projections.records import COLUMNS, POSITION, ReadModelUnavailable, catch_up, redacted, row_to_dict
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM generate_record"
-_CURRENT = CURRENT_SQL.format(mark="%s")
+# The current rows of a batch's tasks, in one query (record_changes.CURRENT_SQL's columns).
+_CURRENT_ROWS = (
+    "SELECT task_id, task_status, finish_mills IS NOT NULL, notes FROM generate_record WHERE task_id = ANY(%s)"
+)
 _ENDED = "finish_mills IS NOT NULL"  # ended is finish_mills, not a status: `skip` is also a running task's
 # Connections per node: the follower's writes plus a few concurrent queries. Nodes share one
 # server's max_connections (100 by default), so this stays small.
@@ -88,10 +91,8 @@ class PostgresReadModel:
         with self._transaction() as conn:
             done = _locked_position(conn)
             fresh = [envelope for envelope in envelopes if envelope.seq > done]
-            for envelope in fresh:
-                _apply(conn, envelope.seq, envelope.event)
             if fresh:
-                _set_position(conn, fresh[-1].seq)
+                _apply(conn, fresh, fresh[-1].seq)
 
     def catch_up(self, log: EventLog) -> int:
         return catch_up(self, log)
@@ -102,9 +103,9 @@ class PostgresReadModel:
             _locked_position(conn)
             conn.execute("DELETE FROM generate_record")
             count = 0
-            for envelope in log.read():
-                _apply(conn, envelope.seq, envelope.event)
-                count += 1
+            for page in pages(log.read()):
+                _apply(conn, page, page[-1].seq)
+                count += len(page)
             _set_position(conn, log.last_seq())
         return count
 
@@ -173,22 +174,33 @@ def _locked_position(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
+_SET_POSITION = "UPDATE consumer_positions SET seq = %s WHERE name = %s"
+
+
 def _set_position(conn: psycopg.Connection[Any], seq: int) -> None:
-    conn.execute("UPDATE consumer_positions SET seq = %s WHERE name = %s", (seq, POSITION))
+    conn.execute(_SET_POSITION, (seq, POSITION))
 
 
-def _apply(conn: psycopg.Connection[Any], seq: int, event: Event) -> None:
-    """One event, inside the caller's transaction: record_changes decides, this runs its SQL."""
-
-    def load(task_id: str) -> Current | None:
-        row = conn.execute(_CURRENT, (task_id,)).fetchone()
-        return Current(row[0], bool(row[1]), row[2]) if row else None
-
-    change = change_for(seq, event, load)
-    if change is not None:
-        sql, rows = statement(change, "%s")
-        with conn.cursor() as cursor:
-            cursor.executemany(sql, rows)
+def _apply(conn: psycopg.Connection[Any], envelopes: Sequence[Envelope], position: int) -> None:
+    """A batch of events and the position it reaches, inside the caller's transaction: the batch's
+    rows are read in one query, record_changes decides each change (moving those rows on), and the
+    statements go to the server in one pipeline (a round trip per batch, not two per event)."""
+    task_ids = [e.event.task_id for e in envelopes if not isinstance(e.event, (TaskProgress, TasksDeleted))]
+    rows: dict[str, Current | None] = {}
+    if task_ids:
+        for task_id, status, ended, notes in conn.execute(_CURRENT_ROWS, (list(set(task_ids)),)):
+            rows[task_id] = Current(status, bool(ended), notes)
+    statements = []
+    for envelope in envelopes:
+        change = change_for(envelope.seq, envelope.event, rows.get)
+        if change is not None:
+            rows_after(rows, change)
+            statements.append(statement(change, "%s"))
+    with conn.pipeline(), conn.cursor() as cursor:
+        for sql, params_rows in statements:
+            for params in params_rows:
+                cursor.execute(sql, params)
+        cursor.execute(_SET_POSITION, (position, POSITION))
 
 
 def migrate(conn: psycopg.Connection[Any], folder: Path) -> int:

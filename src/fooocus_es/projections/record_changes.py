@@ -39,7 +39,8 @@ class Current(msgspec.Struct, frozen=True):
     notes: str | None  # the notes column's JSON
 
 
-# The current row, in the order Current takes it; `{mark}` is the backend's placeholder.
+# The current row, in the order Current takes it; `{mark}` is the backend's placeholder (PostgreSQL
+# reads a batch's rows at once, the same columns, and moves them on with `rows_after`).
 CURRENT_SQL = "SELECT task_status, finish_mills IS NOT NULL, notes FROM generate_record WHERE task_id = {mark}"
 
 
@@ -115,6 +116,22 @@ def change_for(seq: int, event: Event, load: Callable[[str], Current | None]) ->
         case TaskCancelled():
             return _end(task_id, event.at_ms, status, [], None)
     return None
+
+
+def rows_after(rows: dict[str, Current | None], change: Change) -> None:
+    """Move `rows` (task id -> its row's Current) past `change`: for a backend that loads a batch's
+    rows in one query and decides the batch's changes before it writes any."""
+    match change:
+        case InsertRecord():
+            rows[change.task_id] = Current(change.task_status, False, change.notes)  # type: ignore[arg-type]
+        case UpdateRecord():
+            row = rows.get(change.task_id)
+            ended = bool(row and row.ended) or change.finish_mills is not msgspec.UNSET
+            notes = row.notes if row and change.notes is msgspec.UNSET else change.notes
+            rows[change.task_id] = Current(change.task_status, ended, notes)  # type: ignore[arg-type]
+        case DeleteRecords():
+            for task_id in change.task_ids:
+                rows[task_id] = None
 
 
 def _end(task_id: str, at_ms: int, status: str, result: list[str], error: dict[str, str] | None) -> UpdateRecord:
