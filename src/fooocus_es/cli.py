@@ -35,6 +35,7 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="what result URLs start with (host or full URL)")
     parser.add_argument("--queue-size", type=int, help="pending tasks accepted before 429 (default 100)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    _devices_arg(parser)
     parser.add_argument(
         "--sync-response",
         choices=["image", "json"],
@@ -79,6 +80,12 @@ def _read_model_arg(parser: argparse.ArgumentParser) -> None:
                         "(default: SQLite in the data dir)")
 
 
+def _devices_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices", help="one runner per device on the same queue, comma-separated: cuda:0,cuda:1 (default: --device)"
+    )
+
+
 def _fleet_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", dest="log_url", help="the fleet's NATS JetStream, nats://HOST:PORT (default: SQLite)")
     parser.add_argument("--pool", help="the runners' pool, one queue each (default: default)")
@@ -94,9 +101,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         "sync_response", "stream_rate", "cors_origins", "allowed_hosts",
         "allow_private_webhooks", "webhook_secret", "log_url", "pool", "runner", "retry_interrupted",
         "ack_wait_s",
-        "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels", "read_model_url",
+        "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels",
+        "devices", "read_model_url",
     )  # fmt: skip
-    return settings_from_env(**{key: getattr(args, key, None) for key in keys})
+    try:
+        return settings_from_env(**{key: getattr(args, key, None) for key in keys})
+    except msgspec.ValidationError as exc:  # one line naming the setting, not a traceback
+        raise CliError(f"invalid setting: {exc}", code=2) from exc
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -518,6 +529,7 @@ def _parser() -> argparse.ArgumentParser:
     runner_parser.add_argument("--data-dir", type=Path, help="where models/ and the file cache live (default: .)")
     runner_parser.add_argument("--preset", help="the preset whose model is loaded at start")
     runner_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    _devices_arg(runner_parser)
     _fleet_args(runner_parser)
     replay_parser = commands.add_parser("replay", help="rebuild generate_record from the event log")
     replay_parser.add_argument("--data-dir", type=Path)

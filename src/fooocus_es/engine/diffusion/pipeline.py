@@ -72,7 +72,9 @@ class Engine:
     def __init__(self, store: ModelStore, data_dir: Path | None = None) -> None:
         self.store = store
         # Image tasks read their inputs (inputs/...) relative to the data dir.
-        self.image_to_image = ImageToImage(store.models_dir, data_dir or Path.cwd(), store.device, store.dtype)
+        self.image_to_image = ImageToImage(
+            store.models_dir, data_dir or Path.cwd(), store.device, store.dtype, construction=store.construction
+        )
         self._active: _ActiveSetup | None = None
 
     def prepare(self, plan: GenerationPlan) -> None:
@@ -158,7 +160,8 @@ class Engine:
         if self._active is not None and self._active.holds(setup, models):
             return
         self._active = None  # a failure below leaves the models in an unknown state
-        self._apply_setup(models, plan)
+        with self.store.construction:  # LoRA loads build modules: one at a time in the process
+            self._apply_setup(models, plan)
         self._active = _ActiveSetup(setup, weakref.ref(models.base), models.refiner and weakref.ref(models.refiner))
 
     def _apply_setup(self, models: _TaskModels, plan: GenerationPlan) -> None:
