@@ -23,6 +23,7 @@ from fooocus_es.events.types import (
 from fooocus_es.ops.storage import classify
 from fooocus_es.projections.postgres_records import PostgresReadModel
 from fooocus_es.projections.records import ReadModelUnavailable, SqliteReadModel, open_read_model
+from fooocus_es.settings import settings_from_env
 
 
 def _busy_log(path: Path, tasks: int = 60) -> SqliteEventLog:
@@ -94,6 +95,7 @@ def test_the_schema_is_migrated_once_and_versioned(postgres_url: str) -> None:
 
 
 def test_a_bad_url_or_an_unreachable_server_is_a_clear_start_up_error(tmp_path: Path, postgres_server) -> None:
+    assert settings_from_env({"FOOOCUS_ES_READ_MODEL_URL": "postgresql://h/db"}).read_model_url == "postgresql://h/db"
     with pytest.raises(ValueError, match=r"--read-model .*'mysql://db/x'.*postgresql://"):
         open_read_model("mysql://db/x", tmp_path / "db.sqlite3")
     closed = postgres_server.url("postgres").replace(str(postgres_server.port), "1")  # nothing listens on port 1

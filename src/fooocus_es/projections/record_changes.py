@@ -51,7 +51,7 @@ class InsertRecord(msgspec.Struct, frozen=True):
     task_id: str
     req_params: str
     in_queue_mills: int
-    task_status: str
+    task_status: TaskStatus
     progress: int
     webhook_url: str
     result: str
@@ -63,7 +63,7 @@ class UpdateRecord(msgspec.Struct, frozen=True, kw_only=True):
     """The columns an event sets on its task's row; UNSET ones are left as they are."""
 
     task_id: str
-    task_status: str
+    task_status: TaskStatus
     start_mills: int | msgspec.UnsetType = msgspec.UNSET
     finish_mills: int | msgspec.UnsetType = msgspec.UNSET
     progress: int | msgspec.UnsetType = msgspec.UNSET
@@ -123,18 +123,18 @@ def rows_after(rows: dict[str, Current | None], change: Change) -> None:
     rows in one query and decides the batch's changes before it writes any."""
     match change:
         case InsertRecord():
-            rows[change.task_id] = Current(change.task_status, False, change.notes)  # type: ignore[arg-type]
+            rows[change.task_id] = Current(change.task_status, False, change.notes)
         case UpdateRecord():
             row = rows.get(change.task_id)
             ended = bool(row and row.ended) or change.finish_mills is not msgspec.UNSET
             notes = row.notes if row and change.notes is msgspec.UNSET else change.notes
-            rows[change.task_id] = Current(change.task_status, ended, notes)  # type: ignore[arg-type]
+            rows[change.task_id] = Current(change.task_status, ended, notes)
         case DeleteRecords():
             for task_id in change.task_ids:
                 rows[task_id] = None
 
 
-def _end(task_id: str, at_ms: int, status: str, result: list[str], error: dict[str, str] | None) -> UpdateRecord:
+def _end(task_id: str, at_ms: int, status: TaskStatus, result: list[str], error: dict[str, str] | None) -> UpdateRecord:
     return UpdateRecord(
         task_id=task_id, finish_mills=at_ms, task_status=status, result=json.dumps(result),
         error=json.dumps(error) if error else None,
