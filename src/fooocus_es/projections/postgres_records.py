@@ -59,7 +59,11 @@ class PostgresReadModel:
             # libpq's words (the pool would retry until its timeout, then say only that).
             with self._connect() as conn:
                 migrate(conn, migrations_dir or default_postgres_migrations_dir())
-            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            try:
+                self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            except BaseException:
+                self._pool.close()  # its connecting threads too
+                raise
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))
