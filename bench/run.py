@@ -34,7 +34,7 @@ from fooocus_es.engine.planning import plan as planning  # noqa: E402
 from fooocus_es.engine.planning import presets  # noqa: E402
 from fooocus_es.events.sqlite import SqliteEventLog  # noqa: E402
 from fooocus_es.events.types import TaskFinished, TaskProgress, TaskQueued, TaskStarted  # noqa: E402
-from fooocus_es.projections.records import ReadModel  # noqa: E402
+from fooocus_es.projections.records import SqliteReadModel  # noqa: E402
 
 BODY = {"prompt": "bench", "performance_selection": "Lightning", "aspect_ratios_selection": "64*64", "image_seed": 1}
 
@@ -62,7 +62,7 @@ def fill_log(data_dir: Path, tasks: int) -> float:
         log.append(TaskQueued(task_id=task_id, at_ms=at, params=params), expected_version=0)
         log.append(TaskStarted(task_id=task_id, at_ms=at + 1), expected_version=1)
         log.append(TaskFinished(task_id=task_id, at_ms=at + 5, result=[f"outputs/2026-01-01/{task_id}.png"]), 2)
-    ReadModel(log.path).catch_up(log)  # the table as the server keeps it (it would catch up at start too)
+    SqliteReadModel(log.path).catch_up(log)  # the table as the server keeps it (it would catch up at start too)
     log.close()
     return time.perf_counter() - started
 

@@ -31,9 +31,8 @@ from fooocus_es.fleet.webhook_claims import WebhookClaims
 from fooocus_es.media.conversions import ConversionCache
 from fooocus_es.media.limits import DecodeBudget
 from fooocus_es.ops.storage import StorageHealth
-from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
-from fooocus_es.projections.records import ReadModel
+from fooocus_es.projections.records import open_read_model
 from fooocus_es.runner.devices import DeviceRunners, EngineFactory, device_names, make_model_store
 from fooocus_es.runner.queue import LocalCommandQueue
 from fooocus_es.runner.recovery import recover
@@ -68,13 +67,14 @@ class Services:
         self.devices = [resolve_device(name) for name in names] if settings.runner else ["none"]
         self.device = self.devices[0] if len(set(self.devices)) == 1 else ",".join(self.devices)
         # SQLite and local files on one machine; JetStream's log, work queue and object store in a
-        # fleet. The read model is this node's own SQLite either way, fed from the log.
+        # fleet. The read model is this node's own SQLite either way, fed from the log, unless
+        # --read-model names a PostgreSQL database that the fleet's API nodes share.
         self.backends = open_backends(settings)
         self.blobs = self.backends.blobs  # inputs/ and outputs/
         self.conversions = ConversionCache()  # Accept conversions of stored files (media/conversions.py)
         self.event_log = self.backends.event_log
         busy = settings.db_busy_timeout_s
-        self.read_model = ReadModel(settings.db_path, busy_timeout_s=busy)
+        self.read_model = open_read_model(settings.read_model_url, settings.db_path, busy_timeout_s=busy)
         self.webhook_outbox = WebhookOutbox(settings.db_path, busy_timeout_s=busy)
         check_log = getattr(self.event_log, "check_writable", None) or (lambda: None)  # SQLite's write lock
         self.storage = StorageHealth({"outputs": settings.outputs_dir, "inputs": settings.inputs_dir}, check_log)
@@ -210,7 +210,7 @@ class Services:
 
     def _rebuild_live(self) -> list[dict[str, Any]]:
         """Worker thread: the tasks the log has not ended, their events applied to the live view."""
-        unfinished = records.unfinished(self.read_model.reader())
+        unfinished = self.read_model.unfinished()
         for record in unfinished:
             for envelope in self.event_log.read(task_id=record["task_id"]):
                 self.live.apply(envelope)
@@ -219,7 +219,7 @@ class Services:
     def _webhook_url(self, task_id: str) -> str:
         """Worker thread: where the task's webhook goes; "" for none, or when another node of the
         fleet sends it (one node claims each task's webhook, so it is sent once)."""
-        record = records.get(self.read_model.reader(), task_id)
+        record = self.read_model.get(task_id)
         url = (record or {}).get("webhook_url") or self.settings.webhook_url
         if url and self.webhook_claims is not None and not self.webhook_claims.claim(task_id):
             return ""
@@ -304,7 +304,7 @@ class Services:
 
     async def stored_record(self, task_id: str) -> dict[str, Any] | None:
         """The generate_record row as stored (paths relative to the data dir)."""
-        return await anyio.to_thread.run_sync(lambda: records.get(self.read_model.reader(), task_id))
+        return await anyio.to_thread.run_sync(self.read_model.get, task_id)
 
     async def final_record(self, task_id: str) -> dict[str, Any] | None:
         stored = await self.stored_record(task_id)

@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_request_megapixels: Annotated[float, msgspec.Meta(gt=0)] = 64.0
     # One runner per device on the same queue ("cuda:0,cuda:1"); "": the one `device`.
     devices: str = ""
+    # The history table (README "Shared read model"): "" SQLite in the data dir, postgresql://... one
+    # PostgreSQL database that several API nodes share.
+    read_model_url: str = ""
 
     def __post_init__(self) -> None:
         for name in self.devices.split(","):
