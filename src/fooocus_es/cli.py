@@ -71,6 +71,8 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
                         help="request images decoded at once across all requests (default 2; more wait, then 429)")
     parser.add_argument("--max-request-megapixels", type=float,
                         help="total megapixels over one request's image fields (default 64; more is a 413)")
+    parser.add_argument("--max-batch", type=int,
+                        help="images of one task denoised together per UNet call (default 1: one after another)")
 
 
 def _devices_arg(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +98,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "ack_wait_s",
         "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels",
         "devices",
+        "max_batch",
     )  # fmt: skip
     try:
         return settings_from_env(**{key: getattr(args, key, None) for key in keys})

@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_request_megapixels: Annotated[float, msgspec.Meta(gt=0)] = 64.0
     # One runner per device on the same queue ("cuda:0,cuda:1"); "": the one `device`.
     devices: str = ""
+    # Images of one task denoised as rows of one batch, this many per UNet call (engine/diffusion/
+    # batching.py); 1: one image after another, today's single-image pipeline calls.
+    max_batch: Annotated[int, msgspec.Meta(ge=1)] = 1
 
     def __post_init__(self) -> None:
         for name in self.devices.split(","):
