@@ -144,6 +144,10 @@ def test_a_dropped_request_leaves_only_its_rows(engine: Engine, alone: dict[int,
         (done,) = denoiser.finished()
         assert len(denoiser) == 0 and denoiser.step() == []
         image = np.asarray(decode_latents(base, base.vae, done.latents))
+        with pytest.raises(ValueError, match="does not share"):  # another size: another batch
+            denoiser.add(DenoiseRequest.of(make_plan(width=128), 0, conditioning))
+        with pytest.raises(ValueError, match="cannot be batched"):
+            denoiser.add(DenoiseRequest.of(make_plan(sampler_name="heun"), 0, conditioning))
     assert max_diff(image, alone[TARGET.seeds[0]]) <= TOLERANCE
 
 

@@ -121,7 +121,6 @@ class _Request:
     timesteps: Tensor
     latents: Tensor
     step_kwargs: dict[str, Any]  # eta and the image's generator, where the scheduler's step takes them
-    guidance_scale: float
     cfg: bool  # uncond rows run: diffusers' rule, guidance_scale > 1
     split: bool  # GuidedUNet's: the extras see `[uncond; cond]` halves
     guide: RowGuidance | None
@@ -152,8 +151,9 @@ class _Layout:
 class BatchDenoiser:
     """Denoises many requests together, one step of each per UNet call. One per base pipeline + setup.
 
-    The caller keeps the pipeline's per-task state (LoRAs, FreeU) fixed while it uses one, and calls
-    it from one thread under `torch.inference_mode()`.
+    Every request's `batch_key` must equal the first one's (`add` refuses others). The caller keeps
+    the pipeline's per-task state (that key's LoRAs, FreeU) set while it uses one, and calls it from
+    one thread under `torch.inference_mode()`.
     """
 
     def __init__(self, pipe: StableDiffusionXLPipeline) -> None:
@@ -165,6 +165,7 @@ class BatchDenoiser:
         self._finished: dict[int, FinishedRequest] = {}
         self._ids = itertools.count()
         self._layout: _Layout | None = None
+        self.key: BatchKey | None = None  # the first request's; every later one must match it
 
     def __len__(self) -> int:
         """Active requests (not yet finished or dropped)."""
@@ -176,10 +177,14 @@ class BatchDenoiser:
         return sum(state.rows for state in self._requests.values())
 
     def add(self, request: DenoiseRequest) -> int:
-        """Join at the next step; returns the request's id. Raises ValueError for an unbatchable plan."""
+        """Join at the next step; returns the request's id. ValueError: the plan cannot join this batch."""
         plan = request.plan
-        if batch_key(plan) is None:
+        key = batch_key(plan)
+        if key is None:
             raise ValueError(f"plan {plan.task_id!r} cannot be batched (see batch_key)")
+        if self.key is not None and key != self.key:
+            raise ValueError(f"plan {plan.task_id!r} does not share this batch's models or size: {key} != {self.key}")
+        self.key = key
         request_id = next(self._ids)
         self._requests[request_id] = self._start(request)
         self._layout = None
@@ -275,7 +280,6 @@ class BatchDenoiser:
             timesteps=scheduler.timesteps,
             latents=latents,
             step_kwargs=_step_kwargs(scheduler, generator),
-            guidance_scale=plan.guidance_scale,
             cfg=cfg,
             split=settings.uses_cfg and cfg,
             guide=row_guidance(settings, scheduler, self.pipe.vae_scale_factor),
@@ -294,7 +298,7 @@ class BatchDenoiser:
             # GuidedUNet returns this for both halves; diffusers' `f + s * (f - f)` is `f` exactly.
             return state.guide.final_prediction(sample, out, t, progress)
         uncond, cond = out.chunk(2)
-        return uncond + state.guidance_scale * (cond - uncond)
+        return uncond + state.settings.guidance_scale * (cond - uncond)
 
     def _current_layout(self) -> _Layout:
         members = tuple(self._requests)

@@ -17,6 +17,9 @@ With the extras off the wrapper passes the UNet's output through untouched, so t
 bit-identical to the plain pipeline's; `wrap_unet` returns the bare UNet in that case anyway.
 Works for every scheduler on the DDPM discretisation (all Fooocus samplers but EDM), epsilon or
 v-prediction, and with second-order samplers (each UNet call uses its own timestep's progress).
+
+The maths for one request (one image: its rows at one timestep) is `RowGuidance`; GuidedUNet applies
+it to a whole pipeline call, the batch denoiser (batching.py) to each request's slice of a batched call.
 """
 
 from __future__ import annotations
