@@ -71,7 +71,13 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
                         help="request images decoded at once across all requests (default 2; more wait, then 429)")
     parser.add_argument("--max-request-megapixels", type=float,
                         help="total megapixels over one request's image fields (default 64; more is a 413)")
+    _max_batch_arg(parser)
     _read_model_arg(parser)
+
+
+def _max_batch_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-batch", type=int,
+                        help="images of one task denoised together per UNet call (default 1: one after another)")
 
 
 def _read_model_arg(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +108,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "allow_private_webhooks", "webhook_secret", "log_url", "pool", "runner", "retry_interrupted",
         "ack_wait_s",
         "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels",
-        "devices", "read_model_url",
+        "devices", "read_model_url", "max_batch",
     )  # fmt: skip
     try:
         return settings_from_env(**{key: getattr(args, key, None) for key in keys})
@@ -530,6 +536,7 @@ def _parser() -> argparse.ArgumentParser:
     runner_parser.add_argument("--preset", help="the preset whose model is loaded at start")
     runner_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
     _devices_arg(runner_parser)
+    _max_batch_arg(runner_parser)
     _fleet_args(runner_parser)
     replay_parser = commands.add_parser("replay", help="rebuild generate_record from the event log")
     replay_parser.add_argument("--data-dir", type=Path)

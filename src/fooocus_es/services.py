@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,7 +107,7 @@ class Services:
             # runner's warm-up and request threads would otherwise race into them.
             from fooocus_es.engine.diffusion.pipeline import Engine
 
-            engine_factory = Engine
+            engine_factory = partial(Engine, max_batch=settings.max_batch)
         self.model_store = make_model_store(settings, self.devices[0])  # the first runner's; its file side for all
         self.catalog = ModelCatalog(settings.models_dir, settings.data_dir)
         self.downloads = ModelDownloads(self.catalog, self.model_store.download)

@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The history table (README "Shared read model"): "" SQLite in the data dir, postgresql://... one
     # PostgreSQL database that several API nodes share.
     read_model_url: str = ""
+    # Images of one task denoised as rows of one batch, this many per UNet call (engine/diffusion/
+    # batching.py); 1: one image after another, today's single-image pipeline calls.
+    max_batch: Annotated[int, msgspec.Meta(ge=1)] = 1
 
     def __post_init__(self) -> None:
         for name in self.devices.split(","):

@@ -468,3 +468,28 @@ def test_shutdown_waits_for_the_saver_to_store_what_the_device_finished(tmp_path
     runner.shutdown(timeout=10)
     assert rig.types("a")[-1] == "TaskFinished" and len(output_files(tmp_path)) == 1
     log.close()
+
+
+@dataclass
+class SideBySideEngine(FakeEngine):
+    """Images stepped side by side, as a batched task (--max-batch) reports them."""
+
+    def generate(self, plan: GenerationPlan, hooks: Any) -> tuple[list[FakeImage], str]:
+        for step in range(1, plan.steps + 1):
+            for index in range(len(plan.seeds)):
+                hooks.on_step(index, step, plan.steps, None)
+                hooks.poll_control()
+        images = [FakeImage(i, seed, Image.new("RGB", (plan.width, plan.height))) for i, seed in enumerate(plan.seeds)]
+        return images, "finished"
+
+
+def test_a_batched_tasks_percent_only_goes_up(tmp_path: Path) -> None:
+    log = SqliteEventLog(tmp_path / "outputs" / "db.sqlite3")
+    engine = SideBySideEngine()
+    runner = Runner(EventStore(log), LocalCommandQueue(), lambda: engine, tmp_path, "cpu")
+    rig = Rig(log, LocalCommandQueue(), engine, runner, tmp_path)
+    runner.run(rig.queue_task("t", image_number=3))
+    sampling = [e.percent for e in rig.events("t") if isinstance(e, TaskProgress) and e.stage == "sampling"]
+    total = len(sampling)  # one event an image-step: the last one as one image after another ends
+    assert sampling == sorted(sampling) and sampling[0] == 13 and sampling[-1] == int(13 + 87 * (total - 1) / total)
+    log.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from functools import partial
 
 import structlog
 
@@ -41,8 +42,9 @@ def run_runner(settings: Settings, stop: threading.Event | None = None) -> None:
     assert backends.nats is not None
     runners = DeviceRunners(
         settings, devices, store=EventStore(backends.event_log), commands=backends.commands, blobs=backends.blobs,
-        engine_factory=Engine, style_book=StyleBook(settings.data_dir), fetch_models=downloads.fetch_for_plan,
-        warm_model=preset.get("base_model_name"), nats=backends.nats, model_stores=[first],
+        engine_factory=partial(Engine, max_batch=settings.max_batch), style_book=StyleBook(settings.data_dir),
+        fetch_models=downloads.fetch_for_plan, warm_model=preset.get("base_model_name"), nats=backends.nats,
+        model_stores=[first],
     )  # fmt: skip
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -651,11 +651,16 @@ class _Hooks:
         self.task_id = task_id
         self.image_count = image_count
         self.image_index = 0
+        self.steps = 1
+        # Steps done per image: batched images (--max-batch) step side by side, not one after another.
+        self._done: dict[int, int] = {}
 
     def on_step(self, image_index: int, step: int, steps: int, preview_jpeg: bytes | None) -> None:
-        self.image_index = image_index
-        # FooocusAPI's scale: 13% when sampling starts, 100% when the last step of the last image is done.
-        done = image_index * steps + step - 1
+        self.image_index, self.steps = image_index, steps
+        self._done[image_index] = step
+        # FooocusAPI's scale: 13% when sampling starts, 100% when the last step of the last image is
+        # done; one image after another this is image_index * steps + step - 1 steps done.
+        done = sum(self._done.values()) - 1
         percent = int(13 + 87 * done / (self.image_count * steps))
         preview = None
         if preview_jpeg is not None:
@@ -667,4 +672,7 @@ class _Hooks:
         )  # fmt: skip
 
     def poll_control(self) -> ControlAnswer | None:
-        return self.runner._poll(self.task_id, self.image_index)
+        answer = self.runner._poll(self.task_id, self.image_index)
+        if answer == "skip":  # a skipped image counts as done, as Fooocus's percent jumps past it
+            self._done[self.image_index] = self.steps
+        return answer

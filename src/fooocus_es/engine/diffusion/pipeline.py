@@ -17,7 +17,8 @@ from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from fooocus_es.engine.demo.loras import ensure_demo_lora
-from fooocus_es.engine.diffusion.guided_unet import GuidanceSettings, GuidedUNet
+from fooocus_es.engine.diffusion.batching import BatchDenoiser, BatchedTask, batch_key
+from fooocus_es.engine.diffusion.guided_unet import GuidedUNet
 from fooocus_es.engine.diffusion.image_to_image import ImageToImage
 from fooocus_es.engine.diffusion.sampling import (
     Aborted,
@@ -29,6 +30,7 @@ from fooocus_es.engine.diffusion.sampling import (
     Status,
     StepCallback,
     decode_latents,
+    guidance_settings,
     prompt_parts,
     scale_latents,
     task_pipeline,
@@ -69,8 +71,13 @@ class _ActiveSetup:
 class Engine:
     """Runs plans on the pipelines of a ModelStore. One engine per device, used from one thread."""
 
-    def __init__(self, store: ModelStore, data_dir: Path | None = None) -> None:
+    def __init__(self, store: ModelStore, data_dir: Path | None = None, *, max_batch: int = 1) -> None:
+        """`max_batch`: images of one task denoised together per UNet call (batching.py); 1 runs
+        them one after another, one pipeline call each."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.store = store
+        self.max_batch = max_batch
         # Image tasks read their inputs (inputs/...) relative to the data dir.
         self.image_to_image = ImageToImage(
             store.models_dir, data_dir or Path.cwd(), store.device, store.dtype, construction=store.construction
@@ -82,7 +89,7 @@ class Engine:
         _validate(plan)
         models = self._models(plan)
         self._configure(models, plan)
-        task_pipeline(models.base, _scheduler(plan, models.base), _guidance(plan), models.vae)
+        task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
 
     def generate(self, plan: GenerationPlan, hooks: GenerationHooks) -> tuple[list[GeneratedImage], Status]:
         """Images for every seed that was neither skipped nor stopped, and whether the task was stopped."""
@@ -103,7 +110,7 @@ class Engine:
     ) -> tuple[list[GeneratedImage], Status]:
         def make_pipe(pipeline_class: type[Any]) -> Any:
             scheduler = _scheduler(plan, models.base)
-            return task_pipeline(models.base, scheduler, _guidance(plan), models.vae, pipeline_class)
+            return task_pipeline(models.base, scheduler, guidance_settings(plan), models.vae, pipeline_class)
 
         with torch.inference_mode():
             conditioning = ConditioningCache(models.base, plan.clip_skip)
@@ -112,7 +119,9 @@ class Engine:
     def _text_to_image(
         self, plan: GenerationPlan, models: _TaskModels, hooks: GenerationHooks
     ) -> tuple[list[GeneratedImage], Status]:
-        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), _guidance(plan), models.vae)
+        if self.max_batch > 1 and len(plan.seeds) > 1 and batch_key(plan) is not None:
+            return self._text_to_image_batched(plan, models, hooks)
+        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
         images: list[GeneratedImage] = []
         status: Status = "finished"
         with torch.inference_mode():
@@ -133,6 +142,19 @@ class Engine:
                 image = decode_latents(task_pipe, vae, latents)
                 images.append(GeneratedImage(image_index=index, seed=seed, image=image))
         return images, status
+
+    def _text_to_image_batched(
+        self, plan: GenerationPlan, models: _TaskModels, hooks: GenerationHooks
+    ) -> tuple[list[GeneratedImage], Status]:
+        """The task's images as rows of one batch, up to `max_batch` per UNet call."""
+        # Built as the single path builds it, so an unsupported scheduler fails with the same message.
+        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
+        with torch.inference_mode():
+            task = BatchedTask(
+                plan, BatchDenoiser(models.base), ConditioningCache(models.base, plan.clip_skip), hooks,
+                self.max_batch, decode=lambda latents: decode_latents(task_pipe, models.vae, latents),
+            )  # fmt: skip
+            return task.run()
 
     # -- models ----------------------------------------------------------------------------------
     def _models(self, plan: GenerationPlan) -> _TaskModels:
@@ -205,17 +227,6 @@ def _scheduler(plan: GenerationPlan, pipe: StableDiffusionXLPipeline) -> Schedul
         return make_scheduler(plan.sampler_name, plan.scheduler_name, pipe.scheduler.config)
     except ValueError as exc:
         raise GenerationFailed(f"sampler {plan.sampler_name!r} with scheduler {plan.scheduler_name!r}: {exc}") from exc
-
-
-def _guidance(plan: GenerationPlan) -> GuidanceSettings:
-    return GuidanceSettings(
-        guidance_scale=plan.guidance_scale,
-        adaptive_cfg=plan.adaptive_cfg,
-        sharpness=plan.sharpness,
-        adm_scaler_positive=plan.adm_scaler_positive,
-        adm_scaler_negative=plan.adm_scaler_negative,
-        adm_scaler_end=plan.adm_scaler_end,
-    )
 
 
 def _set_freeu(unet: Any, freeu: tuple[float, float, float, float] | None) -> None:
