@@ -49,3 +49,26 @@ def test_a_read_model_url_that_is_not_postgresql_stops_the_start_naming_the_flag
     refused = _cli("serve", "--data-dir", str(tmp_path), "--read-model", "mysql://db/history")
     assert refused.returncode == 2
     assert "--read-model (FOOOCUS_ES_READ_MODEL_URL) 'mysql://db/history'" in refused.stderr
+
+
+def test_two_fleet_api_nodes_share_one_postgresql_history(make_server, postgres_url: str, nats_url: str,
+                                                          tmp_path, demo_models) -> None:  # fmt: skip
+    """The deployment the flag is for: API nodes of a fleet, one history table. Both nodes follow the
+    stream and apply every event; the shared position makes each event one row change."""
+    from fleet_helpers import RunnerProcess
+
+    fleet = ("--log", nats_url, "--no-runner", "--ack-wait", "2", "--read-model", postgres_url)
+    a, b = make_server(*fleet).start(), make_server(*fleet).start()
+    runner = RunnerProcess(tmp_path / "runner", demo_models, nats_url).start()
+    try:
+        tasks = [submit(node.url, {"prompt": f"shared {i}"})["task_id"] for i, node in enumerate((a, b, a))]
+        for task_id in tasks:
+            assert wait_for(b.url, task_id, timeout=120)["task_status"] == "finished"
+        for node in (a, b):  # the same rows from either node, newest first
+            history = requests.get(node.url + "/tasks", params={"query": "history"}, timeout=10).json()["history"]
+            assert [row["task_id"] for row in history] == tasks[::-1]
+    finally:
+        runner.stop()
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT task_id, task_status FROM generate_record ORDER BY id").fetchall()
+    assert rows == [(task_id, "finished") for task_id in tasks]  # one row a task, written once
