@@ -59,8 +59,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # PostgreSQL database that several API nodes share.
     read_model_url: str = ""
     # Images of one task denoised as rows of one batch, this many per UNet call (engine/diffusion/
-    # batching.py); 1: one image after another, today's single-image pipeline calls.
-    max_batch: Annotated[int, msgspec.Meta(ge=1)] = 1
+    # batching.py); 1: one image after another, the single-image pipeline calls; 0: by the device
+    # (1 on a CPU, by memory on CUDA: auto_max_batch).
+    max_batch: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     def __post_init__(self) -> None:
         for name in self.devices.split(","):

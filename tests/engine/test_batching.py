@@ -19,7 +19,7 @@ import pytest
 import torch
 from engine_helpers import Hooks
 
-from fooocus_es.engine.diffusion.batching import BatchDenoiser, DenoiseRequest, batch_key
+from fooocus_es.engine.diffusion.batching import BatchDenoiser, DenoiseRequest, auto_max_batch, batch_key
 from fooocus_es.engine.diffusion.pipeline import Engine
 from fooocus_es.engine.diffusion.sampling import ConditioningCache, decode_latents
 from fooocus_es.engine.models.store import ModelStore
@@ -233,7 +233,13 @@ def test_max_batch_1_is_the_single_image_path(engine: Engine, monkeypatch: pytes
     images, status = engine.generate(three_images(), Hooks())
     assert status == "finished" and len(images) == 3
     with pytest.raises(ValueError, match="max_batch"):
-        Engine(engine.store, max_batch=0)
+        Engine(engine.store, max_batch=-1)
+    assert Engine(engine.store, max_batch=0).max_batch == 1  # by the device: one on a CPU
+
+
+def test_the_default_batch_follows_the_devices_memory() -> None:
+    assert auto_max_batch("cpu") == 1
+    assert [auto_max_batch("cuda:0", gib * 2**30) for gib in (16, 24, 48, 80, 141)] == [1, 2, 4, 8, 8]
 
 
 def test_the_batch_key_says_which_plans_share_a_unet_call() -> None:
@@ -272,11 +278,11 @@ def test_max_batch_reaches_the_engine_from_the_cli_and_environment(monkeypatch: 
     from fooocus_es.settings import settings_from_env
 
     monkeypatch.delenv("FOOOCUS_ES_MAX_BATCH", raising=False)
-    assert cli._settings(cli._parser().parse_args(["serve"])).max_batch == 1
+    assert cli._settings(cli._parser().parse_args(["serve"])).max_batch == 0  # by the device
     assert cli._settings(cli._parser().parse_args(["serve", "--max-batch", "4"])).max_batch == 4
     assert settings_from_env({"FOOOCUS_ES_MAX_BATCH": "8"}).max_batch == 8
     with pytest.raises(msgspec.ValidationError, match="max_batch"):
-        settings_from_env({}, max_batch=0)
+        settings_from_env({}, max_batch=-1)
 
 
 def test_the_server_s_runner_builds_its_engine_with_max_batch(tmp_path: Path) -> None:

@@ -55,6 +55,24 @@ from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan
 Tensor = torch.Tensor
 
 
+# Device memory (GiB) -> images per UNet call. A heuristic, not yet measured on a GPU: an SDXL
+# base in fp16 takes ~7 GiB and each 1024x1024 image with CFG ~1.5 GiB more during a step at batch
+# sizes where the UNet stops being launch-bound (perf-anchors.md: 16 image-steps at 37 ms each).
+_BATCH_BY_MEMORY = ((70, 8), (40, 4), (20, 2))
+
+
+def auto_max_batch(device: str, total_bytes: int | None = None) -> int:
+    """`--max-batch` left at its default: 1 on a CPU (or an unknown device), by memory on CUDA."""
+    if not device.startswith("cuda"):
+        return 1
+    if total_bytes is None:
+        if not torch.cuda.is_available():
+            return 1
+        total_bytes = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    gib = total_bytes / 2**30
+    return next((images for floor, images in _BATCH_BY_MEMORY if gib >= floor), 1)
+
+
 def batch_key(plan: GenerationPlan) -> BatchKey | None:
     """Which plans' images may share UNet calls: equal keys batch, None never batches.
 

@@ -17,7 +17,7 @@ from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from fooocus_es.engine.demo.loras import ensure_demo_lora
-from fooocus_es.engine.diffusion.batching import BatchDenoiser, BatchedTask, batch_key
+from fooocus_es.engine.diffusion.batching import BatchDenoiser, BatchedTask, auto_max_batch, batch_key
 from fooocus_es.engine.diffusion.guided_unet import GuidedUNet
 from fooocus_es.engine.diffusion.image_to_image import ImageToImage
 from fooocus_es.engine.diffusion.sampling import (
@@ -73,11 +73,11 @@ class Engine:
 
     def __init__(self, store: ModelStore, data_dir: Path | None = None, *, max_batch: int = 1) -> None:
         """`max_batch`: images of one task denoised together per UNet call (batching.py); 1 runs
-        them one after another, one pipeline call each."""
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        them one after another, one pipeline call each; 0 picks it from the device (auto_max_batch)."""
+        if max_batch < 0:
+            raise ValueError(f"max_batch must be at least 1 (or 0: by the device), got {max_batch}")
         self.store = store
-        self.max_batch = max_batch
+        self.max_batch = max_batch or auto_max_batch(store.device)
         # Image tasks read their inputs (inputs/...) relative to the data dir.
         self.image_to_image = ImageToImage(
             store.models_dir, data_dir or Path.cwd(), store.device, store.dtype, construction=store.construction
