@@ -292,3 +292,60 @@ def test_the_server_s_runner_builds_its_engine_with_max_batch(tmp_path: Path) ->
     settings = settings_from_env({}, data_dir=tmp_path, device="cpu", max_batch=3, download_models=False)
     engine = Services(settings).runners.runners[0].engine_factory()  # what the runner thread calls
     assert isinstance(engine, Engine) and engine.max_batch == 3
+
+
+class StopAt(Hooks):
+    """Hooks that answer "stop" once the image has done `at` steps."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+        self.steps_seen = 0
+
+    def on_step(self, image_index: int, step: int, steps: int, preview_jpeg: bytes | None) -> None:
+        super().on_step(image_index, step, steps, preview_jpeg)
+        self.steps_seen = step
+
+    def poll_control(self) -> str | None:
+        return "stop" if self.steps_seen >= self.at else None
+
+
+def test_tasks_join_a_running_batch_and_each_ends_on_its_own(batched: Engine, alone: dict[int, np.ndarray]) -> None:
+    """Continuous batching across tasks: plans admitted between steps (same batch key) give their
+    alone images; each ends through on_done when its own images are done, one stopped mid-way
+    ends alone, and admission stops at the free slots."""
+    first = make_plan(task_id="first")
+    joiners = [
+        make_plan(task_id="second", seed=NEIGHBOURS[0].seeds[0], prompt="a red house by the sea", guidance_scale=4.0,
+                  sampler_name="euler_ancestral", scheduler_name="normal"),  # fmt: skip
+        make_plan(task_id="stopped", seed=99),
+        make_plan(task_id="late", seed=NEIGHBOURS[1].seeds[0], prompt="a dog", guidance_scale=1.0, sharpness=0.0,
+                  sampler_name="euler"),  # fmt: skip
+    ]
+    queue = list(joiners)
+    asked: list[int] = []
+    ended: list[tuple[str, list[Any], str, Exception | None]] = []
+
+    def admit(key: Any, free: int) -> list[tuple[GenerationPlan, Any]]:
+        asked.append(free)
+        if len(asked) < 2 or not queue:  # nothing waiting at the first step
+            return []
+        plan = queue.pop(0)
+        assert batch_key(plan) == key
+        return [(plan, StopAt(2) if plan.task_id == "stopped" else Hooks())]
+
+    def on_done(plan: GenerationPlan, images: list[Any], status: str, error: Exception | None) -> None:
+        ended.append((plan.task_id, images, status, error))
+
+    assert batched.batches_tasks(first)
+    batched.generate_batch(first, Hooks(), admit=admit, on_done=on_done)
+    assert max(asked) <= 2 and min(asked) >= 1  # max_batch 3: never more than the free slots
+    by_task = {task_id: (images, status, error) for task_id, images, status, error in ended}
+    assert set(by_task) == {"first", "second", "stopped", "late"} and ended[0][0] == "first"  # in first, out first
+    assert all(error is None for _images, _status, error in by_task.values())
+    assert by_task["stopped"][1] == "stopped" and by_task["stopped"][0] == []
+    seeds = {"first": TARGET.seeds[0], "second": NEIGHBOURS[0].seeds[0], "late": NEIGHBOURS[1].seeds[0]}
+    for task_id, seed in seeds.items():
+        images, status, _error = by_task[task_id]
+        assert status == "finished" and len(images) == 1
+        assert max_diff(np.asarray(images[0].image), alone[seed]) <= TOLERANCE

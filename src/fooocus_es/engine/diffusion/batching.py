@@ -350,45 +350,130 @@ def _step_kwargs(scheduler: SchedulerMixin, generator: torch.Generator) -> dict[
     return kwargs
 
 
-# -- one task's images as rows of one batch ------------------------------------------------------
+# -- tasks' images as rows of one batch --------------------------------------------------------
+
+# Between steps, plans that may join (same batch key), with their hooks; `free` is the image slots open.
+Admit = Callable[[BatchKey, int], list[tuple[GenerationPlan, GenerationHooks]]]
+# A plan's end: its images (by image index), "finished" or "stopped", or the error that failed it.
+Done = Callable[[GenerationPlan, list[GeneratedImage], Status, Exception | None], None]
 
 
 @dataclass
-class BatchedTask:
-    """Runs every image of a plan through a BatchDenoiser, at most `max_batch` at a time.
+class _PlanRun:
+    plan: GenerationPlan
+    hooks: GenerationHooks
+    conditioning: ConditioningCache
+    waiting: list[int]  # image indexes not yet in the denoiser
+    active: dict[int, int] = field(default_factory=dict)  # request id -> image index
+    images: list[GeneratedImage] = field(default_factory=list)
+    status: Status = "finished"
+    error: Exception | None = None
 
-    Hooks see what the single path gives them: per image, on_step(index, 1..steps, steps), each
-    followed by poll_control, where "skip" drops that image's rows only and "stop" ends the task.
+    @property
+    def done(self) -> bool:
+        return not self.waiting and not self.active
+
+
+@dataclass
+class BatchRun:
+    """Plans with one batch key through one BatchDenoiser, at most `max_batch` images at a time.
+
+    Continuous batching: between steps `admit` (when given) is asked for more plans while image slots
+    are free; they join at the next step, beside rows at other timesteps. Each plan's hooks see what
+    the single path gives them: per image, on_step(index, 1..steps, steps), each followed by
+    poll_control, where "skip" drops that image's rows only and "stop" ends that plan only. A plan
+    ends through `on_done` as soon as its last image is decoded (the others go on); an error of one
+    plan (a decode of non-finite latents) fails that plan only.
     """
 
-    plan: GenerationPlan
     denoiser: BatchDenoiser
-    conditioning: ConditioningCache
-    hooks: GenerationHooks
+    conditioning_for: Callable[[GenerationPlan], ConditioningCache]
     max_batch: int
     decode: Callable[[Tensor], Image.Image]
-    images: list[GeneratedImage] = field(default_factory=list)
+    on_done: Done
+    admit: Admit | None = None
+    _plans: list[_PlanRun] = field(default_factory=list)
 
-    def run(self) -> tuple[list[GeneratedImage], Status]:
-        plan = self.plan
-        preview = not (plan.disable_preview or plan.black_out_nsfw)  # Fooocus hides previews too
-        waiting = list(range(len(plan.seeds)))
-        while waiting or len(self.denoiser):
-            while waiting and len(self.denoiser) < self.max_batch:
-                self.denoiser.add(DenoiseRequest.of(plan, waiting.pop(0), self.conditioning))
-            for result in sorted(self.denoiser.step(), key=lambda r: r.image_index):
-                jpeg = latent_preview_jpeg(result.latents) if preview else None
-                self.hooks.on_step(result.image_index, result.step, result.steps, jpeg)
-                action = self.hooks.poll_control()
-                if action == "stop":
-                    return self._done("stopped")
-                if action == "skip":
-                    self.denoiser.drop(result.request_id)
+    def add(self, plan: GenerationPlan, hooks: GenerationHooks) -> None:
+        key = batch_key(plan)
+        if key is None or (self.denoiser.key is not None and key != self.denoiser.key):
+            raise ValueError(f"plan {plan.task_id!r} cannot join this batch (see batch_key)")
+        self._plans.append(_PlanRun(plan, hooks, self.conditioning_for(plan), list(range(len(plan.seeds)))))
+
+    def run(self) -> None:
+        while self._plans:
+            self._fill()
+            by_request = {rid: run for run in self._plans for rid in run.active}
+            results = self.denoiser.step()
+            for result in sorted(results, key=lambda r: (self._plans.index(by_request[r.request_id]), r.image_index)):
+                run = by_request[result.request_id]
+                if run.done or result.request_id not in run.active:
+                    continue  # stopped earlier in this step's fan-out
+                self._report(run, result)
             for finished in self.denoiser.finished():
-                request = finished.request
-                image = self.decode(finished.latents)
-                self.images.append(GeneratedImage(image_index=request.image_index, seed=request.seed, image=image))
-        return self._done("finished")
+                run = by_request[finished.request_id]
+                index = run.active.pop(finished.request_id)
+                try:
+                    image = self.decode(finished.latents)
+                except Exception as exc:  # this plan fails; the batch goes on
+                    self._fail(run, exc)
+                    continue
+                run.images.append(GeneratedImage(image_index=index, seed=finished.request.seed, image=image))
+            for run in [run for run in self._plans if run.done]:
+                self._plans.remove(run)
+                self.on_done(run.plan, sorted(run.images, key=lambda image: image.image_index), run.status, run.error)
 
-    def _done(self, status: Status) -> tuple[list[GeneratedImage], Status]:
-        return sorted(self.images, key=lambda image: image.image_index), status
+    def _fill(self) -> None:
+        """New plans first (admitted while slots are free), then waiting images, oldest plan first."""
+        key = self.denoiser.key or batch_key(self._plans[0].plan)
+        waiting = sum(len(run.waiting) for run in self._plans)
+        free = self.max_batch - len(self.denoiser) - waiting
+        if self.admit is not None and free > 0 and key is not None:
+            for plan, hooks in self.admit(key, free):
+                self.add(plan, hooks)
+        for run in self._plans:
+            while run.waiting and len(self.denoiser) < self.max_batch:
+                index = run.waiting.pop(0)
+                run.active[self.denoiser.add(DenoiseRequest.of(run.plan, index, run.conditioning))] = index
+
+    def _report(self, run: _PlanRun, result: StepResult) -> None:
+        preview = not (run.plan.disable_preview or run.plan.black_out_nsfw)  # Fooocus hides previews too
+        jpeg = latent_preview_jpeg(result.latents) if preview else None
+        try:
+            run.hooks.on_step(result.image_index, result.step, result.steps, jpeg)
+            action = run.hooks.poll_control()
+        except Exception as exc:  # the plan's caller gave up on it (its task ended elsewhere)
+            self._fail(run, exc)
+            return
+        if action == "stop":
+            run.status = "stopped"
+            self._drop_all(run)
+        elif action == "skip":
+            self.denoiser.drop(result.request_id)
+            run.active.pop(result.request_id, None)
+
+    def _fail(self, run: _PlanRun, exc: Exception) -> None:
+        run.error = run.error or exc
+        self._drop_all(run)
+
+    def _drop_all(self, run: _PlanRun) -> None:
+        for request_id in list(run.active):
+            self.denoiser.drop(request_id)
+        run.active.clear()
+        run.waiting.clear()
+
+
+def run_one_plan(
+    plan: GenerationPlan, denoiser: BatchDenoiser, conditioning: ConditioningCache, hooks: GenerationHooks,
+    max_batch: int, decode: Callable[[Tensor], Image.Image],
+) -> tuple[list[GeneratedImage], Status]:
+    """One task's images as rows of one batch (no joiners); an error is raised, as on the single path."""
+    ended: list[tuple[list[GeneratedImage], Status, Exception | None]] = []
+    batch = BatchRun(denoiser, lambda _plan: conditioning, max_batch, decode,
+                     on_done=lambda _plan, images, status, error: ended.append((images, status, error)))  # fmt: skip
+    batch.add(plan, hooks)
+    batch.run()
+    images, status, error = ended[0]
+    if error is not None:
+        raise error
+    return images, status

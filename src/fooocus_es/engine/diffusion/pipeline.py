@@ -17,7 +17,15 @@ from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from fooocus_es.engine.demo.loras import ensure_demo_lora
-from fooocus_es.engine.diffusion.batching import BatchDenoiser, BatchedTask, auto_max_batch, batch_key
+from fooocus_es.engine.diffusion.batching import (
+    Admit,
+    BatchDenoiser,
+    BatchRun,
+    Done,
+    auto_max_batch,
+    batch_key,
+    run_one_plan,
+)
 from fooocus_es.engine.diffusion.guided_unet import GuidedUNet
 from fooocus_es.engine.diffusion.image_to_image import ImageToImage
 from fooocus_es.engine.diffusion.sampling import (
@@ -150,11 +158,36 @@ class Engine:
         # Built as the single path builds it, so an unsupported scheduler fails with the same message.
         task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
         with torch.inference_mode():
-            task = BatchedTask(
+            return run_one_plan(
                 plan, BatchDenoiser(models.base), ConditioningCache(models.base, plan.clip_skip), hooks,
                 self.max_batch, decode=lambda latents: decode_latents(task_pipe, models.vae, latents),
             )  # fmt: skip
-            return task.run()
+
+    def batches_tasks(self, plan: GenerationPlan) -> bool:
+        """Whether `plan` runs through `generate_batch`, other tasks joining it (--max-batch > 1)."""
+        return self.max_batch > 1 and batch_key(plan) is not None and not plan.black_out_nsfw
+
+    def generate_batch(self, plan: GenerationPlan, hooks: GenerationHooks, *, admit: Admit, on_done: Done) -> None:
+        """`plan` and every plan `admit` returns between steps, denoised together (continuous
+        batching across tasks); each plan ends through `on_done` as soon as its images are decoded.
+
+        Admitted plans share the batch key, so the models and their state set for `plan` are theirs
+        too (the key holds the model setup); the caller `prepare`s each before admitting it, so a
+        plan the engine refuses fails alone. A failure of the whole call (the UNet raising) is raised.
+        """
+        _validate(plan)
+        models = self._models(plan)
+        self._configure(models, plan)
+        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
+
+        with torch.inference_mode():
+            batch = BatchRun(
+                BatchDenoiser(models.base), lambda joined: ConditioningCache(models.base, joined.clip_skip),
+                self.max_batch, decode=lambda latents: decode_latents(task_pipe, models.vae, latents),
+                on_done=on_done, admit=admit,
+            )  # fmt: skip
+            batch.add(plan, hooks)
+            batch.run()
 
     # -- models ----------------------------------------------------------------------------------
     def _models(self, plan: GenerationPlan) -> _TaskModels:
