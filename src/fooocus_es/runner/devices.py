@@ -66,7 +66,8 @@ class DeviceRunner:
     def info(self, pool: str) -> RunnerInfo:
         """Its state for /runners and the presence beat (no I/O: read on the NATS loop)."""
         runner = self.runner
-        return runner_info(runner.runner_id, pool, runner.device, runner.running_task, self.model_store.loaded_name)
+        task_id = next(iter(runner.running_tasks), None)  # a batch's first task (--max-batch)
+        return runner_info(runner.runner_id, pool, runner.device, task_id, self.model_store.loaded_name)
 
 
 class DeviceRunners:
@@ -146,7 +147,7 @@ class DeviceRunners:
 
     @property
     def running_tasks(self) -> list[str]:
-        return [task_id for runner in self.runners if (task_id := runner.running_task) is not None]
+        return [task_id for runner in self.runners for task_id in runner.running_tasks]
 
     @property
     def alive(self) -> bool:

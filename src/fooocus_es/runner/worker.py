@@ -141,6 +141,26 @@ class _Finish:
     task_log: Any
     started: float  # perf_counter at the task's start
 CLAIM_SLICE_S: Final = 1.0  # a claim waits this long at a time, so a shutdown is seen within it
+ADMIT_EVERY_S: Final = 0.25  # how often a running batch looks in the queue for tasks to join it
+ADMIT_WAIT_S: Final = 0.05  # how long one look waits for a command
+
+
+@dataclass
+class _Member:
+    """A task of a running batch: what its end needs (the batch answers its claim)."""
+
+    command: Generate
+    claim: Claim
+    current: _Current
+    task_log: Any
+    started: float  # perf_counter at the task's start
+    plan: GenerationPlan
+
+
+def _key_of(engine: EngineLike, plan: GenerationPlan) -> object | None:
+    """The plan's batch key when the engine runs it in a batch other tasks can join, else None."""
+    key_of = getattr(engine, "batch_key_of", None)  # engine.pipeline.Engine; test engines have none
+    return key_of(plan) if key_of is not None else None
 
 
 class TaskHandedOver(Exception):
@@ -183,6 +203,8 @@ class Runner:
         self._engine: EngineLike | None = None
         self._lock = threading.Lock()
         self._current: _Current | None = None
+        self._joined: dict[str, _Current] = {}  # tasks that joined the running batch (--max-batch)
+        self._held: Claim | None = None  # claimed while batching but not compatible: it runs next
         self._shutdown = False
         self._thread = threading.Thread(target=self._loop, name=self.runner_id, daemon=True)
         # One saver thread: PNG encoding (~120 ms for 1024x1024) and writes leave the device's thread.
@@ -196,8 +218,8 @@ class Runner:
     def deliver(self, command: Control) -> bool:
         """Stop or skip the task this runner runs; False when it runs another one (or none)."""
         with self._lock:
-            current = self._current
-            if current is None or current.task_id != command.task_id:
+            current = self._on_device(command.task_id)
+            if current is None:
                 return False
             match command:
                 case Stop():
@@ -211,12 +233,26 @@ class Runner:
         with self._lock:
             return self._current.task_id if self._current is not None else None
 
+    @property
+    def running_tasks(self) -> list[str]:
+        """Every task on the device: one, or a batch's (--max-batch)."""
+        with self._lock:
+            primary = [self._current.task_id] if self._current is not None else []
+            return primary + [task_id for task_id in self._joined if task_id not in primary]
+
+    def _on_device(self, task_id: str) -> _Current | None:
+        """The state of a task on the device (hold the lock)."""
+        if self._current is not None and self._current.task_id == task_id:
+            return self._current
+        return self._joined.get(task_id)
+
     def stop_soon(self) -> None:
         """Stop the running task and claim nothing more (its thread ends within a claim slice)."""
         with self._lock:
             self._shutdown = True
-            if self._current is not None:
-                self._current.stop = True
+            for current in (self._current, *self._joined.values()):
+                if current is not None:
+                    current.stop = True
         self._wake.set()
 
     def join(self, timeout: float = 30.0) -> None:
@@ -245,28 +281,35 @@ class Runner:
         self._warm_up()
         while not self._shutting_down():
             # In slices, so a shutdown is seen without closing the queue under other runners.
-            claim = self.queue.claim(self.runner_id, timeout=CLAIM_SLICE_S)
+            claim, self._held = self._held, None
+            if claim is None:
+                claim = self.queue.claim(self.runner_id, timeout=CLAIM_SLICE_S)
             if claim is None:
                 continue
             if self._shutting_down():
                 claim.release()
                 break
             current = _Current(claim.command.task_id, version=claim.command.version)
-            outcome: bool | _Finish = True
+            outcome: bool | _Finish | Literal["answered"] = True
             try:
-                outcome = self._start(claim.command, claim.attempt, current)
+                outcome = self._start(claim.command, claim.attempt, current, claim)
             except Exception as exc:  # a bug must not end the thread: the next task still runs
                 log = structlog.get_logger("fooocus_es.runner")
                 log.exception("runner.task_crashed", task_id=claim.command.task_id)
                 self._fail_crashed(current, exc)
+            if outcome == "answered":
+                continue
             if isinstance(outcome, _Finish):
-                # Encoding and saving on the saver thread: the next task starts on the device now.
-                self._saves.acquire()
-                self._saver.submit(self._finish_then_answer, outcome, claim)
+                self._save_beside(outcome, claim)
             elif outcome:
                 claim.ack()  # the task's terminal event is stored (or it was never started)
             else:
                 claim.release()  # handed back: another runner takes the task over now
+
+    def _save_beside(self, job: _Finish, claim: Claim) -> None:
+        """Encoding and saving on the saver thread: the next task starts on the device now."""
+        self._saves.acquire()
+        self._saver.submit(self._finish_then_answer, job, claim)
 
     def _finish_then_answer(self, job: _Finish, claim: Claim) -> None:
         """The saver thread: the images saved and the terminal event stored, then the claim answered."""
@@ -363,56 +406,24 @@ class Runner:
         outcome = self._start(command, attempt, _Current(command.task_id, version=command.version))
         return self._finish(outcome) if isinstance(outcome, _Finish) else outcome
 
-    def _start(self, command: Generate, attempt: int, current: _Current) -> bool | _Finish:
+    def _start(
+        self, command: Generate, attempt: int, current: _Current, claim: Claim | None = None
+    ) -> bool | _Finish | Literal["answered"]:
         """The device's part of a task: started, generated; what is left to save comes back as a
-        `_Finish` (else True: ended, or never started; False: handed back).
+        `_Finish` (else True: ended, or never started; False: handed back; "answered": it ran in a
+        batch with other tasks, each of whose claims is answered already).
 
-        `attempt` > 1 is a command handed out again because its runner went away (a fleet's queue
-        redelivers after the ack wait): a task that had started is re-run (seeded, so the same
-        pixels) at most `retry_interrupted` times, then failed "interrupted", so a task that kills
-        runners ends instead of looping. The version check fences the runner that went away.
         """
         task_id = command.task_id
-        # Bound here, not at construction: structlog is configured by the app after the runner exists.
-        task_log = structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=task_id)
-        version = command.version
+        task_log = self._task_log(task_id)
         with self._lock:
             self._current = current
-        runs = 0  # how many runners started the task before (the log counts, not the deliveries)
-        if attempt > 1:
-            try:
-                stored = self._retried("log", lambda: [e.event for e in self.store.log.read(task_id=task_id)])
-            except StorageFailed:  # the log failed, or the runner shuts down: a fleet hands it on
-                task_log.warning("task.not_started", reason="the log could not be read")
-                self._clear()
-                return not self.hand_over
-            # A delivery can be lost without a run (to a pull request that just expired), so the
-            # queue's delivery count overstates how often the task was interrupted.
-            runs = sum(isinstance(event, TaskStarted) for event in stored)
-            current.version = version = max(version, len(stored))
-        try:
-            if runs > self.retry_interrupted:
-                message = f"interrupted: the task's runner went away {runs} times"
-                self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message=message))
-                task_log.warning("task.failed", error_type="Interrupted", error=message)
-                self._clear()
-                return True
-            # Nothing of the task has happened yet: waiting for storage to start it is safe.
-            started = TaskStarted(
-                task_id=task_id, at_ms=now_ms(), device=self.device, attempt=runs + 1, runner=self.runner_id
-            )
-            self._emit(started, until_stored=True)
-        except TaskAbandoned:
-            task_log.info("task.not_started", reason="cancelled or ended before it started")
+        begun = self._begin(command, attempt, current, task_log)
+        if begun is not None:
             self._clear()
-            return True
-        except StorageFailed:  # shutting down: still queued in the log; a restart (or a fleet's next runner) runs it
-            task_log.warning("task.not_started", reason="storage failed while the server shut down")
-            self._clear()
-            return not self.hand_over
-        task_log.info("task.started")
+            return begun
         try:
-            return self._run_started(command, task_log, current) or True
+            return self._run_started(command, task_log, current, claim) or True
         except TaskHandedOver:
             self._discard_outputs()
             task_log.info("task.handed_over", reason="the runner stops: another runner takes the task over")
@@ -429,6 +440,52 @@ class Runner:
         finally:
             self._clear()
         return True
+
+    def _task_log(self, task_id: str) -> Any:
+        # Bound per task, not at construction: structlog is configured by the app after the runner exists.
+        return structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=task_id)
+
+    def _begin(self, command: Generate, attempt: int, current: _Current, task_log: Any) -> bool | None:
+        """TaskStarted for the task; None once it is stored, else the claim's answer (True: it ended
+        or never starts, False: hand it back).
+
+        `attempt` > 1 is a command handed out again because its runner went away (a fleet's queue
+        redelivers after the ack wait): a task that had started is re-run (seeded, so the same
+        pixels) at most `retry_interrupted` times, then failed "interrupted", so a task that kills
+        runners ends instead of looping. The version check fences the runner that went away.
+        """
+        task_id = command.task_id
+        runs = 0  # how many runners started the task before (the log counts, not the deliveries)
+        if attempt > 1:
+            try:
+                stored = self._retried("log", lambda: [e.event for e in self.store.log.read(task_id=task_id)])
+            except StorageFailed:  # the log failed, or the runner shuts down: a fleet hands it on
+                task_log.warning("task.not_started", reason="the log could not be read")
+                return not self.hand_over
+            # A delivery can be lost without a run (to a pull request that just expired), so the
+            # queue's delivery count overstates how often the task was interrupted.
+            runs = sum(isinstance(event, TaskStarted) for event in stored)
+            current.version = max(current.version, len(stored))
+        try:
+            if runs > self.retry_interrupted:
+                message = f"interrupted: the task's runner went away {runs} times"
+                failed = TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message=message)
+                self._emit(failed, current=current)
+                task_log.warning("task.failed", error_type="Interrupted", error=message)
+                return True
+            # Nothing of the task has happened yet: waiting for storage to start it is safe.
+            started = TaskStarted(
+                task_id=task_id, at_ms=now_ms(), device=self.device, attempt=runs + 1, runner=self.runner_id
+            )
+            self._emit(started, until_stored=True, current=current)
+        except TaskAbandoned:
+            task_log.info("task.not_started", reason="cancelled or ended before it started")
+            return True
+        except StorageFailed:  # shutting down: still queued in the log; a restart (or a fleet's next runner) runs it
+            task_log.warning("task.not_started", reason="storage failed while the server shut down")
+            return not self.hand_over
+        task_log.info("task.started")
+        return None
 
     def _fail_on_storage(self, task_id: str, exc: StorageFailed, task_log: Any, current: _Current) -> None:
         """Delete the task's files and, once the log takes it, store the task as failed."""
@@ -461,16 +518,15 @@ class Runner:
         with self._lock:
             self._current = None
 
-    def _run_started(self, command: Generate, task_log: Any, current: _Current) -> _Finish | None:
-        """Plan, load, generate; None when the task failed (its TaskFailed is stored)."""
+    def _run_started(
+        self, command: Generate, task_log: Any, current: _Current, claim: Claim | None = None
+    ) -> _Finish | None | Literal["answered"]:
+        """Plan, load, generate; None when the task failed (its TaskFailed is stored), "answered" when
+        it ran in a batch with the compatible tasks queued behind it (`claim` given, --max-batch > 1)."""
         task_id, params = command.task_id, command.params
         started = time.perf_counter()
         try:
-            for key in stored_input_keys(params):  # on another machine than the API node: fetch them
-                self._retried("inputs", lambda key=key: self.blobs.local_path(key))
-            plan = build_plan(task_id, params, data_dir=self.data_dir, styles=self.style_book.styles())
-            if plan.notes:
-                task_log.warning("task.notes", notes=list(plan.notes))
+            plan = self._plan_for(command, task_log)
             if self.fetch_models is not None:  # files a preset or performance mode knows a URL for
                 self.fetch_models(plan, lambda message: self._progress(task_id, 1, message, stage="downloading"))
             self._progress(task_id, 2, "Loading models ...", stage="loading")
@@ -478,7 +534,10 @@ class Runner:
             engine.prepare(plan)
             count = len(plan.seeds)
             self._progress(task_id, 13, f"Preparing task 1/{count} ...", stage="preparing", image_count=count)
-            hooks = _Hooks(self, task_id, count)
+            hooks = _Hooks(self, task_id, count, current)
+            if claim is not None and _key_of(engine, plan) is not None:
+                self._run_batch(_Member(command, claim, current, task_log, started, plan), hooks, engine)
+                return "answered"
             images, status = engine.generate(plan, hooks)
             if status == "stopped" and self.hand_over and self._shutting_down():
                 raise TaskHandedOver(task_id)  # nothing saved: the next runner makes every image
@@ -489,6 +548,123 @@ class Runner:
             return None
         interrupted = self._shutting_down() and status == "stopped"  # decided now, not when saved
         return _Finish(current, params, plan, images, status, interrupted, task_log, started)
+
+    # -- a batch of tasks on the device (--max-batch > 1) ------------------------------------------
+    def _run_batch(self, first: _Member, hooks: _Hooks, engine: Any) -> None:
+        """The task and the compatible tasks queued behind it, denoised together (continuous
+        batching: a task arriving while the batch runs joins it at the next step). Each task ends
+        on its own, its images saved beside the batch, and its claim is answered then."""
+        members = {first.current.task_id: first}
+        looked = [0.0]
+        first.task_log.info("task.batch_opened", key=str(_key_of(engine, first.plan)))
+
+        def admit(key: object, free: int) -> list[tuple[GenerationPlan, _Hooks]]:
+            if self._shutting_down() or self._held is not None or time.monotonic() - looked[0] < ADMIT_EVERY_S:
+                return []
+            looked[0] = time.monotonic()
+            joining: list[tuple[GenerationPlan, _Hooks]] = []
+            while free > 0 and self._held is None:
+                claim = self.queue.claim(self.runner_id, timeout=ADMIT_WAIT_S)
+                if claim is None:
+                    break
+                joined = self._join(claim, key, engine)
+                if joined is not None:
+                    member, task_hooks = joined
+                    members[member.current.task_id] = member
+                    joining.append((member.plan, task_hooks))
+                    free -= len(member.plan.seeds)
+            return joining
+
+        def on_done(plan: GenerationPlan, images: list[Any], status: str, error: Exception | None) -> None:
+            self._batch_member_ended(members.pop(plan.task_id), images, status, error)
+
+        try:
+            engine.generate_batch(first.plan, hooks, admit=admit, on_done=on_done)
+        except Exception as exc:  # the batch itself failed (the UNet raised): every task still in it fails
+            for member in list(members.values()):
+                self._batch_member_ended(member, [], "finished", exc)
+            members.clear()
+
+    def _join(self, claim: Claim, key: object, engine: Any) -> tuple[_Member, _Hooks] | None:
+        """Start a claimed task inside the running batch; None when it does not join (it is held to
+        run next when its batch key differs; its claim is answered when it ended or failed)."""
+        command = claim.command
+        task_log = self._task_log(command.task_id)
+        try:
+            plan = self._plan_for(command, task_log)
+        except Exception:  # it fails on its own path, with its own message, after this batch
+            plan = None
+        if plan is None or _key_of(engine, plan) != key:
+            self._held = claim
+            return None
+        current = _Current(command.task_id, version=command.version)
+        with self._lock:
+            self._joined[command.task_id] = current
+        begun = self._begin(command, claim.attempt, current, task_log)
+        if begun is not None:
+            with self._lock:
+                self._joined.pop(command.task_id, None)
+            claim.ack() if begun else claim.release()
+            return None
+        member = _Member(command, claim, current, task_log, time.perf_counter(), plan)
+        task_log.info("task.joined_batch")
+        try:
+            self._progress(command.task_id, 2, "Loading models ...", stage="loading", current=current)
+            engine.prepare(plan)  # the batch's models, already set up: it checks the plan
+            count = len(plan.seeds)
+            self._progress(command.task_id, 13, f"Preparing task 1/{count} ...", stage="preparing",
+                           image_count=count, current=current)  # fmt: skip
+        except Exception as exc:
+            self._batch_member_ended(member, [], "finished", exc)
+            return None
+        return member, _Hooks(self, command.task_id, count, current)
+
+    def _batch_member_ended(self, member: _Member, images: list[Any], status: str, error: Exception | None) -> None:
+        """A task of the batch is done (or failed): save it beside the batch, or answer its claim now."""
+        current, task_log = member.current, member.task_log
+        with self._lock:
+            self._joined.pop(current.task_id, None)
+            if self._current is current:
+                self._current = None
+        answer = True
+        try:
+            if error is not None:
+                raise error
+            if status == "stopped" and self.hand_over and self._shutting_down():
+                raise TaskHandedOver(current.task_id)
+            interrupted = self._shutting_down() and status == "stopped"
+            job = _Finish(current, member.command.params, member.plan, images, status, interrupted, task_log,
+                          member.started)  # fmt: skip
+            self._save_beside(job, member.claim)
+            return
+        except TaskHandedOver:
+            self._discard_outputs(current)
+            task_log.info("task.handed_over", reason="the runner stops: another runner takes the task over")
+            answer = False
+        except TaskAbandoned as exc:
+            self._discard_outputs(current)
+            task_log.warning("task.abandoned", reason=str(exc))
+        except StorageFailed as exc:
+            if self.hand_over and self._shutting_down():
+                self._discard_outputs(current)
+                answer = False
+            else:
+                self._fail_on_storage(current.task_id, exc, task_log, current)
+        except Exception as exc:
+            try:
+                self._task_failed(exc, task_log, current)
+            except (TaskAbandoned, StorageFailed) as final:  # ended elsewhere, or the log is away
+                task_log.warning("task.failed_not_stored", reason=str(final))
+        member.claim.ack() if answer else member.claim.release()
+
+    def _plan_for(self, command: Generate, task_log: Any) -> GenerationPlan:
+        """The task's plan, its stored inputs fetched first (a fleet: another machine stored them)."""
+        for key in stored_input_keys(command.params):
+            self._retried("inputs", lambda key=key: self.blobs.local_path(key))
+        plan = build_plan(command.task_id, command.params, data_dir=self.data_dir, styles=self.style_book.styles())
+        if plan.notes:
+            task_log.warning("task.notes", notes=list(plan.notes))
+        return plan
 
     def _task_failed(self, exc: Exception, task_log: Any, current: _Current) -> None:
         self._discard_outputs(current)
@@ -625,8 +801,8 @@ class Runner:
     # -- called by the hooks on this thread -----------------------------------------------------
     def _poll(self, task_id: str, image_index: int) -> ControlAnswer | None:
         with self._lock:
-            current = self._current
-            if current is None or current.task_id != task_id:
+            current = self._on_device(task_id)
+            if current is None:
                 return None
             current.image_index = image_index
             if current.stop:
@@ -638,7 +814,7 @@ class Runner:
             else:
                 skipped = False
         if skipped:
-            self._emit(TaskSkipped(task_id=task_id, at_ms=now_ms(), image_index=image_index))
+            self._emit(TaskSkipped(task_id=task_id, at_ms=now_ms(), image_index=image_index), current=current)
             return "skip"
         return None
 
@@ -646,8 +822,9 @@ class Runner:
 class _Hooks:
     """The engine's view of the runner for one task: progress out, control in."""
 
-    def __init__(self, runner: Runner, task_id: str, image_count: int) -> None:
+    def __init__(self, runner: Runner, task_id: str, image_count: int, current: _Current | None = None) -> None:
         self.runner = runner
+        self.current = current  # the task's state (a batch runs several tasks' hooks at once)
         self.task_id = task_id
         self.image_count = image_count
         self.image_index = 0
@@ -668,7 +845,7 @@ class _Hooks:
         message = f"Sampling step {step}/{steps}, image {image_index + 1}/{self.image_count} ..."
         self.runner._progress(
             self.task_id, percent, message, stage="sampling", step=step, steps=steps, image_index=image_index,
-            image_count=self.image_count, preview=preview,
+            image_count=self.image_count, preview=preview, current=self.current,
         )  # fmt: skip
 
     def poll_control(self) -> ControlAnswer | None:

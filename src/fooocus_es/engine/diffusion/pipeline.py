@@ -47,7 +47,7 @@ from fooocus_es.engine.diffusion.sampling import (
 from fooocus_es.engine.diffusion.schedulers import make_scheduler, prepare_for_image, step_eta
 from fooocus_es.engine.models.loras import LoraSpec, LoraUnsupported, activate_loras
 from fooocus_es.engine.models.store import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported
-from fooocus_es.engine.planning.plan_types import GenerationPlan, ModelSetup
+from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, ModelSetup
 
 __all__ = ["Control", "Engine", "GeneratedImage", "GenerationFailed", "GenerationHooks", "Status"]
 
@@ -166,6 +166,10 @@ class Engine:
     def batches_tasks(self, plan: GenerationPlan) -> bool:
         """Whether `plan` runs through `generate_batch`, other tasks joining it (--max-batch > 1)."""
         return self.max_batch > 1 and batch_key(plan) is not None and not plan.black_out_nsfw
+
+    def batch_key_of(self, plan: GenerationPlan) -> BatchKey | None:
+        """The key tasks joining `plan`'s batch must have; None when it does not run in one."""
+        return batch_key(plan) if self.batches_tasks(plan) else None
 
     def generate_batch(self, plan: GenerationPlan, hooks: GenerationHooks, *, admit: Admit, on_done: Done) -> None:
         """`plan` and every plan `admit` returns between steps, denoised together (continuous

@@ -131,9 +131,12 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
 
     def batch_key(self) -> BatchKey:
         """What must be equal for two tasks' rows to share one UNet call (issue: batching on the GPU)."""
+        # The switch step matters only with a refiner (it is the step count without one: plans of
+        # different lengths share a batch, each row with its own schedule).
+        switch = self.refiner_switch_step if self.refiner_model else 0
         return BatchKey(
             setup=self.model_setup(), width=self.width, height=self.height,
-            refiner_switch_step=self.refiner_switch_step, image_task=type(self.image_task).__name__,
+            refiner_switch_step=switch, image_task=type(self.image_task).__name__,
         )  # fmt: skip
 
     def prompt_for(self, index: int) -> str:
