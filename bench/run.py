@@ -282,12 +282,42 @@ def bench_saver(tmp: Path, models: Path, count: int = 8) -> dict[str, object]:
     }
 
 
+def bench_task_batching(tmp: Path, models: Path, count: int = 8) -> dict[str, object]:
+    """`count` one-image tasks submitted at once to a server with --max-batch 1 and 4 (one runner):
+    tasks a minute from the first TaskStarted to the last TaskFinished (continuous batching across
+    tasks: the queued ones join the running batch)."""
+    body = {**BODY, "aspect_ratios_selection": "128*128", "overwrite_step": 30, "async_process": True}
+    found: dict[str, object] = {"tasks": count}
+    for max_batch in (1, 4):
+        server = ServerProcess(tmp / f"batching-{max_batch}", models, "--max-batch", str(max_batch)).start()
+        try:
+            url = server.url + "/v1/engine/generate/"
+            requests.post(url, json={**body, "async_process": False}, headers={"Accept": "application/json"},
+                          timeout=300)  # fmt: skip  # warm-up: model load
+            ids = [requests.post(url, json={**body, "image_seed": n}, timeout=30).json()["task_id"]
+                   for n in range(count)]  # fmt: skip
+            records = []
+            for task_id in ids:
+                deadline = time.monotonic() + 600
+                while not (record := requests.get(f"{server.url}/tasks/{task_id}", timeout=10).json()).get("finish_mills"):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                records.append(record)
+        finally:
+            server.stop()
+        span_ms = max(r["finish_mills"] for r in records) - min(r["start_mills"] for r in records)
+        found[f"max_batch_{max_batch}_tasks_per_minute"] = round(60_000 * count / span_ms, 1)
+    found["note"] = "demo model, 128x128, 30 steps, one runner on 2 shared CPU cores (torch threads 1)"
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20)
     parts_help = "run one part (results.json keeps the others)"
-    parser.add_argument("--only", choices=["append", "overhead", "history", "burst", "fleet", "saver"], help=parts_help)
+    parts = ["append", "overhead", "history", "burst", "fleet", "saver", "batching"]
+    parser.add_argument("--only", choices=parts, help=parts_help)
     args = parser.parse_args()
     out = ROOT / "bench" / "results.json"
     with tempfile.TemporaryDirectory() as name:
@@ -301,6 +331,7 @@ def main() -> None:
             "burst": lambda: bench_burst(tmp, models),
             "fleet": lambda: bench_fleet(tmp, models, 24),  # bench/fleet.py
             "saver": lambda: bench_saver(tmp, models),
+            "batching": lambda: bench_task_batching(tmp, models),
         }
         results = json.loads(out.read_text()) if args.only and out.exists() else {}
         results.update({name: run() for name, run in parts.items() if args.only in (None, name)})
