@@ -299,7 +299,9 @@ def bench_task_batching(tmp: Path, models: Path, count: int = 8) -> dict[str, ob
             records = []
             for task_id in ids:
                 deadline = time.monotonic() + 600
-                while not (record := requests.get(f"{server.url}/tasks/{task_id}", timeout=10).json()).get("finish_mills"):
+                while not (record := requests.get(f"{server.url}/tasks/{task_id}", timeout=10).json()).get(
+                    "finish_mills"
+                ):
                     assert time.monotonic() < deadline
                     time.sleep(0.1)
                 records.append(record)
