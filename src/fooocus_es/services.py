@@ -138,11 +138,15 @@ class Services:
             storage=self.storage,
         )
         self.control_listener = ControlListener(nats, self.runner.deliver) if nats and settings.runner else None
-        self.webhook_claims = WebhookClaims(nats, settings.data_dir) if nats is not None else None
-        self.presence = (
-            PresenceBeat(nats, self.runner_info, settings.models_dir) if nats is not None and settings.runner else None
+        self.webhook_claims = (
+            WebhookClaims(nats, settings.data_dir, replicas=settings.replicas) if nats is not None else None
         )
-        self.fleet_runners = FleetRunners(nats) if nats is not None else None
+        self.presence = (
+            PresenceBeat(nats, self.runner_info, settings.models_dir, replicas=settings.replicas)
+            if nats is not None and settings.runner
+            else None
+        )
+        self.fleet_runners = FleetRunners(nats, replicas=settings.replicas) if nats is not None else None
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
         # What a webhook POSTs; the app sets it so each wire's tasks get that wire's body.

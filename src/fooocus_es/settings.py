@@ -51,6 +51,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_busy_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     max_concurrent_decodes: Annotated[int, msgspec.Meta(ge=1)] = 2
     max_request_megapixels: Annotated[float, msgspec.Meta(gt=0)] = 64.0
+    # Fleet: copies of every stream and bucket this node creates (3 on a 3-node NATS cluster: one
+    # server may die without losing a write). An existing stream keeps its own count (a warning says so).
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
 
     @property
     def fleet(self) -> bool:

@@ -29,6 +29,7 @@ from nats.errors import (
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, BucketNotFoundError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 T = TypeVar("T")
 log = structlog.get_logger("fooocus_es.nats")
@@ -61,6 +62,15 @@ def is_token(value: str) -> bool:
     return bool(value) and not _NOT_IN_TOKEN & set(value)
 
 
+def _check_replicas(info: api.StreamInfo, wanted: int | None) -> None:
+    """An existing stream keeps its replica count: changing it is an operator's step (`nats stream
+    edit --replicas`, one at a time, while the cluster is healthy), never a side effect of a node
+    starting with another --replicas. So a mismatch is said, not fixed and not fatal."""
+    have = info.config.num_replicas or 1
+    if have != (wanted or 1):
+        log.warning("nats.replicas_differ", stream=info.config.name, replicas=have, wanted=wanted or 1)
+
+
 class NatsThread:
     def __init__(self, url: str, *, name: str = "nats", timeout_s: float = 5.0) -> None:
         self.url = url
@@ -74,9 +84,12 @@ class NatsThread:
         self._thread.start()
         # Reconnect for ever: nats-py's default gives up after 60 tries (a restarted server must
         # find every API node and runner again, fleet.md §5.3).
+        # A cluster's seeds, comma-separated (nats://a:4222,nats://b:4222): a node starting while one
+        # server is down still connects; the others are learned from the server once connected.
+        servers = [part.strip() for part in url.split(",") if part.strip()]
         self.nc: Client = self.call(
             nats.connect(
-                url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name=name, error_cb=self._on_error,
+                servers, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name=name, error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
             ),
             timeout_s=30,
@@ -132,13 +145,27 @@ class NatsThread:
             info = await self.js.stream_info(config.name or "")
             if info.config.subjects != config.subjects:
                 raise RuntimeError(f"stream {config.name} exists with subjects {info.config.subjects}") from exc
+            _check_replicas(info, config.num_replicas)
 
     async def key_value(self, config: api.KeyValueConfig) -> KeyValue:
         """On this loop: the KV bucket, created with `config` by whichever node comes first."""
+        bucket = config.bucket or ""
         try:
-            return await self.js.key_value(config.bucket or "")
+            kv = await self.js.key_value(bucket)
         except BucketNotFoundError:
             return await self.js.create_key_value(config=config)
+        _check_replicas(await self.js.stream_info(f"KV_{bucket}"), config.replicas)
+        return kv
+
+    async def object_store(self, config: api.ObjectStoreConfig) -> ObjectStore:
+        """On this loop: the object store bucket, created with `config` by whichever node comes first."""
+        bucket = config.bucket or ""
+        try:
+            objects = await self.js.object_store(bucket)
+        except BucketNotFoundError:
+            return await self.js.create_object_store(bucket, config=config)
+        _check_replicas(await self.js.stream_info(f"OBJ_{bucket}"), config.replicas)
+        return objects
 
     def close(self) -> None:
         with self._closing:  # idempotent, and a second caller waits for the first to finish

@@ -77,6 +77,7 @@ class JetStreamCommandQueue:
         pool: str = "default",
         ack_wait_s: float = 30.0,
         max_deliver: int = 3,
+        replicas: int = 1,
     ) -> None:
         if not is_token(pool):
             raise ValueError(f"pool: {pool!r} must be one NATS subject token")
@@ -85,6 +86,7 @@ class JetStreamCommandQueue:
         self.pool = pool
         self.ack_wait_s = ack_wait_s
         self.max_deliver = max_deliver
+        self.replicas = replicas  # the stream's; its durable consumer inherits them
         self.consumer = f"gen-{pool}-v1"  # versioned: nats never reconciles a durable's config
         self.nats = NatsThread(url, name=f"nats-{stream.lower()}")
         self._closed = False
@@ -103,6 +105,7 @@ class JetStreamCommandQueue:
             retention=api.RetentionPolicy.WORK_QUEUE,  # a command is gone once acked
             storage=api.StorageType.FILE,
             duplicate_window=600,
+            num_replicas=self.replicas,
         )
         await self.nats.ensure_stream(config)
         consumer = api.ConsumerConfig(

@@ -76,7 +76,7 @@ def run_runner(settings: Settings, stop: threading.Event | None = None) -> None:
         made = runner_info(runner.runner_id, settings.pool, device, runner.running_task, model_store.loaded_name)
         return msgspec.structs.replace(made, state=state) if state else made  # type: ignore[arg-type]
 
-    presence = PresenceBeat(backends.nats, info, settings.models_dir)
+    presence = PresenceBeat(backends.nats, info, settings.models_dir, replicas=settings.replicas)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
