@@ -165,23 +165,35 @@ class NatsCluster:
     def node_named(self, server_name: str) -> int:
         return self.NAMES.index(server_name)
 
-    def stream_leader(self, stream: str, timeout_s: float = 15.0) -> int:
-        """The live node that leads `stream` (its Raft group's leader, from a live node's /jsz): after
-        a kill, the survivors name the dead leader until they have elected another, so this waits."""
+    def stream_leader(self, stream: str, consumer: str | None = None, timeout_s: float = 15.0) -> int:
+        """The live node that leads `stream` (or its durable `consumer`: a Raft group of its own,
+        often on another node), from a live node's /jsz. After a kill the survivors name the dead
+        leader until they have elected another, so this waits for a live one."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for node in range(len(self.NAMES)):
                 if not self.alive(node):
                     continue
                 with contextlib.suppress(OSError, ValueError):
-                    page = self.jsz(node, "?accounts=true&streams=true")
-                    for account in page.get("account_details", []):
-                        for detail in account.get("stream_detail", []):
-                            leader = (detail.get("cluster") or {}).get("leader")
-                            if detail.get("name") == stream and leader and self.alive(self.node_named(leader)):
-                                return self.node_named(leader)
+                    leader = self._named_leader(self.jsz(node, "?accounts=true&streams=true&consumers=true"),
+                                                stream, consumer)  # fmt: skip
+                    if leader and self.alive(self.node_named(leader)):
+                        return self.node_named(leader)
             time.sleep(0.1)
-        raise RuntimeError(f"stream {stream} had no leader within {timeout_s} s")
+        raise RuntimeError(f"stream {stream} (consumer {consumer}) had no leader within {timeout_s} s")
+
+    @staticmethod
+    def _named_leader(page: dict, stream: str, consumer: str | None) -> str | None:
+        for account in page.get("account_details", []):
+            for detail in account.get("stream_detail", []):
+                if detail.get("name") != stream:
+                    continue
+                if consumer is None:
+                    return (detail.get("cluster") or {}).get("leader")
+                for held in detail.get("consumer_detail", []):
+                    if held.get("name") == consumer:
+                        return (held.get("cluster") or {}).get("leader")
+        return None
 
     def kill(self, node: int) -> None:
         """SIGKILL: no goodbye to its peers, no flush."""

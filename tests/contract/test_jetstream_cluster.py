@@ -82,6 +82,7 @@ class Writer:
     stop: threading.Event
     landed: dict[str, int] = field(default_factory=dict)  # marker -> the seq append returned
     failed: dict[str, str] = field(default_factory=dict)  # marker -> the error it raised
+    crashed: str | None = None  # an error that is not "NATS did not answer": the test fails on it
     slowest_s: float = 0.0
 
     def run(self) -> None:
@@ -99,6 +100,9 @@ class Writer:
             except NatsUnavailable as exc:
                 self.failed[marker] = str(exc)
                 time.sleep(0.1)
+            except Exception as exc:  # noqa: BLE001 - a refusal or a bug: reported by the test thread
+                self.failed[marker] = self.crashed = f"{type(exc).__name__}: {exc}"
+                return
             self.slowest_s = max(self.slowest_s, time.monotonic() - started)
             time.sleep(PACE_S)
 
@@ -162,6 +166,11 @@ def test_appends_survive_losing_the_stream_leader_mid_publish(healthy: NatsClust
 
     stop = threading.Event()
     writers = [Writer(f"w{k}", JetStreamEventLog(cluster.url, replicas=3), tasks, stop) for k in range(2)]
+    # w1 is impatient: a 1 s request timeout (its appends give up within about 6 s), so some of them
+    # raise during the election, and may still have landed: those must be stored at most once.
+    impatient = writers[1].log.nats
+    impatient.timeout_s = 1.0
+    impatient.js = impatient.nc.jetstream(timeout=1.0)
     threads = [threading.Thread(target=w.run, name=w.name) for w in writers]
     threads.append(threading.Thread(target=tail, name="tail"))
     for thread in threads:
@@ -180,7 +189,7 @@ def test_appends_survive_losing_the_stream_leader_mid_publish(healthy: NatsClust
             lambda: all(len(w.landed) >= n + 30 for w, n in zip(writers, landed_at_kill, strict=True)),
             30,
             "30 appends per writer after the election",
-            lambda: [(w.name, len(w.landed), list(w.failed.values())[-2:]) for w in writers],
+            lambda: [(w.name, len(w.landed), w.crashed, list(w.failed.values())[-2:]) for w in writers],
         )
         cluster.restart(leader)  # it rejoins as a follower and catches up while the writers go on
         landed_at_restart = [len(w.landed) for w in writers]
@@ -189,12 +198,13 @@ def test_appends_survive_losing_the_stream_leader_mid_publish(healthy: NatsClust
             lambda: all(len(w.landed) >= n + 30 for w, n in zip(writers, landed_at_restart, strict=True)),
             20,
             "30 appends per writer after the restart",
-            lambda: [(w.name, len(w.landed), list(w.failed.values())[-2:]) for w in writers],
+            lambda: [(w.name, len(w.landed), w.crashed, list(w.failed.values())[-2:]) for w in writers],
         )
     finally:
         stop.set()
         for thread in threads[:-1]:
             thread.join(timeout=40)
+    assert [w.crashed for w in writers] == [None, None]
     assert all(n > 0 for n in before), "the kill came while both writers were appending"
 
     stored = _stored(log)
@@ -236,7 +246,8 @@ def test_appends_survive_losing_the_stream_leader_mid_publish(healthy: NatsClust
     assert log.last_seq() == stored[-1][0]
 
     print(
-        f"\ncluster: {len(stored)} events, {len(landed)} appends returned, {len(failed)} raised, "
+        f"\ncluster: {len(stored)} events, {len(landed)} appends returned, {len(failed)} raised "
+        f"({sum(markers[m] for m in failed)} of them stored), "
         f"slowest append {max(w.slowest_s for w in writers):.2f} s"
     )
     for w in writers:
@@ -245,38 +256,49 @@ def test_appends_survive_losing_the_stream_leader_mid_publish(healthy: NatsClust
     log.close()
 
 
-def test_commands_put_before_the_leader_dies_are_each_claimed_once(healthy: NatsCluster) -> None:
-    cluster = healthy
-    queue = JetStreamCommandQueue(cluster.url, ack_wait_s=3, replicas=3)
-    assert _replicas(queue, queue.stream) == (3, 2)
-    consumer = queue.nats.call(queue.nats.js.consumer_info(queue.stream, queue.consumer))
-    assert consumer.config.num_replicas in (0, 3, None)  # a durable inherits its stream's replicas
-    ids = [f"c{i}" for i in range(30)]
-    for task_id in ids:
-        queue.put(Generate(task_id=task_id, params={}))
-    claimed: list[str] = []
-    for _ in range(5):  # some are done before the failover
-        claim = queue.claim("r1", timeout=5)
-        assert claim is not None
-        claim.ack()
-        claimed.append(claim.command.task_id)
-
-    leader = cluster.stream_leader(queue.stream)
-    cluster.kill(leader)
-    deadline = time.monotonic() + 30
-    while len(set(claimed)) < len(ids) and time.monotonic() < deadline:
+def _drain(queue: JetStreamCommandQueue, claimed: list[str], until: int, timeout_s: float) -> None:
+    """Claim and ack, as a runner does, until `until` distinct commands are claimed (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while len(set(claimed)) < until and time.monotonic() < deadline:
         claim = queue.claim("r1", timeout=2)
         if claim is not None:
             claim.ack()
             claimed.append(claim.command.task_id)
-    assert sorted(set(claimed)) == sorted(ids)
 
-    cluster.restart(leader)
-    # Nothing comes back, not even after the ack wait: every ack held through the failover.
+
+def test_commands_put_before_the_leader_dies_are_each_claimed_once(healthy: NatsCluster) -> None:
+    cluster = healthy
+    queue = JetStreamCommandQueue(cluster.url, ack_wait_s=2, replicas=3)
+    assert _replicas(queue, queue.stream) == (3, 2)
+    consumer = queue.nats.call(queue.nats.js.consumer_info(queue.stream, queue.consumer))
+    assert consumer.config.num_replicas in (0, 3, None)  # a durable inherits its stream's replicas
+    assert consumer.cluster is not None and len(consumer.cluster.replicas or []) == 2
+    ids = [f"c{i}" for i in range(30)]
+    for task_id in ids:
+        queue.put(Generate(task_id=task_id, params={}))
+    claimed: list[str] = []
+    _drain(queue, claimed, 5, 10)  # some are done before the failover
+    assert claimed == ids[:5]
+
+    # The stream's leader goes, then (once it is back) the consumer's: the acks and the delivery
+    # state live in the consumer's own Raft group, often on another node.
+    stream_leader = cluster.stream_leader(queue.stream)
+    cluster.kill(stream_leader)
+    _drain(queue, claimed, 15, 30)
+    cluster.restart(stream_leader)
+    consumer_leader = cluster.stream_leader(queue.stream, queue.consumer)
+    cluster.kill(consumer_leader)
+    _drain(queue, claimed, len(ids), 30)
+    assert sorted(set(claimed)) == sorted(ids)
+    cluster.restart(consumer_leader)
+
+    # Nothing comes back, not even after the ack wait: every ack held through both failovers.
     time.sleep(queue.ack_wait_s + 0.5)
     assert queue.claim("r1", timeout=1.5) is None
     assert [task_id for task_id, n in Counter(claimed).items() if n > 1] == []
-    assert claimed[:5] == ids[:5] and queue.pending() == []
+    assert queue.pending() == []
+    names = cluster.NAMES
+    print(f"\nqueue: killed {names[stream_leader]} (stream leader), then {names[consumer_leader]} (consumer's)")
     queue.close()
 
 
