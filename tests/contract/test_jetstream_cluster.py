@@ -30,9 +30,13 @@ from fooocus_es.events.jetstream import (
 )
 from fooocus_es.events.log import StaleVersion
 from fooocus_es.events.types import Envelope, TaskProgress, TaskQueued
-from fooocus_es.fleet.connection import NatsUnavailable
+from fooocus_es.fleet.backends import open_backends
+from fooocus_es.fleet.connection import NatsThread, NatsUnavailable
+from fooocus_es.fleet.presence import FleetRunners
+from fooocus_es.fleet.webhook_claims import WebhookClaims
 from fooocus_es.media.object_store import ObjectStoreBlobs
 from fooocus_es.runner.jetstream_queue import JetStreamCommandQueue
+from fooocus_es.settings import Settings
 from fooocus_es.tasks.commands import Generate
 
 TASKS = 16
@@ -65,10 +69,23 @@ def _until(check: Callable[[], bool], timeout_s: float, what: str, state: Callab
         time.sleep(0.05)
 
 
-def _replicas(log: JetStreamEventLog | JetStreamCommandQueue | ObjectStoreBlobs, stream: str) -> tuple[int, int]:
+def _replicas(nats: NatsThread, stream: str) -> tuple[int, int]:
     """The stream's configured replicas and how many peers its Raft group has besides the leader."""
-    info = log.nats.call(log.nats.js.stream_info(stream))
+    info = nats.call(nats.js.stream_info(stream))
     return info.config.num_replicas or 1, len(info.cluster.replicas or []) if info.cluster else 0
+
+
+def test_open_backends_gives_every_stream_and_bucket_the_replicas(healthy: NatsCluster, tmp_path: Path) -> None:
+    settings = Settings(log_url=healthy.url, replicas=3, data_dir=tmp_path, pool="r3")
+    with capture_logs() as logs:
+        backends = open_backends(settings)
+        assert backends.nats is not None
+        WebhookClaims(backends.nats, tmp_path, replicas=settings.replicas)
+        FleetRunners(backends.nats, replicas=settings.replicas).recent()
+    assert [e for e in logs if e["event"] == "nats.replicas_differ"] == []
+    streams = ["FES_EVENTS", "FES_CMDS", "OBJ_fes-blobs", "KV_fes-blobs-names", "KV_fes-webhooks", "KV_fes-runners"]
+    assert {stream: _replicas(backends.nats, stream) for stream in streams} == dict.fromkeys(streams, (3, 2))
+    backends.close()
 
 
 @dataclass
@@ -132,7 +149,7 @@ def _stored(log: JetStreamEventLog) -> list[tuple[int, str, int, Envelope]]:
 def test_appends_survive_losing_the_stream_leader_mid_publish(healthy: NatsCluster, tmp_path: Path) -> None:
     cluster = healthy
     log = JetStreamEventLog(cluster.url, replicas=3, poll_s=0.05)
-    assert _replicas(log, log.stream) == (3, 2)
+    assert _replicas(log.nats, log.stream) == (3, 2)
     tasks = [f"t{i}" for i in range(TASKS)]
     for task_id in tasks:
         log.append(TaskQueued(task_id=task_id, at_ms=0, params={}), expected_version=0)
@@ -269,7 +286,7 @@ def _drain(queue: JetStreamCommandQueue, claimed: list[str], until: int, timeout
 def test_commands_put_before_the_leader_dies_are_each_claimed_once(healthy: NatsCluster) -> None:
     cluster = healthy
     queue = JetStreamCommandQueue(cluster.url, ack_wait_s=2, replicas=3)
-    assert _replicas(queue, queue.stream) == (3, 2)
+    assert _replicas(queue.nats, queue.stream) == (3, 2)
     consumer = queue.nats.call(queue.nats.js.consumer_info(queue.stream, queue.consumer))
     assert consumer.config.num_replicas in (0, 3, None)  # a durable inherits its stream's replicas
     assert consumer.cluster is not None and len(consumer.cluster.replicas or []) == 2
@@ -306,7 +323,7 @@ def test_a_blob_written_before_the_failover_reads_back_after(healthy: NatsCluste
     cluster = healthy
     blobs = ObjectStoreBlobs(cluster.url, cache_dir=tmp_path / "cache", replicas=3)
     stream = f"OBJ_{blobs.bucket}"
-    assert _replicas(blobs, stream) == (3, 2) and _replicas(blobs, f"KV_{blobs.bucket}-names") == (3, 2)
+    assert _replicas(blobs.nats, stream) == (3, 2) and _replicas(blobs.nats, f"KV_{blobs.bucket}-names") == (3, 2)
     data = random.Random(7).randbytes(300 * 1024)  # three chunks
     assert blobs.create("outputs/2026-12-03/a.png", data)
 
@@ -335,7 +352,7 @@ def test_an_existing_stream_keeps_its_replicas_and_a_warning_says_so(healthy: Na
     assert [e for e in logs if e["event"] == "nats.replicas_differ"] == [
         {"event": "nats.replicas_differ", "stream": "RW_EVENTS", "replicas": 3, "wanted": 1, "log_level": "warning"}
     ]
-    assert _replicas(second, "RW_EVENTS") == (3, 2)
+    assert _replicas(second.nats, "RW_EVENTS") == (3, 2)
     second.append(TaskQueued(task_id="a", at_ms=0, params={}), expected_version=0)
     assert first.version("a") == 1
     second.close()

@@ -62,15 +62,6 @@ def is_token(value: str) -> bool:
     return bool(value) and not _NOT_IN_TOKEN & set(value)
 
 
-def _check_replicas(info: api.StreamInfo, wanted: int | None) -> None:
-    """An existing stream keeps its replica count: changing it is an operator's step (`nats stream
-    edit --replicas`, one at a time, while the cluster is healthy), never a side effect of a node
-    starting with another --replicas. So a mismatch is said, not fixed and not fatal."""
-    have = info.config.num_replicas or 1
-    if have != (wanted or 1):
-        log.warning("nats.replicas_differ", stream=info.config.name, replicas=have, wanted=wanted or 1)
-
-
 class NatsThread:
     def __init__(self, url: str, *, name: str = "nats", timeout_s: float = 5.0) -> None:
         self.url = url
@@ -80,6 +71,7 @@ class NatsThread:
         self.closed = False
         self._away = False  # reconnecting: errors until then are the same outage
         self._closing = threading.Lock()
+        self._replicas_said: set[str] = set()  # streams whose replica mismatch was logged (on the loop)
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
         # Reconnect for ever: nats-py's default gives up after 60 tries (a restarted server must
@@ -145,7 +137,17 @@ class NatsThread:
             info = await self.js.stream_info(config.name or "")
             if info.config.subjects != config.subjects:
                 raise RuntimeError(f"stream {config.name} exists with subjects {info.config.subjects}") from exc
-            _check_replicas(info, config.num_replicas)
+            self._check_replicas(info, config.num_replicas)
+
+    def _check_replicas(self, info: api.StreamInfo, wanted: int | None) -> None:
+        """An existing stream keeps its replica count: changing it is an operator's step (`nats stream
+        edit --replicas`, while the cluster is healthy), never a side effect of a node starting with
+        another --replicas. So a mismatch is said (once per stream and connection: buckets are
+        opened again and again), not fixed and not fatal."""
+        have, name = info.config.num_replicas or 1, info.config.name or ""
+        if have != (wanted or 1) and name not in self._replicas_said:
+            self._replicas_said.add(name)
+            log.warning("nats.replicas_differ", stream=name, replicas=have, wanted=wanted or 1)
 
     async def key_value(self, config: api.KeyValueConfig) -> KeyValue:
         """On this loop: the KV bucket, created with `config` by whichever node comes first."""
@@ -154,7 +156,7 @@ class NatsThread:
             kv = await self.js.key_value(bucket)
         except BucketNotFoundError:
             return await self.js.create_key_value(config=config)
-        _check_replicas(await self.js.stream_info(f"KV_{bucket}"), config.replicas)
+        self._check_replicas(await self.js.stream_info(f"KV_{bucket}"), config.replicas)
         return kv
 
     async def object_store(self, config: api.ObjectStoreConfig) -> ObjectStore:
@@ -164,7 +166,7 @@ class NatsThread:
             objects = await self.js.object_store(bucket)
         except BucketNotFoundError:
             return await self.js.create_object_store(bucket, config=config)
-        _check_replicas(await self.js.stream_info(f"OBJ_{bucket}"), config.replicas)
+        self._check_replicas(await self.js.stream_info(f"OBJ_{bucket}"), config.replicas)
         return objects
 
     def close(self) -> None:

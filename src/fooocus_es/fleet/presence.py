@@ -113,7 +113,6 @@ class FleetRunners:
         self.bucket = bucket
         self.replicas = replicas
         self._cached: tuple[float, list[RunnerInfo]] = (0.0, [])
-        self._kv: KeyValue | None = None  # opened once (on the NATS loop): opening it costs two requests
 
     def recent(self, max_age_s: float = 2.0) -> list[RunnerInfo]:
         """Worker thread: the list, at most `max_age_s` old (admission asks on every request)."""
@@ -136,9 +135,9 @@ class FleetRunners:
         return await self.nats.run(self._list())
 
     async def _list(self) -> list[RunnerInfo]:
-        if self._kv is None:
-            self._kv = await _bucket(self.nats, self.bucket, self.replicas)
-        kv = self._kv
+        # Opened on every listing: the bucket is in memory, so a restarted server has lost it and
+        # this makes it again (a KeyValue kept from before would answer "stream not found").
+        kv = await _bucket(self.nats, self.bucket, self.replicas)
         try:
             keys = await kv.keys()
         except NoKeysError:
