@@ -358,3 +358,17 @@ def test_an_existing_stream_keeps_its_replicas_and_a_warning_says_so(healthy: Na
     second.close()
     first.close()
 
+
+
+def test_an_append_whose_earlier_try_landed_returns_it_instead_of_calling_itself_stale(healthy: NatsCluster) -> None:
+    """What a retry meets after a leader change: its first try timed out yet was stored, and the
+    version check now sees that event. The same call (same Nats-Msg-Id) gets its seq back."""
+    log = JetStreamEventLog(healthy.url, stream="RT_EVENTS", prefix="rt.ev", replicas=3)
+    log.append(TaskQueued(task_id="a", at_ms=0, params={}), expected_version=0)
+    event = TaskProgress(task_id="a", at_ms=1, percent=10, message="once")
+    first = log.nats.call(log._append("rt.ev.a", event, 1, "a:one-call"))
+    again = log.nats.call(log._append("rt.ev.a", event, 1, "a:one-call"))  # the retry of that call
+    assert again == first and log.version("a") == 2
+    with pytest.raises(StaleVersion):  # another call with that expectation is stale
+        log.append(TaskProgress(task_id="a", at_ms=2, percent=20, message="late"), expected_version=1)
+    log.close()
