@@ -20,10 +20,8 @@ from typing import Final
 import anyio.to_thread
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
-from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, NotFoundError
 
 from fooocus_es.events.log import AppendRefused, StaleVersion, TaskAlreadyEnded
 from fooocus_es.events.types import (
@@ -36,7 +34,7 @@ from fooocus_es.events.types import (
     encode_for_log,
     event_type,
 )
-from fooocus_es.fleet.connection import NatsThread, is_token
+from fooocus_es.fleet.connection import NatsThread, is_token, patiently
 
 PAGE: Final = 1000
 KEPT_PREVIEWS: Final = 256
@@ -48,12 +46,6 @@ TYPE_HEADER: Final = "Fes-Event"
 # (JSStreamWrongLastSequenceConstantErr) from a replicated stream's leader while another append to
 # the subject is still in its Raft proposal. Both mean another writer got there first.
 WRONG_LAST_SEQUENCE: Final = frozenset({10071, 10164})
-# A replicated stream's leader has this Nats-Msg-Id staged for a proposal not yet committed (an earlier
-# try of the same append): it may yet land, so it is neither a refusal nor a success. Ask again.
-MSG_ID_IN_PROCESS: Final = 10158  # JSStreamDuplicateMessageConflict
-PUBLISH_TRIES: Final = 5
-# No answer: a server down, restarting, or a stream between leaders (an R3 election takes seconds).
-_UNANSWERED: Final = (NatsTimeout, NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
 
 
 class _Last(msgspec.Struct, frozen=True):
@@ -158,33 +150,15 @@ class JetStreamEventLog:
             # No expectation: read the new state and try again (the terminal guard still applies).
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> api.PubAck:
-        """Publish, retrying a lost ack or a reconnect with the same Nats-Msg-Id (dedup makes it one)."""
-        for attempt in range(PUBLISH_TRIES):
-            try:
-                return await self.nats.js.publish(subject, payload, stream=self.stream, headers=headers)
-            # js.publish turns no-responders into NoStreamResponseError (a stream whose leader is away
-            # or a server still starting): catching only NoRespondersError missed it, so one blip
-            # failed the append instead of being retried with the same id.
-            except _UNANSWERED:
-                if attempt == PUBLISH_TRIES - 1:
-                    raise
-            except APIError as exc:
-                if exc.err_code != MSG_ID_IN_PROCESS or attempt == PUBLISH_TRIES - 1:
-                    raise
-            await anyio.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+        """Publish, retrying a lost ack, a reconnect or a leader change with the same Nats-Msg-Id
+        (dedup makes it one). js.publish turns no-responders into NoStreamResponseError, which the
+        retry here once missed (catching only NoRespondersError), so one blip failed the append."""
+        return await patiently(lambda: self.nats.js.publish(subject, payload, stream=self.stream, headers=headers))
 
     async def _read_last(self, subject: str) -> _Last:
         """`_last` for an append: a stream between leaders does not answer for a few seconds, and a
         read is safe to repeat (a failover need not fail the append, fleet.md §6 trap 2)."""
-        for attempt in range(PUBLISH_TRIES):
-            try:
-                return await self._last(subject)
-            except _UNANSWERED:
-                if attempt == PUBLISH_TRIES - 1:
-                    raise
-            await anyio.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return await patiently(lambda: self._last(subject))
 
     async def _last(self, subject: str) -> _Last:
         try:

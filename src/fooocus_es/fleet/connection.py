@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 import nats
@@ -50,6 +50,39 @@ _UNANSWERED: Final = (
     ServiceUnavailableError,
     NoStreamResponseError,
 )
+
+
+# Answers to an idempotent call (a read, or a publish carrying a Nats-Msg-Id) that mean "not now":
+# nobody answered (a server restarting, a replicated stream between leaders: an R3 election takes
+# 4-9 s), or a replicated stream's leader has this Nats-Msg-Id staged for a proposal not committed
+# yet (an earlier try of the same publish, which may yet land).
+_NOT_NOW: Final = (TimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
+MSG_ID_IN_PROCESS: Final = 10158  # JSStreamDuplicateMessageConflict
+# How long a call keeps asking: past an election (4-9 s) with room to spare, and a try started
+# before it ends still returns (nats-py's 5 s timeout) within NatsThread.call's 30 s.
+PATIENT_S: Final = 24.0
+
+
+async def patiently(make: Callable[[], Awaitable[T]], *, within_s: float = PATIENT_S) -> T:
+    """On the loop: `make()` again while JetStream says "not now", for up to `within_s`. By time,
+    not by count: a stream without a leader can answer no-responders at once, or time out after 5 s.
+    Only for calls that are safe to repeat."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    attempt = 0
+    while True:
+        try:
+            return await make()
+        except _NOT_NOW as exc:
+            error: Exception = exc
+        except APIError as exc:
+            if exc.err_code != MSG_ID_IN_PROCESS:
+                raise
+            error = exc
+        attempt += 1
+        pause = min(0.2 * attempt, 1.0)
+        if asyncio.get_running_loop().time() + pause >= deadline:
+            raise error
+        await asyncio.sleep(pause)
 
 
 class NatsUnavailable(ConnectionError):

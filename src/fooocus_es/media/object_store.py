@@ -22,7 +22,7 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError, ObjectNotFo
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from fooocus_es.fleet.connection import NatsThread
+from fooocus_es.fleet.connection import NatsThread, patiently
 from fooocus_es.media.blobs import BadKey, check_key
 
 KV_KEY: Final = re.compile(r"^[-/_=.a-zA-Z0-9]+$")  # what a KV key may hold (nats-py VALID_KEY_RE)
@@ -80,7 +80,8 @@ class ObjectStoreBlobs:
 
     async def _get(self, key: str) -> bytes | None:
         try:
-            result = await self._objects.get(key)
+            # Reads wait out a leader change of the bucket's stream (safe to repeat, unlike a create).
+            result = await patiently(lambda: self._objects.get(key))
         except (ObjectNotFoundError, NotFoundError):
             return None
         return bytes(result.data or b"")
@@ -91,7 +92,7 @@ class ObjectStoreBlobs:
 
     async def _info(self, key: str) -> api.ObjectInfo | None:
         try:
-            return await self._objects.get_info(key)
+            return await patiently(lambda: self._objects.get_info(key))
         except (ObjectNotFoundError, NotFoundError):
             return None
 

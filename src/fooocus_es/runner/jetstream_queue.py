@@ -23,7 +23,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from fooocus_es.fleet.connection import NatsThread, NatsUnavailable, is_token
+from fooocus_es.fleet.connection import NatsThread, NatsUnavailable, is_token, patiently
 from fooocus_es.tasks.commands import COMMAND_DECODER, COMMAND_ENCODER, Generate
 
 FETCH_SLICE_S: Final = 1.0  # a claim waits in pulls this long, so close() is seen within it
@@ -122,9 +122,11 @@ class JetStreamCommandQueue:
 
     def put(self, command: Generate) -> None:
         headers = {api.Header.MSG_ID.value: command.task_id}  # a second put of one task is a duplicate
-        self.nats.call(
-            self.nats.js.publish(self._subject(command.task_id), COMMAND_ENCODER.encode(command), headers=headers)
-        )
+        subject, payload = self._subject(command.task_id), COMMAND_ENCODER.encode(command)
+        # Retried through a leader change (the same id makes it one command): a put comes right after
+        # the task's TaskQueued is stored, and failing it would answer an error for a task that the
+        # sweep queues and runs anyway.
+        self.nats.call(patiently(lambda: self.nats.js.publish(subject, payload, headers=headers)))
 
     def claim(self, runner_id: str, timeout: float | None = None) -> JetStreamClaim | None:
         deadline = None if timeout is None else time.monotonic() + timeout
