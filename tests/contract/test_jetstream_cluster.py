@@ -8,6 +8,7 @@ Runs on the current nats-server only: R3 compare-and-set is unsafe on 2.9.10 (na
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -283,6 +284,18 @@ def _drain(queue: JetStreamCommandQueue, claimed: list[str], until: int, timeout
             claimed.append(claim.command.task_id)
 
 
+def _lead_consumer_from(cluster: NatsCluster, queue: JetStreamCommandQueue, node: int) -> None:
+    """Move the durable's leadership to `node` (a stepdown naming the preferred server: no election
+    timeout), so that one kill takes the stream's and the consumer's leaders at once."""
+    if cluster.stream_leader(queue.stream, queue.consumer) == node:
+        return
+    request = json.dumps({"placement": {"preferred": cluster.NAMES[node]}}).encode()
+    subject = f"$JS.API.CONSUMER.LEADER.STEPDOWN.{queue.stream}.{queue.consumer}"
+    reply = queue.nats.call(queue.nats.nc.request(subject, request, timeout=5))
+    assert json.loads(reply.data).get("success"), reply.data
+    _until(lambda: cluster.stream_leader(queue.stream, queue.consumer) == node, 10, "the consumer's leader moved")
+
+
 def test_commands_put_before_the_leader_dies_are_each_claimed_once(healthy: NatsCluster) -> None:
     cluster = healthy
     queue = JetStreamCommandQueue(cluster.url, ack_wait_s=2, replicas=3)
@@ -297,29 +310,24 @@ def test_commands_put_before_the_leader_dies_are_each_claimed_once(healthy: Nats
     _drain(queue, claimed, 5, 10)  # some are done before the failover
     assert claimed == ids[:5]
 
-    # The stream's leader goes, then (once it is back) the consumer's: the acks and the delivery
-    # state live in the consumer's own Raft group, often on another node.
-    stream_leader = cluster.stream_leader(queue.stream)
-    cluster.kill(stream_leader)
+    # The acks and the delivery state live in the consumer's own Raft group: the node killed leads
+    # both it and the stream.
+    leader = cluster.stream_leader(queue.stream)
+    _lead_consumer_from(cluster, queue, leader)
+    cluster.kill(leader)
     late = [f"d{i}" for i in range(3)]  # put during the election: each waits for the new leader
     for task_id in late:
         queue.put(Generate(task_id=task_id, params={}))
     ids += late
-    _drain(queue, claimed, 15, 30)
-    cluster.restart(stream_leader)
-    consumer_leader = cluster.stream_leader(queue.stream, queue.consumer)
-    cluster.kill(consumer_leader)
     _drain(queue, claimed, len(ids), 30)
     assert sorted(set(claimed)) == sorted(ids)
-    cluster.restart(consumer_leader)
+    cluster.restart(leader)
 
-    # Nothing comes back, not even after the ack wait: every ack held through both failovers.
+    # Nothing comes back, not even after the ack wait: every ack held through the failover.
     time.sleep(queue.ack_wait_s + 0.5)
     assert queue.claim("r1", timeout=1.5) is None
     assert [task_id for task_id, n in Counter(claimed).items() if n > 1] == []
     assert queue.pending() == []
-    names = cluster.NAMES
-    print(f"\nqueue: killed {names[stream_leader]} (stream leader), then {names[consumer_leader]} (consumer's)")
     queue.close()
 
 
