@@ -6,6 +6,7 @@ reinstalling only when pyproject.toml changes (a hash stamp in the venv).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import pathlib
@@ -32,6 +33,7 @@ CHROMIUM = "/usr/bin/chromium"
 FUZZ_CONFIG = ROOT / "tests" / "fuzz" / "schemathesis.toml"
 FUZZ_HOOKS = ROOT / "tests" / "fuzz" / "cheap_generation.py"
 NATS_SERVER = "/usr/sbin/nats-server"  # Debian's package; it is not started as a service here
+POSTGRES = "/usr/lib/postgresql/*/bin/initdb"  # Debian's postgresql-NN; the tests start throwaway clusters
 
 
 def _venv(session: nox.Session) -> str:
@@ -51,8 +53,8 @@ def _venv(session: nox.Session) -> str:
 
 
 def _debian_package(session: nox.Session, binary: str, package: str, why: str) -> None:
-    """Install a Debian package the tests start (as root, with apt), or say how to."""
-    if pathlib.Path(binary).exists():
+    """Install a Debian package the tests start (as root, with apt), or say how to; `binary` may be a glob."""
+    if glob.glob(binary):
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         session.run("apt-get", "update", "-qq", external=True)
@@ -69,6 +71,7 @@ def tests(session: nox.Session) -> None:
     # fleet tests start Debian's nats-server (2.9.10) beside the pinned current one in the venv.
     _debian_package(session, CHROMIUM, "chromium", "for the browser tests")
     _debian_package(session, NATS_SERVER, "nats-server", "for the fleet tests on 2.9.10")
+    _debian_package(session, POSTGRES, "postgresql", "for the shared read model's tests")
     session.run(python, "-m", "pytest", "-q", *session.posargs, external=True)
 
 

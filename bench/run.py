@@ -1,5 +1,6 @@
 """Benchmarks (CPU, demo model): server overhead per task, event append rate, /tasks at 100k tasks,
-async submit latency under a burst of concurrent submits.
+async submit latency under a burst of concurrent submits, the device's wait between tasks while
+the last one's images are saved.
 
     nox -s bench            # or: .venv/bin/python bench/run.py [--tasks 100000] [--requests 20]
     .venv/bin/python bench/run.py --only burst   # one section (append, overhead, history, burst)
@@ -33,7 +34,7 @@ from fooocus_es.engine.planning import plan as planning  # noqa: E402
 from fooocus_es.engine.planning import presets  # noqa: E402
 from fooocus_es.events.sqlite import SqliteEventLog  # noqa: E402
 from fooocus_es.events.types import TaskFinished, TaskProgress, TaskQueued, TaskStarted  # noqa: E402
-from fooocus_es.projections.records import ReadModel  # noqa: E402
+from fooocus_es.projections.records import SqliteReadModel  # noqa: E402
 
 BODY = {"prompt": "bench", "performance_selection": "Lightning", "aspect_ratios_selection": "64*64", "image_seed": 1}
 
@@ -61,7 +62,7 @@ def fill_log(data_dir: Path, tasks: int) -> float:
         log.append(TaskQueued(task_id=task_id, at_ms=at, params=params), expected_version=0)
         log.append(TaskStarted(task_id=task_id, at_ms=at + 1), expected_version=1)
         log.append(TaskFinished(task_id=task_id, at_ms=at + 5, result=[f"outputs/2026-01-01/{task_id}.png"]), 2)
-    ReadModel(log.path).catch_up(log)  # the table as the server keeps it (it would catch up at start too)
+    SqliteReadModel(log.path).catch_up(log)  # the table as the server keeps it (it would catch up at start too)
     log.close()
     return time.perf_counter() - started
 
@@ -242,12 +243,51 @@ def bench_burst(tmp: Path, models: Path, count: int = 50, rounds: int = 3) -> di
     }
 
 
+def bench_saver(tmp: Path, models: Path, count: int = 8) -> dict[str, object]:
+    """Back-to-back 1024x1024 tasks: how long saving one takes (PNG encode + metadata + write, from its
+    first "saving" progress to its TaskFinished) and how long the device waits between two tasks
+    (from the hand-off to the saver to the next task's TaskStarted). The saver thread takes the first off
+    the second: the gap stays small while the saving goes on beside the next task."""
+    server = ServerProcess(tmp / "saver", models).start()
+    body = {**BODY, "aspect_ratios_selection": "1024*1024", "overwrite_step": 2, "async_process": True}
+    try:
+        url = server.url + "/v1/engine/generate/"
+        requests.post(url, json={**body, "async_process": False}, headers={"Accept": "application/json"}, timeout=300)
+        ids = [requests.post(url, json=body, timeout=30).json()["task_id"] for _ in range(count)]
+        for task_id in ids:
+            deadline = time.monotonic() + 600
+            while not requests.get(f"{server.url}/tasks/{task_id}", timeout=10).json().get("finish_mills"):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        timeline = []
+        for task_id in ids:
+            events = requests.get(f"{server.url}/tasks/{task_id}/events", timeout=10).json()
+            # The device's part ends with the VAE decode; the saver's first event says it took over.
+            sampled = min(e["at_ms"] for e in events if e["type"] == "TaskProgress" and e.get("stage") == "saving")
+            started = next(e["at_ms"] for e in events if e["type"] == "TaskStarted")
+            ended = next(e["at_ms"] for e in events if e["type"] == "TaskFinished")
+            timeline.append((started, sampled, ended))
+    finally:
+        server.stop()
+    timeline.sort()
+    saving = [ended - sampled for _, sampled, ended in timeline]
+    gaps = [nxt[0] - prev[1] for prev, nxt in zip(timeline, timeline[1:], strict=False)]
+    return {
+        "tasks": count,
+        "saving_median_ms": statistics.median(saving),
+        "device_gap_median_ms": statistics.median(gaps),
+        "tasks_per_minute": round(60_000 * (count - 1) / (timeline[-1][0] - timeline[0][0]), 1),
+        "note": "1024x1024 demo images, 2 steps; the gap is what the device waits between tasks "
+        "(planning, model check, TaskStarted), the saving happens beside the next task",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20)
     parts_help = "run one part (results.json keeps the others)"
-    parser.add_argument("--only", choices=["append", "overhead", "history", "burst", "fleet"], help=parts_help)
+    parser.add_argument("--only", choices=["append", "overhead", "history", "burst", "fleet", "saver"], help=parts_help)
     args = parser.parse_args()
     out = ROOT / "bench" / "results.json"
     with tempfile.TemporaryDirectory() as name:
@@ -260,6 +300,7 @@ def main() -> None:
             "history": lambda: bench_history(tmp, models, args.tasks),
             "burst": lambda: bench_burst(tmp, models),
             "fleet": lambda: bench_fleet(tmp, models, 24),  # bench/fleet.py
+            "saver": lambda: bench_saver(tmp, models),
         }
         results = json.loads(out.read_text()) if args.only and out.exists() else {}
         results.update({name: run() for name, run in parts.items() if args.only in (None, name)})

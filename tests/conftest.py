@@ -52,6 +52,28 @@ def nats_url(nats_servers: dict[str, str]) -> str:
     return nats_servers["debian"]
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator:
+    """A throwaway PostgreSQL cluster for the session, started on first use (tests/postgres_server.py);
+    one that cannot start fails the tests that asked for it, with the reason."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.stop()
+        pytest.fail(f"PostgreSQL did not start: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh database of the session's cluster: postgresql://postgres@127.0.0.1:PORT/test_N."""
+    return postgres_server.new_database()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ from fooocus_es.api.openai import openai_router
 from fooocus_es.api.routers import native_routers
 from fooocus_es.api.web import WEB_ROUTES
 from fooocus_es.ops.metrics import prometheus_config
-from fooocus_es.services import EngineFactory
+from fooocus_es.runner.devices import EngineFactory
 from fooocus_es.settings import Settings
 
 

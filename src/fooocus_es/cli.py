@@ -35,6 +35,7 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="what result URLs start with (host or full URL)")
     parser.add_argument("--queue-size", type=int, help="pending tasks accepted before 429 (default 100)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    _devices_arg(parser)
     parser.add_argument(
         "--sync-response",
         choices=["image", "json"],
@@ -70,6 +71,25 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
                         help="request images decoded at once across all requests (default 2; more wait, then 429)")
     parser.add_argument("--max-request-megapixels", type=float,
                         help="total megapixels over one request's image fields (default 64; more is a 413)")
+    _max_batch_arg(parser)
+    _read_model_arg(parser)
+
+
+def _max_batch_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-batch", type=int,
+                        help="images of one task denoised together per UNet call (default 1: one after another)")
+
+
+def _read_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--read-model", dest="read_model_url",
+                        help="the history table: postgresql://USER@HOST:PORT/DATABASE, shared by API nodes "
+                        "(default: SQLite in the data dir)")
+
+
+def _devices_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices", help="one runner per device on the same queue, comma-separated: cuda:0,cuda:1 (default: --device)"
+    )
 
 
 def _fleet_args(parser: argparse.ArgumentParser) -> None:
@@ -92,20 +112,29 @@ def _settings(args: argparse.Namespace) -> Settings:
         "sync_response", "stream_rate", "cors_origins", "allowed_hosts",
         "allow_private_webhooks", "webhook_secret", "log_url", "pool", "runner", "retry_interrupted",
         "ack_wait_s",
-        "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels", "replicas",
+        "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels",
+        "devices", "read_model_url", "max_batch", "replicas",
     )  # fmt: skip
-    return settings_from_env(**{key: getattr(args, key, None) for key in keys})
+    try:
+        return settings_from_env(**{key: getattr(args, key, None) for key in keys})
+    except msgspec.ValidationError as exc:  # one line naming the setting, not a traceback
+        raise CliError(f"invalid setting: {exc}", code=2) from exc
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from fooocus_es.app import create_app
+    from fooocus_es.projections.records import ReadModelUnavailable
 
     settings = _settings(args)
     _check_webhook_url(settings.webhook_url)
+    _check_read_model_url(settings.read_model_url)
     try:
         app = create_app(settings)
+    except ReadModelUnavailable as exc:  # before the SQLite branch: it is an OSError too
+        print(f"fooocus-es: {exc}", file=sys.stderr)
+        return 2
     except (sqlite3.Error, OSError) as exc:  # no task log at all: nothing could be served; say why in one line
         print(f"fooocus-es: cannot open the task log {settings.db_path}: {exc}", file=sys.stderr)
         return 2
@@ -126,6 +155,15 @@ def _check_webhook_url(url: str) -> None:
         raise CliError(f"--webhook-url ({ENV_PREFIX}WEBHOOK_URL) {url!r}: {exc}", code=2) from exc
 
 
+def _check_read_model_url(url: str) -> None:
+    from fooocus_es.projections.records import check_read_model_url
+
+    try:
+        check_read_model_url(url)
+    except ValueError as exc:
+        raise CliError(str(exc), code=2) from exc
+
+
 def runner(args: argparse.Namespace) -> int:
     from fooocus_es.runner.process import run_runner
 
@@ -138,15 +176,21 @@ def runner(args: argparse.Namespace) -> int:
 
 def replay(args: argparse.Namespace) -> int:
     from fooocus_es.events.sqlite import SqliteEventLog
-    from fooocus_es.projections.records import ReadModel
+    from fooocus_es.projections.records import ReadModelUnavailable, open_read_model, redacted
 
     settings = _settings(args)
+    _check_read_model_url(settings.read_model_url)
     event_log = SqliteEventLog(settings.db_path)
-    read_model = ReadModel(settings.db_path)
-    count = read_model.rebuild(event_log)
+    try:
+        read_model = open_read_model(settings.read_model_url, settings.db_path)
+        count = read_model.rebuild(event_log)
+    except ReadModelUnavailable as exc:
+        raise CliError(str(exc), code=2) from exc
+    finally:
+        event_log.close()
     read_model.close()
-    event_log.close()
-    print(f"replayed {count} events into generate_record ({settings.db_path})")
+    where = redacted(settings.read_model_url) if settings.read_model_url else settings.db_path
+    print(f"replayed {count} events into generate_record ({where})")
     return 0
 
 
@@ -496,9 +540,12 @@ def _parser() -> argparse.ArgumentParser:
     runner_parser.add_argument("--data-dir", type=Path, help="where models/ and the file cache live (default: .)")
     runner_parser.add_argument("--preset", help="the preset whose model is loaded at start")
     runner_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    _devices_arg(runner_parser)
+    _max_batch_arg(runner_parser)
     _fleet_args(runner_parser)
     replay_parser = commands.add_parser("replay", help="rebuild generate_record from the event log")
     replay_parser.add_argument("--data-dir", type=Path)
+    _read_model_arg(replay_parser)
 
     gen = commands.add_parser(
         "generate",

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -28,31 +26,25 @@ from fooocus_es.events.log import AppendRefused
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import TaskCancelled, now_ms
 from fooocus_es.fleet.backends import open_backends
-from fooocus_es.fleet.control import ControlListener, NatsControl
-from fooocus_es.fleet.presence import FleetRunners, PresenceBeat, RunnerInfo, runner_info, with_model_files
+from fooocus_es.fleet.control import NatsControl
+from fooocus_es.fleet.presence import FleetRunners, RunnerInfo, with_model_files
 from fooocus_es.fleet.webhook_claims import WebhookClaims
 from fooocus_es.media.conversions import ConversionCache
 from fooocus_es.media.limits import DecodeBudget
 from fooocus_es.ops.storage import StorageHealth
-from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTasks
-from fooocus_es.projections.records import ReadModel
+from fooocus_es.projections.records import open_read_model
+from fooocus_es.runner.devices import DeviceRunners, EngineFactory, device_names, make_model_store
 from fooocus_es.runner.queue import LocalCommandQueue
 from fooocus_es.runner.recovery import recover
-from fooocus_es.runner.worker import EngineLike, Runner
 from fooocus_es.settings import Settings
 from fooocus_es.subscribers.waiters import Waiters
 from fooocus_es.subscribers.webhook_outbox import WebhookOutbox
 from fooocus_es.subscribers.webhooks import BodyShaper, WebhookSender, record_as_body
 from fooocus_es.tasks.commands import Generate, Skip, Stop
 
-if TYPE_CHECKING:
-    from fooocus_es.engine.models.store import ModelStore
-
 log = structlog.get_logger("fooocus_es")
 
-# Builds the runner's engine, once, on the runner thread; the default is engine.pipeline.Engine.
-EngineFactory = Callable[["ModelStore", Path], EngineLike]
 # How stale the model and style names admission checks against may be (a file added just now is
 # seen within this time; the runner's own checks see it at once).
 NAMES_TTL_S = 1.0
@@ -72,15 +64,18 @@ class Services:
         for folder in (settings.outputs_dir, settings.inputs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         # An API node of a fleet (--no-runner) never imports torch: it has no device of its own.
-        self.device = resolve_device(settings.device) if settings.runner else settings.device.replace("auto", "none")
+        names = device_names(settings)
+        self.devices = [resolve_device(name) for name in names] if settings.runner else ["none"]
+        self.device = self.devices[0] if len(set(self.devices)) == 1 else ",".join(self.devices)
         # SQLite and local files on one machine; JetStream's log, work queue and object store in a
-        # fleet. The read model is this node's own SQLite either way, fed from the log.
+        # fleet. The read model is this node's own SQLite either way, fed from the log, unless
+        # --read-model names a PostgreSQL database that the fleet's API nodes share.
         self.backends = open_backends(settings)
         self.blobs = self.backends.blobs  # inputs/ and outputs/
         self.conversions = ConversionCache()  # Accept conversions of stored files (media/conversions.py)
         self.event_log = self.backends.event_log
         busy = settings.db_busy_timeout_s
-        self.read_model = ReadModel(settings.db_path, busy_timeout_s=busy)
+        self.read_model = open_read_model(settings.read_model_url, settings.db_path, busy_timeout_s=busy)
         self.webhook_outbox = WebhookOutbox(settings.db_path, busy_timeout_s=busy)
         check_log = getattr(self.event_log, "check_writable", None) or (lambda: None)  # SQLite's write lock
         self.storage = StorageHealth({"outputs": settings.outputs_dir, "inputs": settings.inputs_dir}, check_log)
@@ -107,44 +102,23 @@ class Services:
         self.style_book = StyleBook(settings.data_dir)
         self.preset = presets.load_preset(settings.preset, settings.data_dir)
         self.preset_defaults = presets.preset_request_defaults(self.preset)
-        from fooocus_es.engine.models.store import ModelStore  # its file side: no torch until a load
-
         if engine_factory is None and settings.runner:
             # Imported here, on one thread: diffusers' lazy imports are not thread-safe, and the
             # runner's warm-up and request threads would otherwise race into them.
             from fooocus_es.engine.diffusion.pipeline import Engine
 
-            engine_factory = Engine
-        cache_mb = settings.model_cache_mb
-        self.model_store = ModelStore(
-            settings.models_dir, device=self.device, cache_bytes=cache_mb * 1024 * 1024 if cache_mb else None
-        )
-        self._engine_factory = engine_factory
+            engine_factory = partial(Engine, max_batch=settings.max_batch)
+        self.model_store = make_model_store(settings, self.devices[0])  # the first runner's; its file side for all
         self.catalog = ModelCatalog(settings.models_dir, settings.data_dir)
         self.downloads = ModelDownloads(self.catalog, self.model_store.download)
-        warm = self.preset_defaults.get("base_model_name")
-        self.runner = Runner(
-            self.store,
-            self.commands,
-            self._make_engine,
-            settings.data_dir,
-            self.device,
-            warm_model=warm,
-            style_book=self.style_book,
-            fetch_models=self.downloads.fetch_for_plan,
-            blobs=self.blobs,
-            runner_id=f"{socket.gethostname()}-{os.getpid()}-{self.device}",
-            retry_interrupted=settings.retry_interrupted,
-            storage=self.storage,
-        )
-        self.control_listener = ControlListener(nats, self.runner.deliver) if nats and settings.runner else None
+        self.runners = DeviceRunners(
+            settings, self.devices if settings.runner else [], store=self.store, commands=self.commands,
+            blobs=self.blobs, engine_factory=engine_factory, style_book=self.style_book,
+            fetch_models=self.downloads.fetch_for_plan, warm_model=self.preset_defaults.get("base_model_name"),
+            nats=nats if settings.runner else None, storage=self.storage, model_stores=[self.model_store],
+        )  # fmt: skip
         self.webhook_claims = (
             WebhookClaims(nats, settings.data_dir, replicas=settings.replicas) if nats is not None else None
-        )
-        self.presence = (
-            PresenceBeat(nats, self.runner_info, settings.models_dir, replicas=settings.replicas)
-            if nats is not None and settings.runner
-            else None
         )
         self.fleet_runners = FleetRunners(nats, replicas=settings.replicas) if nats is not None else None
         self.bus.add_listener(self.live.apply)
@@ -156,13 +130,6 @@ class Services:
     @property
     def loaded_model_name(self) -> str | None:
         return self.model_store.loaded_name
-
-    def _make_engine(self) -> Any:
-        if self.settings.torch_threads > 0:
-            import torch
-
-            torch.set_num_threads(self.settings.torch_threads)
-        return self._engine_factory(self.model_store, self.settings.data_dir)
 
     async def installed_names_now(self) -> InstalledNames:
         """installed_names, read at most every NAMES_TTL_S: a burst of submits costs one listing, not one each."""
@@ -213,11 +180,7 @@ class Services:
         if self.settings.fleet:
             task_group.start_soon(self._sweep_commands)
         if self.settings.runner:
-            self.runner.start()
-            if self.control_listener is not None:
-                await anyio.to_thread.run_sync(self.control_listener.start)
-            if self.presence is not None:
-                self.presence.start()
+            await anyio.to_thread.run_sync(self.runners.start)
         if not self.settings.runner:
             return  # the fleet's runners fetch the models they use
         missing = self.downloads.check_preset(self.preset)
@@ -250,7 +213,7 @@ class Services:
 
     def _rebuild_live(self) -> list[dict[str, Any]]:
         """Worker thread: the tasks the log has not ended, their events applied to the live view."""
-        unfinished = records.unfinished(self.read_model.reader())
+        unfinished = self.read_model.unfinished()
         for record in unfinished:
             for envelope in self.event_log.read(task_id=record["task_id"]):
                 self.live.apply(envelope)
@@ -259,19 +222,14 @@ class Services:
     def _webhook_url(self, task_id: str) -> str:
         """Worker thread: where the task's webhook goes; "" for none, or when another node of the
         fleet sends it (one node claims each task's webhook, so it is sent once)."""
-        record = records.get(self.read_model.reader(), task_id)
+        record = self.read_model.get(task_id)
         url = (record or {}).get("webhook_url") or self.settings.webhook_url
         if url and self.webhook_claims is not None and not self.webhook_claims.claim(task_id):
             return ""
         return url
 
     async def stop(self) -> None:
-        if self.control_listener is not None:
-            await anyio.to_thread.run_sync(self.control_listener.stop)
-        if self.presence is not None:
-            final = msgspec.structs.replace(self.runner_info(), state="stopped", task_id=None)
-            await anyio.to_thread.run_sync(self.presence.stop, final)
-        await anyio.to_thread.run_sync(self.runner.shutdown)
+        await anyio.to_thread.run_sync(self.runners.stop)
         # What the runner wrote while shutting down reaches the table now, not at the next start.
         await anyio.to_thread.run_sync(self.read_model.catch_up, self.event_log)
         checkpoint = getattr(self.event_log, "checkpoint", None)  # SQLite's WAL upkeep
@@ -301,7 +259,7 @@ class Services:
 
     async def control(self, action: Literal["stop", "skip"]) -> str | None:
         """Stop or skip the running task (in a fleet: the first one running); its id, or None."""
-        task_id = self.runner.running_task or next(iter(self.live.running), None)
+        task_id = next(iter(self.runners.running_tasks), None) or next(iter(self.live.running), None)
         if task_id is None:
             return None
         command = Stop(task_id=task_id) if action == "stop" else Skip(task_id=task_id)
@@ -309,23 +267,25 @@ class Services:
 
     async def deliver(self, command: Stop | Skip) -> bool:
         """To this process's runner, else (in a fleet) to whichever runner holds the task."""
-        if self.runner.deliver(command):
+        if self.runners.deliver(command):
             return True
         return self.remote_control is not None and await self.remote_control.send(command)
 
     # -- reads --------------------------------------------------------------------------------
-    def runner_info(self) -> RunnerInfo:
-        """This process's runner as `GET /runners` shows it (read on every presence beat)."""
-        task_id = self.runner.running_task
-        return runner_info(self.runner.runner_id, self.settings.pool, self.device, task_id, self.loaded_model_name)
-
-    async def runners(self) -> list[RunnerInfo]:
-        """The fleet's runners (from their presence beats), or this process's own."""
+    async def runner_list(self) -> list[RunnerInfo]:
+        """The fleet's runners (from their presence beats), or this process's own (`GET /runners`)."""
         if self.fleet_runners is not None:
             return await self.fleet_runners.list()
-        if not (self.settings.runner and self.runner.alive):
-            return []
-        return [await anyio.to_thread.run_sync(with_model_files, self.runner_info(), self.settings.models_dir)]
+        models = self.settings.models_dir
+        alive = [info for info, runner in zip(self.runners.infos(), self.runners.runners, strict=True) if runner.alive]
+        return [await anyio.to_thread.run_sync(with_model_files, info, models) for info in alive]
+
+    def runner_states(self) -> list[RunnerInfo]:
+        """Worker thread: the runners without their file lists (at most a few seconds old in a fleet),
+        for /health and /metrics."""
+        if self.fleet_runners is not None:
+            return self.fleet_runners.recent()
+        return [info for info, runner in zip(self.runners.infos(), self.runners.runners, strict=True) if runner.alive]
 
     def installed_names(self) -> InstalledNames:
         """Worker thread: the names a request may use; in a fleet, the runners' model files too."""
@@ -347,7 +307,7 @@ class Services:
 
     async def stored_record(self, task_id: str) -> dict[str, Any] | None:
         """The generate_record row as stored (paths relative to the data dir)."""
-        return await anyio.to_thread.run_sync(lambda: records.get(self.read_model.reader(), task_id))
+        return await anyio.to_thread.run_sync(self.read_model.get, task_id)
 
     async def final_record(self, task_id: str) -> dict[str, Any] | None:
         stored = await self.stored_record(task_id)

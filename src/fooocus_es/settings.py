@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
 ENV_PREFIX = "FOOOCUS_ES_"
+DEVICE_NAME = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,9 +53,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_busy_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     max_concurrent_decodes: Annotated[int, msgspec.Meta(ge=1)] = 2
     max_request_megapixels: Annotated[float, msgspec.Meta(gt=0)] = 64.0
+    # One runner per device on the same queue ("cuda:0,cuda:1"); "": the one `device`.
+    devices: str = ""
+    # The history table (README "Shared read model"): "" SQLite in the data dir, postgresql://... one
+    # PostgreSQL database that several API nodes share.
+    read_model_url: str = ""
+    # Images of one task denoised as rows of one batch, this many per UNet call (engine/diffusion/
+    # batching.py); 1: one image after another, the single-image pipeline calls; 0: by the device
+    # (1 on a CPU, by memory on CUDA: auto_max_batch).
+    max_batch: Annotated[int, msgspec.Meta(ge=0)] = 0
     # Fleet: copies of every stream and bucket this node creates (3 on a 3-node NATS cluster: one
     # server may die without losing a write). An existing stream keeps its own count (a warning says so).
     replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+
+    def __post_init__(self) -> None:
+        for name in self.devices.split(","):
+            if name.strip() and not DEVICE_NAME.match(name.strip()):
+                raise ValueError(f"devices: {name.strip()!r} is not a device (cpu, cuda, cuda:N, mps or auto)")
 
     @property
     def fleet(self) -> bool:

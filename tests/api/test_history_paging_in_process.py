@@ -1,4 +1,5 @@
-"""History pages: page numbers, the keyset `Link` cursor, and the streamed time range, on the real app."""
+"""History pages: page numbers, the keyset `Link` cursor, and the streamed time range, on the real app,
+over each read model: SQLite in the data dir and a shared PostgreSQL (--read-model)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ import time
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import pytest
 from litestar.testing import TestClient
 
 from .api_helpers import submit, wait_for
+from .conftest import ClientFactory
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def client(request: pytest.FixtureRequest, make_client: ClientFactory) -> TestClient:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
+    return make_client(read_model_url=url)
 
 
 def _ended(client: TestClient, count: int) -> list[str]:

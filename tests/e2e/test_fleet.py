@@ -120,7 +120,13 @@ def test_an_api_node_loads_no_torch(fleet: Fleet) -> None:
         assert node.process is not None
         maps = Path(f"/proc/{node.process.pid}/maps").read_text()
         assert "libtorch" not in maps and "libc10" not in maps
-    assert requests.get(fleet.a.url + "/health", timeout=10).json()["device"] == "none"
+    health = requests.get(fleet.a.url + "/health", timeout=10).json()
+    assert health["device"] == "none" and health["ready"] is True
+    assert health["runners"]["idle"] + health["runners"]["busy"] == 2  # the fleet's, from their presence
+    metrics = requests.get(fleet.b.url + "/metrics", timeout=10).text
+    counted = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("fooocus_es_runners{") and 'state="stale"' not in line)  # fmt: skip
+    assert counted == 2
     runner = fleet.runners[0].process
     assert runner is not None and "libtorch" in Path(f"/proc/{runner.pid}/maps").read_text()  # the check can fail
 
@@ -276,6 +282,30 @@ def test_a_task_running_through_a_nats_outage_ends_once(fleet: Fleet) -> None:
         assert wait_for(fleet.a.url, during.json()["task_id"], timeout=120)["task_status"] == "finished"
     else:
         assert "unreachable" in during.json()["detail"] and during.headers["Retry-After"]
+
+
+def test_a_stopped_runner_hands_its_task_to_another(fleet: Fleet) -> None:
+    """SIGTERM (a deploy, a scale-down): the runner gives its task back to the queue at once (a
+    confirmed NAK, no ack wait) and exits; the other runner re-runs it from the start."""
+    task = submit(fleet.a.url, {"prompt": "hand over", "image_seed": 4, **SLOW})
+    wait_for(fleet.b.url, task["task_id"], until="running", timeout=120)
+    first = fleet.runner_of(task["task_id"])
+    assert first.process is not None
+    first.process.terminate()
+    first.process.wait(30)  # it stopped sampling, handed the task back and closed its connections
+    ended = wait_for(fleet.a.url, task["task_id"], timeout=180)
+    events = _events(fleet.b.url, task["task_id"])
+    assert ended["task_status"] == "finished" and len(ended["result"]) == 1, (events, fleet.logs())
+    types = [e["type"] for e in events]
+    assert types.count("TaskStarted") == 2 and types.count("TaskFinished") == 1 and "TaskFailed" not in types
+    started = [e for e in events if e["type"] == "TaskStarted"]
+    assert started[0]["runner"] != started[1]["runner"] and started[1]["attempt"] == 2
+    assert "task.handed_over" in first.log_path.read_text(errors="replace")
+    gone = [r for r in requests.get(fleet.a.url + "/runners", timeout=10).json()["runners"]
+            if r["runner_id"] == started[0]["runner"]]  # fmt: skip
+    assert gone and gone[0]["state"] == "stopped"
+    first.log_file.close()
+    first.start()  # the fleet has two runners again for the tests after this one
 
 
 def test_a_killed_runners_task_is_taken_over_and_run_once_more(fleet: Fleet, tmp_path: Path, demo_models: Path) -> None:

@@ -191,7 +191,9 @@ def test_a_tasks_setup_is_applied_once_and_again_only_when_it_changes(
 def test_the_batch_key_separates_what_cannot_share_a_unet_call() -> None:
     base = make_plan()
     assert base.batch_key() == make_plan(seeds=(5, 6), prompt="another prompt", steps=8).batch_key()
-    for different in (make_plan(size=128), make_plan(loras=(("x.safetensors", 0.5),)), make_plan(guidance_scale=7.0),
-                      make_plan(sampler_name="euler"), make_plan(freeu=(1.0, 1.0, 1.0, 1.0))):  # fmt: skip
+    for different in (make_plan(size=128), make_plan(loras=(("x.safetensors", 0.5),)),
+                      make_plan(freeu=(1.0, 1.0, 1.0, 1.0))):  # fmt: skip
         assert different.batch_key() != base.batch_key()
+    for per_row in (make_plan(guidance_scale=7.0), make_plan(sampler_name="euler")):  # each row owns these
+        assert per_row.batch_key() == base.batch_key()
     assert hash(base.batch_key()) == hash(make_plan().batch_key())  # usable as a dict key

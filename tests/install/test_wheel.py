@@ -40,8 +40,9 @@ def _metadata(wheel: Path) -> list[str]:
 
 def test_the_wheel_carries_schema_presets_configs_and_page(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    migrations = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
-    assert migrations and all(f"fooocus_es/migrations/{name}" in names for name in migrations)
+    migrations = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "migrations").glob("**/*.sql"))
+    assert "migrations/postgresql/0001_read_model.sql" in migrations  # the shared read model's schema
+    assert all(f"fooocus_es/{name}" in names for name in migrations)
     for needed in (
         "fooocus_es/presets/default.json",
         "fooocus_es/presets/demo.json",

@@ -1,9 +1,11 @@
-"""The SQLite log's schema and migrations, the read model, its position and replay, on real SQLite files.
+"""The SQLite log's schema and migrations, the read model, its position and replay, on real SQLite files
+and (the read model) on a real PostgreSQL: each read-model test runs on both backends.
 
 The log's behaviour as an EventLog is in tests/contract/test_event_log.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,8 +24,9 @@ from fooocus_es.events.types import (
     decode_event,
     encode_for_log,
 )
-from fooocus_es.projections import records
-from fooocus_es.projections.records import ReadModel
+from fooocus_es.projections.records import ReadModel, SqliteReadModel
+
+OpenModel = Callable[[SqliteEventLog], ReadModel]
 
 
 def queued(task_id: str, at_ms: int = 1000) -> TaskQueued:
@@ -45,8 +48,29 @@ def test_events_round_trip_and_previews_are_not_logged() -> None:
         assert decode_event(encode_for_log(other)) == other
 
 
-def catch_up(log: SqliteEventLog) -> ReadModel:
-    model = ReadModel(log.path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_model(request: pytest.FixtureRequest) -> Iterator[OpenModel]:
+    """Opens the read model of a log: SQLite in the log's file, or one PostgreSQL database per test
+    (opened again, it is the same table: a restarted node, or another node of the fleet)."""
+    opened: list[ReadModel] = []
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
+
+    def open_for(log: SqliteEventLog) -> ReadModel:
+        if url:
+            from fooocus_es.projections.postgres_records import PostgresReadModel
+
+            model: ReadModel = PostgresReadModel(url)
+        else:
+            model = SqliteReadModel(log.path)
+        opened.append(model)
+        return model
+
+    yield open_for
+    for model in opened:
+        model.close()
+
+
+def caught_up(model: ReadModel, log: SqliteEventLog) -> ReadModel:
     model.catch_up(log)
     return model
 
@@ -79,40 +103,40 @@ def test_a_version_3_log_gets_per_task_versions_and_positions_at_its_end(tmp_pat
     rows = log.reader().execute("SELECT task_id, version FROM task_events ORDER BY seq").fetchall()
     assert rows == [("a", 1), ("b", 1), ("a", 2), ("a", 3)]
     assert log.version("a") == 3 and log.version("b") == 1 and log.version("none") == 0
-    assert ReadModel(path).position() == 4  # the old table was written in the append transaction
+    assert SqliteReadModel(path).position() == 4  # the old table was written in the append transaction
 
 
-def test_admission_notes_and_wire_are_kept_alongside_the_engines_notes(tmp_path: Path) -> None:
+def test_admission_notes_and_wire_are_kept_alongside_the_engines_notes(tmp_path: Path, open_model: OpenModel) -> None:
     log = SqliteEventLog(tmp_path / "db.sqlite3")
+    model = open_model(log)
     note = "ignored fields this server does not know: api_name"
     log.append(TaskQueued(task_id="t", at_ms=1, params={}, notes=[note], wire="fooocus-api/text-to-image"))
-    assert records.get(catch_up(log)._writer, "t")["notes"] == [note]
+    assert caught_up(model, log).get("t")["notes"] == [note]
     log.append(TaskStarted(task_id="t", at_ms=2))
     log.append(TaskFinished(task_id="t", at_ms=3, result=[], notes=["style 'x' is not installed; skipped"]))
-    catch_up(log)
-    record = records.get(log.reader(), "t")
+    record = caught_up(model, log).get("t")
     assert record["notes"] == [note, "style 'x' is not installed; skipped"]
     assert record["wire"] == "fooocus-api/text-to-image"
     log.append(queued("older"))  # events written before these fields existed decode with defaults
-    catch_up(log)
-    assert records.get(log.reader(), "older")["wire"] == "" and records.get(log.reader(), "older")["notes"] == []
+    older = caught_up(model, log).get("older")
+    assert older["wire"] == "" and older["notes"] == []
 
 
-def test_the_read_model_keeps_its_position_with_its_rows(tmp_path: Path) -> None:
+def test_the_read_model_keeps_its_position_with_its_rows(tmp_path: Path, open_model: OpenModel) -> None:
     log = SqliteEventLog(tmp_path / "db.sqlite3")
-    model = ReadModel(log.path)
+    model = open_model(log)
     seqs = [log.append(queued("a")), log.append(TaskStarted(task_id="a", at_ms=2))]
     assert model.catch_up(log) == 2 and model.position() == seqs[-1]
     assert model.catch_up(log) == 0  # nothing new
     model.apply(list(log.read()))  # a batch delivered twice (a restart mid-batch) is a no-op
-    assert records.get(log.reader(), "a")["task_status"] == "running"
+    assert model.get("a")["task_status"] == "running"
     log.append(TaskFinished(task_id="a", at_ms=3, result=["outputs/x.png"]))
-    restarted = ReadModel(log.path)  # a new process: it resumes from the stored position
+    restarted = open_model(log)  # a new process: it resumes from the stored position
     assert restarted.catch_up(log) == 1
-    assert records.get(log.reader(), "a")["task_status"] == "finished"
+    assert model.get("a")["task_status"] == "finished"
 
 
-def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
+def test_read_model_follows_every_lifecycle(tmp_path: Path, open_model: OpenModel) -> None:
     log = SqliteEventLog(tmp_path / "db.sqlite3")
     for event in [
         queued("ok", 10),
@@ -137,10 +161,9 @@ def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
         TaskSkipped(task_id="skipping", at_ms=67, image_index=0),  # still running: not history
     ]:
         log.append(event)
-    model = catch_up(log)
-    db = log.reader()
+    model = caught_up(open_model(log), log)
     status = {
-        task: records.get(db, task)["task_status"]
+        task: model.get(task)["task_status"]
         for task in ("ok", "skipped", "stopped", "failed", "cancelled", "waiting", "skipping")
     }
     assert status == {
@@ -152,15 +175,15 @@ def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
         "waiting": "pending",
         "skipping": "skip",
     }
-    ok = records.get(db, "ok")
+    ok = model.get("ok")
     assert (
         ok["result"] == ["outputs/d/a.png"]
         and ok["progress"] == 100
         and ok["start_mills"] == 11
         and ok["finish_mills"] == 13
     )
-    assert records.get(db, "failed")["error"] == {"type": "ModelMissing", "message": "no file"}
-    history = records.history(db, page=0, page_size=10)
+    assert model.get("failed")["error"] == {"type": "ModelMissing", "message": "no file"}
+    history = model.history(page=0, page_size=10)
     assert [r["task_id"] for r in history] == [
         "cancelled",
         "failed",
@@ -168,25 +191,29 @@ def test_read_model_follows_every_lifecycle(tmp_path: Path) -> None:
         "skipped",
         "ok",
     ]  # newest first, nothing that has not ended
-    assert [r["task_id"] for r in records.history(db, page=1, page_size=2)] == [
+    assert [r["task_id"] for r in model.history(page=1, page_size=2)] == [
         "stopped",
         "skipped",
     ]
-    first_two = records.history(db, page=0, page_size=2)
-    keyset = records.history(db, page=0, page_size=2, before_id=first_two[-1]["id"])
+    first_two = model.history(page=0, page_size=2)
+    keyset = model.history(page=0, page_size=2, before_id=first_two[-1]["id"])
     assert [r["task_id"] for r in keyset] == ["stopped", "skipped"]  # the same page as page=1, by cursor
-    in_range = [row for batch in records.history_in_range(model.path, 15, 45, batch=2) for row in batch]
+    in_range = [row for batch in model.history_in_range(15, 45, batch=2) for row in batch]
     assert [r["task_id"] for r in in_range] == ["failed", "stopped", "skipped"]
-    assert [len(b) for b in records.history_in_range(model.path, 15, 45, batch=2)] == [2, 1]
-    assert [r["task_id"] for r in records.unfinished(db)] == ["waiting", "skipping"]
+    assert [len(b) for b in model.history_in_range(15, 45, batch=2)] == [2, 1]
+    assert [r["task_id"] for r in model.unfinished()] == ["waiting", "skipping"]
 
     log.append(TasksDeleted(task_id="del-1", at_ms=70, deleted_task_ids=["ok", "failed"], start_ms=0, end_ms=70))
     model.catch_up(log)
-    assert records.get(db, "ok") is None and records.get(db, "failed") is None
+    assert model.get("ok") is None and model.get("failed") is None
 
-    before = records.all_rows(db)
+    assert model.ended_count() == 3 and model.last_task_id() == "skipping"
+    assert [r["task_id"] for r in model.ended_in_range(15, 45)] == ["stopped", "skipped"]
+
+    before = model.all_rows()
+    assert before == caught_up(SqliteReadModel(tmp_path / "reference.sqlite3"), log).all_rows()  # either backend
     assert model.rebuild(log) == len(list(log.read()))
-    assert records.all_rows(log.reader()) == before  # the audit: same log, same table
+    assert model.all_rows() == before  # the audit: same log, same table
     assert model.position() == log.last_seq()
 
 

@@ -31,6 +31,7 @@ from fooocus_es.events.types import (
     event_type,
 )
 from fooocus_es.fleet.connection import NatsUnavailable
+from fooocus_es.media.blobs import LocalBlobs
 from fooocus_es.ops.storage import StorageHealth
 from fooocus_es.runner.queue import LocalCommandQueue
 from fooocus_es.runner.worker import Runner
@@ -377,10 +378,20 @@ def test_a_redelivered_task_is_taken_over_once_then_failed_interrupted(rig: Rig)
 
     again = rig.queue_task("u")
     rig.log.append(TaskStarted(task_id="u", at_ms=2), expected_version=1)
+    rig.log.append(TaskStarted(task_id="u", at_ms=3, attempt=2), expected_version=2)
     rig.runner.run(again, attempt=3)  # it took two runners down: it ends, it does not loop
     failed = rig.events("u")[-1]
     assert isinstance(failed, TaskFailed) and failed.error_type == "Interrupted" and "2 times" in failed.message
-    assert rig.types("u").count("TaskStarted") == 1
+    assert rig.types("u").count("TaskStarted") == 2
+
+
+def test_a_delivery_lost_in_flight_does_not_count_as_a_run(rig: Rig) -> None:
+    """Delivery 3 of a task only one runner started (delivery 2 went to a pull that had expired)."""
+    command = rig.queue_task("t")
+    rig.log.append(TaskStarted(task_id="t", at_ms=2, device="gone"), expected_version=1)
+    rig.runner.run(command, attempt=3)
+    starts = [e for e in rig.events("t") if isinstance(e, TaskStarted)]
+    assert [s.attempt for s in starts] == [1, 2] and rig.types("t")[-1] == "TaskFinished"
 
 
 def test_a_redelivered_command_of_an_ended_task_does_nothing(rig: Rig) -> None:
@@ -402,3 +413,83 @@ def test_a_zombie_runner_is_fenced_by_the_version_check(rig: Rig) -> None:
     rig.runner.run(command)
     types = rig.types("t")
     assert types.count("TaskStarted") == 2 and not any(t in types for t in ("TaskFinished", "TaskFailed"))
+
+
+class SlowBlobs(LocalBlobs):
+    """Local files whose writes take a while (a slow disk, or a 1024x1024 PNG's encode)."""
+
+    def __init__(self, data_dir: Path, delay_s: float) -> None:
+        super().__init__(data_dir)
+        self.delay_s = delay_s
+        self.writers: list[str] = []
+
+    def create(self, key: str, data: bytes) -> bool:
+        self.writers.append(threading.current_thread().name)
+        time.sleep(self.delay_s)
+        return super().create(key, data)
+
+
+def test_the_next_task_starts_on_the_device_while_the_last_ones_images_are_saved(tmp_path: Path) -> None:
+    log = SqliteEventLog(tmp_path / "outputs" / "db.sqlite3")
+    queue = LocalCommandQueue()
+    blobs = SlowBlobs(tmp_path, delay_s=0.6)
+    runner = Runner(EventStore(log), queue, lambda: FakeEngine(), tmp_path, "cpu", blobs=blobs)
+    rig = Rig(log, queue, FakeEngine(), runner, tmp_path)
+    try:
+        for task_id in ("a", "b", "c"):
+            queue.put(rig.queue_task(task_id))
+        runner.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(rig.types(t)[-1] == "TaskFinished" for t in "abc"):
+            time.sleep(0.02)
+        envelopes = list(log.read())
+        seq = {(e.event.task_id, event_type(e.event)): e.seq for e in envelopes}
+        assert all(rig.types(t)[-1] == "TaskFinished" for t in "abc")
+        assert seq[("b", "TaskStarted")] < seq[("a", "TaskFinished")]  # b sampled while a was being saved
+        assert seq[("a", "TaskFinished")] < seq[("b", "TaskFinished")] < seq[("c", "TaskFinished")]  # one saver
+        assert blobs.writers and all(name == "runner-cpu-save_0" for name in blobs.writers)  # off the device's thread
+        assert len(output_files(tmp_path)) == 3
+    finally:
+        runner.shutdown(timeout=10)
+        log.close()
+
+
+def test_shutdown_waits_for_the_saver_to_store_what_the_device_finished(tmp_path: Path) -> None:
+    log = SqliteEventLog(tmp_path / "outputs" / "db.sqlite3")
+    queue = LocalCommandQueue()
+    blobs = SlowBlobs(tmp_path, delay_s=0.5)
+    runner = Runner(EventStore(log), queue, lambda: FakeEngine(), tmp_path, "cpu", blobs=blobs)
+    rig = Rig(log, queue, FakeEngine(), runner, tmp_path)
+    queue.put(rig.queue_task("a"))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not blobs.writers:  # sampled; the saver writes its image now
+        time.sleep(0.01)
+    runner.shutdown(timeout=10)
+    assert rig.types("a")[-1] == "TaskFinished" and len(output_files(tmp_path)) == 1
+    log.close()
+
+
+@dataclass
+class SideBySideEngine(FakeEngine):
+    """Images stepped side by side, as a batched task (--max-batch) reports them."""
+
+    def generate(self, plan: GenerationPlan, hooks: Any) -> tuple[list[FakeImage], str]:
+        for step in range(1, plan.steps + 1):
+            for index in range(len(plan.seeds)):
+                hooks.on_step(index, step, plan.steps, None)
+                hooks.poll_control()
+        images = [FakeImage(i, seed, Image.new("RGB", (plan.width, plan.height))) for i, seed in enumerate(plan.seeds)]
+        return images, "finished"
+
+
+def test_a_batched_tasks_percent_only_goes_up(tmp_path: Path) -> None:
+    log = SqliteEventLog(tmp_path / "outputs" / "db.sqlite3")
+    engine = SideBySideEngine()
+    runner = Runner(EventStore(log), LocalCommandQueue(), lambda: engine, tmp_path, "cpu")
+    rig = Rig(log, LocalCommandQueue(), engine, runner, tmp_path)
+    runner.run(rig.queue_task("t", image_number=3))
+    sampling = [e.percent for e in rig.events("t") if isinstance(e, TaskProgress) and e.stage == "sampling"]
+    total = len(sampling)  # one event an image-step: the last one as one image after another ends
+    assert sampling == sorted(sampling) and sampling[0] == 13 and sampling[-1] == int(13 + 87 * (total - 1) / total)
+    log.close()

@@ -33,8 +33,8 @@ from fooocus_es.media.conversions import ConversionCache
 from fooocus_es.ops.metrics import TaskMetrics
 from fooocus_es.projections.live import LiveTasks
 from fooocus_es.projections.records import ReadModel
-from fooocus_es.runner.worker import Runner
-from fooocus_es.services import EngineFactory, Services
+from fooocus_es.runner.devices import EngineFactory
+from fooocus_es.services import Services
 from fooocus_es.settings import Settings
 
 
@@ -51,7 +51,7 @@ class ServicesPlugin(InitPluginProtocol):
         self.services = Services(settings, engine_factory=engine_factory)
         # Each wire's tasks get that wire's webhook body (Fooocus-API's jobs theirs, others the record).
         self.services.webhook_body = webhook_body(self.services)
-        self.metrics = TaskMetrics(depth=lambda: self.services.live.depth)
+        self.metrics = TaskMetrics(depth=lambda: self.services.live.depth, runner_states=self.services.runner_states)
         self.services.bus.add_listener(self.metrics.apply)
 
     def dependencies(self) -> dict[str, Provide]:
@@ -68,7 +68,6 @@ class ServicesPlugin(InitPluginProtocol):
             "read_model": services.read_model,
             "blobs": services.blobs,
             "conversions": services.conversions,
-            "runner": services.runner,
             "model_store": services.model_store,
             "style_book": services.style_book,
             "metrics": self.metrics,
@@ -108,6 +107,6 @@ def provided_types() -> tuple[type, ...]:
     from fooocus_es.engine.models.store import ModelStore
 
     return (
-        Services, Settings, LiveTasks, UrlSigner, Bus, EventLog, EventStore, ReadModel, BlobStore, Runner,
+        Services, Settings, LiveTasks, UrlSigner, Bus, EventLog, EventStore, ReadModel, BlobStore,
         ModelStore, StyleBook, TaskMetrics, ConversionCache,
     )  # fmt: skip

@@ -125,8 +125,13 @@ async def health(services: NamedDependency[Services]) -> dict[str, Any]:
     not_ready = [f"storage: {fault.describe()}" for fault in faults]
     if services.settings.runner and preset_model in missing:
         not_ready.append(f"model: {preset_model} is missing ({missing[preset_model]})")
-    if services.settings.runner and not services.runner.alive:
-        not_ready.append("runner: the runner thread is not running")
+    if services.settings.runner and not services.runners.alive:
+        not_ready.append("runner: a runner thread is not running")
+    try:
+        runners = await anyio.to_thread.run_sync(services.runner_states)
+    except ConnectionError as exc:  # the fleet's NATS server is away: nothing can be queued or run
+        runners = []
+        not_ready.append(f"fleet: {exc}")
     return {
         "status": "ok",
         # Ready to generate with the server's preset: its checkpoint is on disk (or made on first use),
@@ -143,6 +148,8 @@ async def health(services: NamedDependency[Services]) -> dict[str, Any]:
         "running": [record["task_id"] for record in services.live.current_records()],
         "missing_models": missing,
         "downloading": downloading,
+        # This process's runners, or in a fleet every runner that beat lately (GET /runners has the details).
+        "runners": {state: sum(1 for info in runners if info.state == state) for state in ("idle", "busy", "stale")},
     }
 
 
@@ -152,4 +159,4 @@ async def health(services: NamedDependency[Services]) -> dict[str, Any]:
     responses=examples.RUNNERS_RESPONSES,
 )
 async def runners(services: NamedDependency[Services]) -> dict[str, list[RunnerInfo]]:
-    return {"runners": await services.runners()}
+    return {"runners": await services.runner_list()}

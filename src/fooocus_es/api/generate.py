@@ -124,7 +124,7 @@ async def _binary(
         if error:
             return Response({"detail": error.get("message"), "error": error}, status_code=500, headers=headers)
         return Response(b"", status_code=204, headers=headers)
-    path = services.data_path(stored["result"][0])
+    path = await anyio.to_thread.run_sync(services.data_path, stored["result"][0])  # a fleet: an object-store read
     converted = await anyio.to_thread.run_sync(convert_for_accept, path, request.headers.get("accept"))
     if converted is not None:
         content, media_type = converted

@@ -25,7 +25,6 @@ from fooocus_es.api.errors import Conflict, NotFound
 from fooocus_es.api.openapi_ops import operation
 from fooocus_es.api.structs import ControlResponse, TasksResponse
 from fooocus_es.events.types import TasksDeleted, event_type, now_ms
-from fooocus_es.projections import records
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.api.urls import UrlSigner
@@ -113,10 +112,10 @@ async def list_tasks(
     if query_kind not in ("all", "history"):
         return Response(TasksResponse(history=[], current=current, pending=pending))
     if start_ms is not None:
-        batches = records.history_in_range(read_model.path, start_ms, end_ms)
+        batches = read_model.history_in_range(start_ms, end_ms)
         return Stream(_streamed_tasks(batches, render, current, pending), media_type=MediaType.JSON)
     rows = await anyio.to_thread.run_sync(
-        lambda: records.history(read_model.reader(), page=page, page_size=page_size, before_id=before)
+        lambda: read_model.history(page=page, page_size=page_size, before_id=before)
     )
     headers = {}
     if len(rows) == page_size:  # possibly more: the keyset link skips nothing on the next read
@@ -154,7 +153,7 @@ async def _streamed_tasks(
 async def _delete_range(
     read_model: ReadModel, event_store: EventStore, signer: UrlSigner, blobs: BlobStore, start_ms: int, end_ms: int
 ) -> list[Any]:
-    rows = await anyio.to_thread.run_sync(lambda: records.ended_in_range(read_model.reader(), start_ms, end_ms))
+    rows = await anyio.to_thread.run_sync(read_model.ended_in_range, start_ms, end_ms)
     if not rows:
         return []
     event = TasksDeleted(

@@ -14,9 +14,11 @@ Two registries end up on one page (`MetricsController`):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+import anyio.to_thread
 from litestar import MediaType, get
 from litestar.di import NamedDependency
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -26,6 +28,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from fooocus_es.events.types import Envelope, Event, TaskFailed, TaskProgress, TaskQueued, TaskStarted, is_terminal
 from fooocus_es.tasks.status import TaskStatus, next_status
+
+if TYPE_CHECKING:
+    from fooocus_es.fleet.presence import RunnerInfo
 
 PREFIX: Final = "fooocus_es"
 _EXPOSITION_TYPE: Final = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")  # text/plain; version=1.0.0
@@ -39,8 +44,14 @@ def prometheus_config() -> PrometheusConfig:
     return PrometheusConfig(app_name=PREFIX, prefix=PREFIX, group_path=True, exclude=["^/metrics$"])
 
 
+RUNNER_STATES: Final = ("idle", "busy", "stale")
+
+
 class TaskMetrics:
-    def __init__(self, depth: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, depth: Callable[[], int] | None = None, runner_states: Callable[[], list[RunnerInfo]] | None = None
+    ) -> None:
+        """`runner_states`: this process's runners, or the fleet's (blocking: read by `render`, in a thread)."""
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.queued = Counter(f"{PREFIX}_tasks_queued", "Tasks accepted into the queue", registry=registry)
@@ -63,6 +74,11 @@ class TaskMetrics:
             f"{PREFIX}_queue_wait_seconds", "Time from TaskQueued to TaskStarted", buckets=TASK_BUCKETS,
             registry=registry,
         )  # fmt: skip
+        self.runners = Gauge(
+            f"{PREFIX}_runners", "Runners by state: this process's, or in a fleet every runner that beat lately",
+            ["state"], registry=registry,
+        )  # fmt: skip
+        self._runner_states = runner_states
         self._pending: dict[str, int] = {}  # task id -> queued at (ms)
         self._started: dict[str, int] = {}  # task id -> started at (ms)
         self._status: dict[str, TaskStatus] = {}  # tasks not ended yet (those seen since start)
@@ -118,6 +134,12 @@ class TaskMetrics:
         self._last_step.pop(task_id, None)
 
     def render(self) -> bytes:
+        """The page (worker thread: in a fleet the runner states are a NATS read away)."""
+        if self._runner_states is not None:
+            with contextlib.suppress(ConnectionError):  # the fleet's server is away: the last counts stand
+                states = [info.state for info in self._runner_states()]
+                for state in RUNNER_STATES:
+                    self.runners.labels(state).set(states.count(state))
         return generate_latest(self.registry)
 
 
@@ -130,5 +152,5 @@ class MetricsController(PrometheusController):
     # text/* type, so the type given here has none: prometheus_client's CONTENT_TYPE_LATEST has one.
     @get(summary="Prometheus metrics (text exposition format)", media_type=MediaType.TEXT)  # tagged "ops" by its router
     async def get(self, metrics: NamedDependency[TaskMetrics]) -> Response[Any]:  # type: ignore[override]
-        body = generate_latest(REGISTRY) + metrics.render()
+        body = generate_latest(REGISTRY) + await anyio.to_thread.run_sync(metrics.render)
         return Response(body, status_code=200, media_type=_EXPOSITION_TYPE)

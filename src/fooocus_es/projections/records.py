@@ -1,8 +1,13 @@
 """The generate_record read model: FooocusAPI's history table, a positioned consumer of the log.
 
-`ReadModel.apply` writes a batch of events and the seq it reached in one transaction, so the table
-and its position never disagree; on start it catches up from that position, and `rebuild` replays
-the whole log into it (the audit: same log, same table). Status changes follow tasks.status.
+`ReadModel` is what the server uses: the writer (`apply`, `catch_up`, `rebuild`) and the queries
+(`get`, `history`, ...). `apply` writes a batch of events and the seq it reached in one transaction,
+so the table and its position never disagree; on start it catches up from that position, and
+`rebuild` replays the whole log into it (the audit: same log, same table). What each event does to
+a row is decided once, in record_changes; status changes follow tasks.status.
+
+Two backends: `SqliteReadModel` (this node's own table in its data dir, the default) and
+projections.postgres_records (`--read-model postgresql://...`, one table shared by API nodes).
 """
 
 from __future__ import annotations
@@ -11,26 +16,15 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlite_utils import Database
 
 from fooocus_es.events.log import EventLog, pages
 from fooocus_es.events.sqlite import BUSY_TIMEOUT_S, ThreadReaders, connect, default_migrations_dir, migrate
-from fooocus_es.events.types import (
-    Envelope,
-    Event,
-    TaskCancelled,
-    TaskFailed,
-    TaskFinished,
-    TaskProgress,
-    TaskQueued,
-    TasksDeleted,
-    TaskSkipped,
-    TaskStarted,
-    TaskStopped,
-)
-from fooocus_es.tasks.status import TaskStatus, next_status
+from fooocus_es.events.types import Envelope, Event
+from fooocus_es.projections.record_changes import CURRENT_SQL, Current, change_for, statement
 
 COLUMNS = (
     "id", "task_id", "req_params", "in_queue_mills", "start_mills", "finish_mills", "task_status",
@@ -38,10 +32,66 @@ COLUMNS = (
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM generate_record"
 POSITION = "generate_record"
+_CURRENT = CURRENT_SQL.format(mark="?")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+READ_MODEL_FLAG = "--read-model (FOOOCUS_ES_READ_MODEL_URL)"
 
 
-class ReadModel:
-    """The table's writer: applies the log in order and keeps its position beside the rows."""
+class ReadModelUnavailable(ConnectionError):
+    """A networked read model (PostgreSQL) did not answer: a storage fault of kind "unreachable",
+    so the follower retries its batch and the API answers 503 (ops/storage.py, api/errors.py)."""
+
+
+@runtime_checkable  # Litestar checks an injected dependency against its annotation
+class ReadModel(Protocol):
+    """The history table: its writer, fed from the log in order, and its queries (rows as dicts)."""
+
+    def position(self) -> int: ...
+    def apply(self, envelopes: Sequence[Envelope]) -> None: ...
+    def catch_up(self, log: EventLog) -> int: ...
+    def rebuild(self, log: EventLog) -> int: ...
+    def close(self) -> None: ...
+
+    def get(self, task_id: str) -> dict[str, Any] | None: ...
+    def history(self, *, page: int, page_size: int, before_id: int | None = None) -> list[dict[str, Any]]: ...
+    def history_in_range(self, start_ms: int, end_ms: int, batch: int = 200) -> Iterator[list[dict[str, Any]]]: ...
+    def ended_in_range(self, start_ms: int, end_ms: int) -> list[dict[str, Any]]: ...
+    def all_rows(self) -> list[tuple[Any, ...]]: ...
+    def unfinished(self) -> list[dict[str, Any]]: ...
+    def ended_count(self) -> int: ...
+    def last_task_id(self) -> str | None: ...
+
+
+def check_read_model_url(url: str) -> None:
+    """"" (SQLite in the data dir) or postgresql://...; anything else is refused before start-up."""
+    if url and urlsplit(url).scheme not in POSTGRES_SCHEMES:
+        raise ValueError(
+            f"{READ_MODEL_FLAG} {redacted(url)!r}: expected postgresql://USER@HOST:PORT/DATABASE,"
+            " or nothing for SQLite in the data dir"
+        )
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_read_model(url: str, db_path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> ReadModel:
+    """The read model `url` names: "" for SQLite at `db_path`, else a shared PostgreSQL database."""
+    check_read_model_url(url)
+    if not url:
+        return SqliteReadModel(db_path, busy_timeout_s=busy_timeout_s)
+    from fooocus_es.projections.postgres_records import PostgresReadModel  # psycopg only when asked for
+
+    return PostgresReadModel(url)
+
+
+class SqliteReadModel:
+    """The table in a SQLite file: one writer connection under a lock, a read connection per thread."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
@@ -74,11 +124,7 @@ class ReadModel:
 
     def catch_up(self, log: EventLog) -> int:
         """Apply what the log has beyond the position; returns how many events that was."""
-        count = 0
-        for page in pages(log.read(after_seq=self.position())):
-            self.apply(page)
-            count += len(page)
-        return count
+        return catch_up(self, log)
 
     def rebuild(self, log: EventLog) -> int:
         """Empty the table and apply the whole log, in one transaction."""
@@ -90,6 +136,40 @@ class ReadModel:
 
     def close(self) -> None:
         self._writer.conn.close()
+
+    # -- queries (this thread's read connection) ------------------------------------------------
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        return get(self.reader(), task_id)
+
+    def history(self, *, page: int, page_size: int, before_id: int | None = None) -> list[dict[str, Any]]:
+        return history(self.reader(), page=page, page_size=page_size, before_id=before_id)
+
+    def history_in_range(self, start_ms: int, end_ms: int, batch: int = 200) -> Iterator[list[dict[str, Any]]]:
+        return history_in_range(self.path, start_ms, end_ms, batch)
+
+    def ended_in_range(self, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        return ended_in_range(self.reader(), start_ms, end_ms)
+
+    def all_rows(self) -> list[tuple[Any, ...]]:
+        return all_rows(self.reader())
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        return unfinished(self.reader())
+
+    def ended_count(self) -> int:
+        return ended_count(self.reader())
+
+    def last_task_id(self) -> str | None:
+        return last_task_id(self.reader())
+
+
+def catch_up(model: ReadModel, log: EventLog) -> int:
+    """Apply what the log has beyond the model's position, a page per transaction; how many events."""
+    count = 0
+    for page in pages(log.read(after_seq=model.position())):
+        model.apply(page)
+        count += len(page)
+    return count
 
 
 def position_of(db: Database, name: str) -> int:
@@ -105,61 +185,18 @@ def set_position(db: Database, name: str, seq: int) -> None:
 
 
 def apply(db: Database, seq: int, event: Event) -> None:
-    """Apply one event (inside the caller's transaction)."""
+    """Apply one event (inside the caller's transaction): record_changes decides, SQLite runs it."""
     conn = db.conn
-    if isinstance(event, TaskProgress):
-        return  # progress is live-only state: FooocusAPI never writes it to the table
-    if isinstance(event, TasksDeleted):
-        conn.executemany(
-            "DELETE FROM generate_record WHERE task_id = ?", [(task_id,) for task_id in event.deleted_task_ids]
-        )
-        return
-    row = conn.execute(
-        "SELECT task_status, finish_mills IS NOT NULL, notes FROM generate_record WHERE task_id = ?", (event.task_id,)
-    ).fetchone()
-    current: TaskStatus | None = row[0] if row else None
-    status = next_status(current, event, ended=bool(row and row[1]))
-    if status is None:
-        return  # not a transition (the log's terminal guard makes this rare: rows older than it)
-    match event:
-        case TaskQueued():
-            conn.execute(
-                "INSERT INTO generate_record (id, task_id, req_params, in_queue_mills, task_status, progress,"
-                " webhook_url, result, notes, wire) VALUES (?, ?, ?, ?, ?, 0, ?, '[]', ?, ?)",
-                (
-                    seq, event.task_id, json.dumps(event.params), event.at_ms, status, event.webhook_url,
-                    json.dumps(event.notes) if event.notes else None, event.wire,
-                ),  # fmt: skip
-            )
-        case TaskStarted():
-            conn.execute(
-                "UPDATE generate_record SET start_mills = ?, task_status = ? WHERE task_id = ?",
-                (event.at_ms, status, event.task_id),
-            )
-        case TaskSkipped():
-            # FooocusAPI reports a task with a skipped image as status "skip" when it ends.
-            conn.execute("UPDATE generate_record SET task_status = ? WHERE task_id = ?", (status, event.task_id))
-        case TaskFinished():
-            notes = [*(json.loads(row[2] or "null") or []), *event.notes] if row else list(event.notes)
-            conn.execute(
-                "UPDATE generate_record SET finish_mills = ?, progress = 100, result = ?, notes = ?, task_status = ?"
-                " WHERE task_id = ?",
-                (event.at_ms, json.dumps(event.result), json.dumps(notes) if notes else None, status, event.task_id),
-            )
-        case TaskStopped():
-            _end(db, event.task_id, event.at_ms, status, event.result, None)
-        case TaskFailed():
-            error = {"type": event.error_type, "message": event.message}
-            _end(db, event.task_id, event.at_ms, status, event.result, error)
-        case TaskCancelled():
-            _end(db, event.task_id, event.at_ms, status, [], None)
 
+    def load(task_id: str) -> Current | None:
+        row = conn.execute(_CURRENT, (task_id,)).fetchone()
+        return Current(row[0], bool(row[1]), row[2]) if row else None
 
-def _end(db: Database, task_id: str, at_ms: int, status: str, result: list[str], error: dict | None) -> None:
-    db.conn.execute(
-        "UPDATE generate_record SET finish_mills = ?, task_status = ?, result = ?, error = ? WHERE task_id = ?",
-        (at_ms, status, json.dumps(result), json.dumps(error) if error else None, task_id),
-    )
+    change = change_for(seq, event, load)
+    if change is not None:
+        sql, rows = statement(change, "?")
+        for params in rows:  # one row, or one per deleted task
+            conn.execute(sql, params)
 
 
 def rebuild(db: Database, events: Iterable[tuple[int, Event]]) -> int:

@@ -17,6 +17,7 @@ import base64
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +47,7 @@ from fooocus_es.media.inputs import stored_input_keys
 from fooocus_es.media.metadata import parameters_text
 from fooocus_es.media.outputs import encode_image, save_output
 from fooocus_es.ops.storage import FaultKind, Place, StorageHealth, classify
-from fooocus_es.runner.queue import CommandQueue
+from fooocus_es.runner.queue import Claim, CommandQueue
 from fooocus_es.tasks.commands import Control, Generate, Skip, Stop
 
 T = TypeVar("T")
@@ -123,6 +124,27 @@ class _Current:
 
 
 FENCE_CHECK_S: Final = 5.0
+# Finished tasks waiting for the saver at most: past it the device waits (their images are in memory).
+SAVES_QUEUED: Final = 2
+
+
+@dataclass
+class _Finish:
+    """What is left of a task once its images are generated: saving them and its terminal event."""
+
+    current: _Current
+    params: dict[str, Any]
+    plan: GenerationPlan
+    images: list[Any]
+    status: str
+    interrupted: bool  # the runner was shutting down when the task stopped
+    task_log: Any
+    started: float  # perf_counter at the task's start
+CLAIM_SLICE_S: Final = 1.0  # a claim waits this long at a time, so a shutdown is seen within it
+
+
+class TaskHandedOver(Exception):
+    """The runner stops (SIGTERM) in a fleet: its task goes back to the queue, for another runner."""
 
 
 class Runner:
@@ -140,7 +162,11 @@ class Runner:
         runner_id: str | None = None,
         retry_interrupted: int = 1,
         storage: StorageHealth | None = None,
+        hand_over: bool = False,
     ) -> None:
+        """`hand_over`: on shutdown, give the running task back to the queue instead of failing it
+        "interrupted" (a fleet: another runner re-runs it at once, seeded, so the same pixels)."""
+        self.hand_over = hand_over
         self.store = store
         self.blobs = blobs or LocalBlobs(data_dir)
         self.queue = queue
@@ -159,6 +185,9 @@ class Runner:
         self._current: _Current | None = None
         self._shutdown = False
         self._thread = threading.Thread(target=self._loop, name=self.runner_id, daemon=True)
+        # One saver thread: PNG encoding (~120 ms for 1024x1024) and writes leave the device's thread.
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.runner_id}-save")
+        self._saves = threading.BoundedSemaphore(SAVES_QUEUED)
 
     # -- commands (any thread) ------------------------------------------------------------------
     def start(self) -> None:
@@ -182,15 +211,26 @@ class Runner:
         with self._lock:
             return self._current.task_id if self._current is not None else None
 
-    def shutdown(self, timeout: float = 30.0) -> None:
+    def stop_soon(self) -> None:
+        """Stop the running task and claim nothing more (its thread ends within a claim slice)."""
         with self._lock:
             self._shutdown = True
             if self._current is not None:
                 self._current.stop = True
         self._wake.set()
-        self.queue.close()
+
+    def join(self, timeout: float = 30.0) -> None:
+        """Until the thread ended and every task it handed to the saver is stored."""
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._saver.shutdown(wait=True)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """stop_soon, join, then close the queue (runners sharing one queue: stop_soon and join each
+        first, then close it once, so none is left unable to hand its task back)."""
+        self.stop_soon()
+        self.join(timeout)
+        self.queue.close()
 
     @property
     def busy(self) -> bool:
@@ -203,29 +243,57 @@ class Runner:
     # -- the worker thread ----------------------------------------------------------------------
     def _loop(self) -> None:
         self._warm_up()
-        while (claim := self.queue.claim(self.runner_id)) is not None:
+        while not self._shutting_down():
+            # In slices, so a shutdown is seen without closing the queue under other runners.
+            claim = self.queue.claim(self.runner_id, timeout=CLAIM_SLICE_S)
+            if claim is None:
+                continue
             if self._shutting_down():
                 claim.release()
                 break
+            current = _Current(claim.command.task_id, version=claim.command.version)
+            outcome: bool | _Finish = True
             try:
-                self.run(claim.command, attempt=claim.attempt)
+                outcome = self._start(claim.command, claim.attempt, current)
             except Exception as exc:  # a bug must not end the thread: the next task still runs
                 log = structlog.get_logger("fooocus_es.runner")
                 log.exception("runner.task_crashed", task_id=claim.command.task_id)
-                self._fail_crashed(claim.command.task_id, exc)
-            finally:
+                self._fail_crashed(current, exc)
+            if isinstance(outcome, _Finish):
+                # Encoding and saving on the saver thread: the next task starts on the device now.
+                self._saves.acquire()
+                self._saver.submit(self._finish_then_answer, outcome, claim)
+            elif outcome:
                 claim.ack()  # the task's terminal event is stored (or it was never started)
+            else:
+                claim.release()  # handed back: another runner takes the task over now
 
-    def _fail_crashed(self, task_id: str, exc: Exception) -> None:
+    def _finish_then_answer(self, job: _Finish, claim: Claim) -> None:
+        """The saver thread: the images saved and the terminal event stored, then the claim answered."""
+        done = True
+        try:
+            done = self._finish(job)
+        except Exception as exc:  # a bug: the task still ends, the saver goes on
+            structlog.get_logger("fooocus_es.runner").exception("runner.save_crashed", task_id=job.current.task_id)
+            self._fail_crashed(job.current, exc)
+        finally:
+            self._saves.release()
+            claim.ack() if done else claim.release()
+
+    def _fail_crashed(self, current: _Current, exc: Exception) -> None:
         """End a task whose run raised (a bug) as failed, so it is not left "running" once acked."""
+        task_id = current.task_id
         try:
             message = f"runner error: {type(exc).__name__}: {exc}"
-            self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="RunnerError", message=message))
+            event = TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="RunnerError", message=message)
+            self._emit(event, current=current)
         except Exception as final:  # ended elsewhere, or the log is away too: recovery has the rest
             structlog.get_logger("fooocus_es.runner").warning("runner.crash_not_stored", task_id=task_id,
                                                               error=str(final))  # fmt: skip
         finally:
-            self._clear()
+            with self._lock:  # the saver calls this too: never clear the task now on the device
+                if self._current is current:
+                    self._current = None
 
     def _warm_up(self) -> None:
         """Import torch and load the server preset's model before the first task asks for it."""
@@ -238,14 +306,15 @@ class Runner:
                 "runner.warm_up_failed", model=self.warm_model, error=str(exc)
             )
 
-    def _emit(self, event: Event, *, until_stored: bool = False) -> None:
+    def _emit(self, event: Event, *, until_stored: bool = False, current: _Current | None = None) -> None:
         """Append after the version this runner last wrote; a refusal abandons the task.
 
         A storage error is retried (QUICK_TRIES times, or until it works with `until_stored`), which
         is safe because the append names the version it follows: a StaleVersion after a failed try
-        is that try's own event having landed, when the log holds it at the next version.
+        is that try's own event having landed, when the log holds it at the next version. `current`:
+        the task's state (default: the task on the device; the saver passes the one it finishes).
         """
-        current = self._current
+        current = current or self._current
         if current is None or current.task_id != event.task_id:
             raise TaskAbandoned(event.task_id)
         tries = 0
@@ -288,8 +357,15 @@ class Runner:
         """Back off before the next try; False when the runner is shutting down (stop retrying)."""
         return not self._wake.wait(min(0.2 * 2 ** (tries - 1), MAX_PAUSE_S)) and not self._shutting_down()
 
-    def run(self, command: Generate, *, attempt: int = 1) -> None:
-        """Run one task to its terminal event (public for tests; the loop calls it).
+    def run(self, command: Generate, *, attempt: int = 1) -> bool:
+        """Run one task to its terminal event on this thread (tests; the loop saves on its saver
+        thread instead); False when the task was handed back (release its command, not ack it)."""
+        outcome = self._start(command, attempt, _Current(command.task_id, version=command.version))
+        return self._finish(outcome) if isinstance(outcome, _Finish) else outcome
+
+    def _start(self, command: Generate, attempt: int, current: _Current) -> bool | _Finish:
+        """The device's part of a task: started, generated; what is left to save comes back as a
+        `_Finish` (else True: ended, or never started; False: handed back).
 
         `attempt` > 1 is a command handed out again because its runner went away (a fleet's queue
         redelivers after the ack wait): a task that had started is re-run (seeded, so the same
@@ -300,65 +376,77 @@ class Runner:
         # Bound here, not at construction: structlog is configured by the app after the runner exists.
         task_log = structlog.get_logger("fooocus_es.runner").bind(device=self.device, task_id=task_id)
         version = command.version
-        current = _Current(task_id, version=version)
         with self._lock:
             self._current = current
+        runs = 0  # how many runners started the task before (the log counts, not the deliveries)
         if attempt > 1:
             try:
-                version = max(version, self._retried("log", lambda: self.store.log.version(task_id)))
-            except StorageFailed:  # the log failed, or the runner shuts down: recovery decides
+                stored = self._retried("log", lambda: [e.event for e in self.store.log.read(task_id=task_id)])
+            except StorageFailed:  # the log failed, or the runner shuts down: a fleet hands it on
                 task_log.warning("task.not_started", reason="the log could not be read")
                 self._clear()
-                return
-            current.version = version
+                return not self.hand_over
+            # A delivery can be lost without a run (to a pull request that just expired), so the
+            # queue's delivery count overstates how often the task was interrupted.
+            runs = sum(isinstance(event, TaskStarted) for event in stored)
+            current.version = version = max(version, len(stored))
         try:
-            if version > command.version and attempt - 1 > self.retry_interrupted:
-                message = f"interrupted: the task's runner went away {attempt - 1} times"
+            if runs > self.retry_interrupted:
+                message = f"interrupted: the task's runner went away {runs} times"
                 self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="Interrupted", message=message))
                 task_log.warning("task.failed", error_type="Interrupted", error=message)
                 self._clear()
-                return
+                return True
             # Nothing of the task has happened yet: waiting for storage to start it is safe.
             started = TaskStarted(
-                task_id=task_id, at_ms=now_ms(), device=self.device, attempt=attempt, runner=self.runner_id
+                task_id=task_id, at_ms=now_ms(), device=self.device, attempt=runs + 1, runner=self.runner_id
             )
             self._emit(started, until_stored=True)
         except TaskAbandoned:
             task_log.info("task.not_started", reason="cancelled or ended before it started")
             self._clear()
-            return
-        except StorageFailed:  # shutting down: it is still queued in the log and runs after a restart
+            return True
+        except StorageFailed:  # shutting down: still queued in the log; a restart (or a fleet's next runner) runs it
             task_log.warning("task.not_started", reason="storage failed while the server shut down")
             self._clear()
-            return
+            return not self.hand_over
         task_log.info("task.started")
         try:
-            self._run_started(command, task_log)
+            return self._run_started(command, task_log, current) or True
+        except TaskHandedOver:
+            self._discard_outputs()
+            task_log.info("task.handed_over", reason="the runner stops: another runner takes the task over")
+            return False
         except TaskAbandoned as exc:
             self._discard_outputs()
             task_log.warning("task.abandoned", reason=str(exc))
         except StorageFailed as exc:
-            self._fail_on_storage(task_id, exc, task_log)
+            if self.hand_over and self._shutting_down():  # its store is away and we stop: hand it on
+                self._discard_outputs()
+                task_log.warning("task.handed_over", reason=f"storage failed while the runner stopped ({exc})")
+                return False
+            self._fail_on_storage(task_id, exc, task_log, current)
         finally:
             self._clear()
+        return True
 
-    def _fail_on_storage(self, task_id: str, exc: StorageFailed, task_log: Any) -> None:
+    def _fail_on_storage(self, task_id: str, exc: StorageFailed, task_log: Any, current: _Current) -> None:
         """Delete the task's files and, once the log takes it, store the task as failed."""
-        self._discard_outputs()
+        self._discard_outputs(current)
         what = "the task log" if exc.place == "log" else f"{exc.place}/"
         message = f"storage error: {what} could not be written ({exc.cause}); the task was not completed"
         task_log.error("task.failed", error_type="StorageError", error=message)
         try:
             self._emit(
                 TaskFailed(task_id=task_id, at_ms=now_ms(), error_type="StorageError", message=message),
-                until_stored=True,
-            )
+                until_stored=True, current=current,
+            )  # fmt: skip
         except (TaskAbandoned, StorageFailed) as final:  # ended elsewhere, or shut down: a restart recovers it
             task_log.warning("task.failed_not_stored", reason=str(final))
 
-    def _discard_outputs(self) -> None:
-        """Remove the files saved for the current task: no record will name them."""
-        current = self._current
+    def _discard_outputs(self, current: _Current | None = None) -> None:
+        """Remove the files saved for the task (default: the one on the device): no record names them."""
+        current = current or self._current
         if current is None:
             return
         for key in current.written:
@@ -373,7 +461,8 @@ class Runner:
         with self._lock:
             self._current = None
 
-    def _run_started(self, command: Generate, task_log: Any) -> None:
+    def _run_started(self, command: Generate, task_log: Any, current: _Current) -> _Finish | None:
+        """Plan, load, generate; None when the task failed (its TaskFailed is stored)."""
         task_id, params = command.task_id, command.params
         started = time.perf_counter()
         try:
@@ -391,31 +480,63 @@ class Runner:
             self._progress(task_id, 13, f"Preparing task 1/{count} ...", stage="preparing", image_count=count)
             hooks = _Hooks(self, task_id, count)
             images, status = engine.generate(plan, hooks)
-            result = self._save(task_id, params, plan, images)
-        except (TaskAbandoned, StorageFailed):
+            if status == "stopped" and self.hand_over and self._shutting_down():
+                raise TaskHandedOver(task_id)  # nothing saved: the next runner makes every image
+        except (TaskAbandoned, StorageFailed, TaskHandedOver):
             raise
         except Exception as exc:  # a task's failure is a value: it never takes the runner down
-            self._discard_outputs()
-            message = str(exc) or type(exc).__name__
-            if isinstance(exc, expected_failures()):  # the message says it all; no traceback
-                task_log.warning("task.failed", error_type=type(exc).__name__, error=message)
-            else:
-                task_log.exception("task.failed", error=message)
-            self._emit(TaskFailed(task_id=task_id, at_ms=now_ms(), error_type=type(exc).__name__, message=message))
-            return
-        elapsed = round(time.perf_counter() - started, 3)
-        if self._shutting_down() and status == "stopped":
-            self._emit(
-                TaskFailed(
+            self._task_failed(exc, task_log, current)
+            return None
+        interrupted = self._shutting_down() and status == "stopped"  # decided now, not when saved
+        return _Finish(current, params, plan, images, status, interrupted, task_log, started)
+
+    def _task_failed(self, exc: Exception, task_log: Any, current: _Current) -> None:
+        self._discard_outputs(current)
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, expected_failures()):  # the message says it all; no traceback
+            task_log.warning("task.failed", error_type=type(exc).__name__, error=message)
+        else:
+            task_log.exception("task.failed", error=message)
+        event = TaskFailed(task_id=current.task_id, at_ms=now_ms(), error_type=type(exc).__name__, message=message)
+        self._emit(event, current=current)
+
+    def _finish(self, job: _Finish) -> bool:
+        """Encode and save the images, then store the terminal event (the saver thread, or inline in
+        `run`); False when the task is handed back instead (its command to be released)."""
+        current, task_log = job.current, job.task_log
+        task_id = current.task_id
+        try:
+            try:
+                result = self._save(job.params, job.plan, job.images, current)
+            except (TaskAbandoned, StorageFailed):
+                raise
+            except Exception as exc:  # an image that cannot be encoded: the task fails, the runner goes on
+                self._task_failed(exc, task_log, current)
+                return True
+            if job.interrupted:
+                event: Event = TaskFailed(
                     task_id=task_id, at_ms=now_ms(), error_type="Interrupted",
                     message="the server shut down while the task was running", result=result,
-                )
-            )  # fmt: skip
-        elif status == "stopped":
-            self._emit(TaskStopped(task_id=task_id, at_ms=now_ms(), result=result))
-        else:
-            self._emit(TaskFinished(task_id=task_id, at_ms=now_ms(), result=result, notes=list(plan.notes)))
-        task_log.info("task.ended", status=status, images=len(result), seconds=elapsed)
+                )  # fmt: skip
+            elif job.status == "stopped":
+                event = TaskStopped(task_id=task_id, at_ms=now_ms(), result=result)
+            else:
+                event = TaskFinished(task_id=task_id, at_ms=now_ms(), result=result, notes=list(job.plan.notes))
+            self._emit(event, current=current)
+        except TaskAbandoned as exc:
+            self._discard_outputs(current)
+            task_log.warning("task.abandoned", reason=str(exc))
+            return True
+        except StorageFailed as exc:
+            if self.hand_over and self._shutting_down():  # its store is away and we stop: hand it on
+                self._discard_outputs(current)
+                task_log.warning("task.handed_over", reason=f"storage failed while the runner stopped ({exc})")
+                return False
+            self._fail_on_storage(task_id, exc, task_log, current)
+            return True
+        elapsed = round(time.perf_counter() - job.started, 3)
+        task_log.info("task.ended", status=job.status, images=len(result), seconds=elapsed)
+        return True
 
     def _shutting_down(self) -> bool:
         with self._lock:
@@ -438,16 +559,17 @@ class Runner:
         image_index: int = 0,
         image_count: int = 0,
         preview: str | None = None,
+        current: _Current | None = None,
     ) -> None:
         event = TaskProgress(
             task_id=task_id, at_ms=now_ms(), percent=percent, message=message, stage=stage, step=step,
             steps=steps, image_index=image_index, image_count=image_count, preview=preview,
         )  # fmt: skip
-        current = self._current
+        current = current or self._current
         if current is None or current.task_id != task_id:
             raise TaskAbandoned(task_id)
         if not self.store.announces:
-            self._emit(event)  # one machine: progress is in the log, like every other event
+            self._emit(event, current=current)  # one machine: progress is in the log, like every other event
             return
         # A fleet: progress goes to the followers live, never into the stream, so no version moves;
         # every few seconds the runner checks that the task is still its own (a takeover fences it).
@@ -463,27 +585,25 @@ class Runner:
             if classify(exc) != "unreachable":
                 raise
 
-    def _save(self, task_id: str, params: dict[str, Any], plan: GenerationPlan, images: list[Any]) -> list[str]:
+    def _save(self, params: dict[str, Any], plan: GenerationPlan, images: list[Any], current: _Current) -> list[str]:
         fmt = params["output_format"]
         result: list[str] = []
         for number, generated in enumerate(images, start=1):
             self._progress(
-                task_id, 100, f"Saving image {number}/{len(images)} to system ...", stage="saving",
-                image_index=number - 1, image_count=len(images),
+                current.task_id, 100, f"Saving image {number}/{len(images)} to system ...", stage="saving",
+                image_index=number - 1, image_count=len(images), current=current,
             )  # fmt: skip
             meta = parameters_text(params, plan, generated.seed, generated.image_index)
             data = encode_image(
                 generated.image, fmt, parameters=meta[0] if meta else None, scheme=meta[1] if meta else "fooocus"
             )
-            result.append(self._save_file(data, fmt))
+            result.append(self._save_file(data, fmt, current))
         return result
 
-    def _save_file(self, data: bytes, fmt: str) -> str:
+    def _save_file(self, data: bytes, fmt: str, current: _Current) -> str:
         """Write one output (retried on a storage error: a failed create leaves no file, names are fresh)."""
         key = self._retried("outputs", lambda: save_output(data, self.blobs, fmt, now=datetime.now()))
-        current = self._current
-        if current is not None:
-            current.written.append(key)
+        current.written.append(key)
         return key
 
     def _retried(self, place: Place, attempt: Callable[[], T]) -> T:
@@ -531,11 +651,16 @@ class _Hooks:
         self.task_id = task_id
         self.image_count = image_count
         self.image_index = 0
+        self.steps = 1
+        # Steps done per image: batched images (--max-batch) step side by side, not one after another.
+        self._done: dict[int, int] = {}
 
     def on_step(self, image_index: int, step: int, steps: int, preview_jpeg: bytes | None) -> None:
-        self.image_index = image_index
-        # FooocusAPI's scale: 13% when sampling starts, 100% when the last step of the last image is done.
-        done = image_index * steps + step - 1
+        self.image_index, self.steps = image_index, steps
+        self._done[image_index] = step
+        # FooocusAPI's scale: 13% when sampling starts, 100% when the last step of the last image is
+        # done; one image after another this is image_index * steps + step - 1 steps done.
+        done = sum(self._done.values()) - 1
         percent = int(13 + 87 * done / (self.image_count * steps))
         preview = None
         if preview_jpeg is not None:
@@ -547,4 +672,7 @@ class _Hooks:
         )  # fmt: skip
 
     def poll_control(self) -> ControlAnswer | None:
-        return self.runner._poll(self.task_id, self.image_index)
+        answer = self.runner._poll(self.task_id, self.image_index)
+        if answer == "skip":  # a skipped image counts as done, as Fooocus's percent jumps past it
+            self._done[self.image_index] = self.steps
+        return answer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from fooocus_es.events.sqlite import BUSY_TIMEOUT_S, connect
+from fooocus_es.events.sqlite import BUSY_TIMEOUT_S, connect, default_migrations_dir, migrate
 from fooocus_es.events.types import Envelope, is_terminal, now_ms
 from fooocus_es.projections.records import position_of, set_position
 
@@ -39,7 +39,11 @@ class WebhookAttempt(msgspec.Struct, frozen=True):
 
 class WebhookOutbox:
     def __init__(self, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._db = connect(path, busy_timeout_s=busy_timeout_s)
+        # Its tables are the data dir's migrations: applied by whichever opens the file first. In a
+        # fleet with a PostgreSQL read model nothing else here opens it (the log is on NATS).
+        migrate(self._db, default_migrations_dir())
         self._lock = threading.Lock()
 
     def position(self) -> int:

@@ -107,7 +107,7 @@ async def _png(services: Services, stored: dict[str, Any], headers: dict[str, st
         error = stored.get("error") or {}
         detail = error.get("message") or f"the job ended as {stored['task_status']!r} without an image"
         return Response({"detail": detail, "finish_reason": "ERROR"}, status_code=500, headers=headers)
-    path = services.data_path(paths[0])
+    path = await anyio.to_thread.run_sync(services.data_path, paths[0])  # a fleet: an object-store read
     converted = await anyio.to_thread.run_sync(convert_for_accept, path, "image/png")
     content = converted[0] if converted is not None else await anyio.to_thread.run_sync(path.read_bytes)
     return Response(content, media_type="image/png", headers=headers)

@@ -31,7 +31,6 @@ from fooocus_es.api.fooocus_api.responses import (
     succeeded,
 )
 from fooocus_es.events.types import TaskSkipped
-from fooocus_es.projections import records
 from fooocus_es.projections.live import LiveTask
 from fooocus_es.services import Services
 
@@ -103,8 +102,8 @@ def webhook_body(services: Services) -> Callable[[str, dict[str, Any]], Awaitabl
 
 async def queue_info(services: Services) -> JobQueueInfo:
     def counts() -> tuple[int, str | None]:
-        db = services.read_model.reader()
-        return records.ended_count(db), records.last_task_id(db)
+        read_model = services.read_model
+        return read_model.ended_count(), read_model.last_task_id()
 
     finished, last = await anyio.to_thread.run_sync(counts)
     running = len(services.live.pending) + len(services.live.running)
@@ -120,7 +119,7 @@ async def history(services: Services, job_id: str | None, page: int, page_size: 
         rows = [stored] if stored is not None and stored["finish_mills"] is not None else []
     else:
         rows = await anyio.to_thread.run_sync(
-            lambda: records.history(services.read_model.reader(), page=page, page_size=page_size)
+            lambda: services.read_model.history(page=page, page_size=page_size)
         )
     return JobHistoryResponse(queue=queue, history=[history_info(row) for row in rows])
 

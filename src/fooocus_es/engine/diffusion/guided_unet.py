@@ -17,6 +17,9 @@ With the extras off the wrapper passes the UNet's output through untouched, so t
 bit-identical to the plain pipeline's; `wrap_unet` returns the bare UNet in that case anyway.
 Works for every scheduler on the DDPM discretisation (all Fooocus samplers but EDM), epsilon or
 v-prediction, and with second-order samplers (each UNet call uses its own timestep's progress).
+
+The maths for one request (one image: its rows at one timestep) is `RowGuidance`; GuidedUNet applies
+it to a whole pipeline call, the batch denoiser (batching.py) to each request's slice of a batched call.
 """
 
 from __future__ import annotations
@@ -69,6 +72,85 @@ class GuidanceSettings:
         return self.reshapes_prediction or self.uses_adm
 
 
+class RowGuidance:
+    """Fooocus's per-request guidance maths, shared by `GuidedUNet` (a whole pipeline call is one
+    request) and the batch denoiser (`batching.py`: each request's slice of a batched call).
+
+    A request's rows are `[uncond; cond]` (split) or `[cond]`, all at one timestep `t`; its
+    progress, ADM ids and final prediction depend on that `t` only, so a batch whose requests sit
+    at different timesteps applies this once per request, each with its own progress.
+    """
+
+    def __init__(
+        self,
+        settings: GuidanceSettings,
+        alphas_cumprod: Tensor,
+        *,
+        prediction_type: str = "epsilon",
+        vae_scale_factor: int = 8,
+    ) -> None:
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction type {prediction_type!r} is not supported by the guidance extras")
+        self.settings = settings
+        self.prediction_type = prediction_type
+        self.vae_scale_factor = vae_scale_factor
+        self.num_train_timesteps = int(alphas_cumprod.numel())
+        self._alphas_cumprod = alphas_cumprod.detach().to(torch.float32)
+        # Per-request memo of device tensors (time-id rows, the schedule), so a step uploads nothing.
+        self._device_tensors: dict[tuple[Any, ...], Tensor] = {}
+
+    def progress(self, t: Tensor) -> guidance.Progress:
+        """Fooocus's progress at this request's (0-d, on-device) timestep."""
+        return guidance.progress_from_timestep(t, self.num_train_timesteps)
+
+    def adm_time_ids(self, sample: Tensor, time_ids: Tensor, progress: guidance.Progress, split: bool) -> Tensor:
+        """Fooocus's ids for this step: rows `[uncond] * n + [cond] * n` (or `[cond] * n` without CFG).
+
+        `sample` is this request's rows; `time_ids` gives only the dtype and device.
+        """
+        s = self.settings
+        height, width = sample.shape[2] * self.vae_scale_factor, sample.shape[3] * self.vae_scale_factor
+        rows = sample.shape[0] // 2 if split else sample.shape[0]
+        key = ("adm", height, width, rows, split, time_ids.dtype, time_ids.device)
+        if key not in self._device_tensors:
+            cond = [guidance.adm_time_ids(height, width, s.adm_scaler_positive)] * rows
+            uncond = [guidance.adm_time_ids(height, width, s.adm_scaler_negative)] * rows if split else []
+            consistent = [guidance.adm_consistent_ids(height, width)] * len(uncond + cond)
+            both = torch.tensor([uncond + cond, consistent], dtype=time_ids.dtype).to(time_ids.device)
+            self._device_tensors[key] = both
+        emphasized, consistent_ids = self._device_tensors[key]
+        return guidance.timed_adm_ids(emphasized, consistent_ids, progress, s.adm_scaler_end)
+
+    def _alpha_bar(self, t: Tensor) -> Tensor:
+        key = ("alphas_cumprod", t.device)
+        if key not in self._device_tensors:
+            self._device_tensors[key] = self._alphas_cumprod.to(t.device)
+        return guidance.alpha_bar_at(t, self._device_tensors[key])
+
+    def final_prediction(self, sample: Tensor, out: Tensor, t: Tensor, progress: guidance.Progress) -> Tensor:
+        """Sharpen the cond eps and combine with adaptive CFG: one half's worth of rows.
+
+        `sample` and `out` are this request's `[uncond; cond]` input and output rows. Computed in
+        float32 (Fooocus samples in float32 even with a float16 UNet), cast back at the end.
+        """
+        s = self.settings
+        uncond_out, cond_out = out.to(torch.float32).chunk(2)
+        x_t = sample.chunk(2)[1].to(torch.float32)
+        alpha_bar = self._alpha_bar(t)
+        if self.prediction_type == "v_prediction":
+            cond_eps = guidance.eps_from_v(x_t, cond_out, alpha_bar)
+            uncond_eps = guidance.eps_from_v(x_t, uncond_out, alpha_bar)
+        else:
+            cond_eps, uncond_eps = cond_out, uncond_out
+        if s.sharpness > 0:
+            x0 = guidance.predicted_x0(x_t, cond_eps, alpha_bar)
+            cond_eps = guidance.sharpen_eps(cond_eps, x0, s.sharpness, progress)
+        final = guidance.adaptive_cfg(cond_eps, uncond_eps, s.guidance_scale, s.adaptive_cfg, progress)
+        if self.prediction_type == "v_prediction":
+            final = guidance.v_from_eps(x_t, final, alpha_bar)
+        return final.to(out.dtype)
+
+
 class GuidedUNet(torch.nn.Module):
     """The pipeline's UNet with Fooocus's extras applied around each call. One per task.
 
@@ -86,16 +168,11 @@ class GuidedUNet(torch.nn.Module):
         vae_scale_factor: int = 8,
     ) -> None:
         super().__init__()
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction type {prediction_type!r} is not supported by the guidance extras")
+        self.rows = RowGuidance(
+            settings, alphas_cumprod, prediction_type=prediction_type, vae_scale_factor=vae_scale_factor
+        )
         self.unet = unet
         self.settings = settings
-        self.prediction_type = prediction_type
-        self.vae_scale_factor = vae_scale_factor
-        self.num_train_timesteps = int(alphas_cumprod.numel())
-        self._alphas_cumprod = alphas_cumprod.detach().to(torch.float32)
-        # Per-task memo of device tensors (time-id rows, the schedule), so a step uploads nothing.
-        self._device_tensors: dict[tuple[Any, ...], Tensor] = {}
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -118,11 +195,11 @@ class GuidedUNet(torch.nn.Module):
     ) -> tuple[Tensor] | UNet2DConditionOutput:
         t = timestep if isinstance(timestep, Tensor) else torch.tensor(timestep, device=sample.device)
         t = t.reshape(-1)[0]  # one timestep per call in every SDXL pipeline; stays on the device
-        progress = guidance.progress_from_timestep(t, self.num_train_timesteps)
+        progress = self.rows.progress(t)
         # diffusers stacks [uncond; cond] exactly when it does CFG (guidance_scale > 1)
         split = self.settings.uses_cfg and sample.shape[0] % 2 == 0
         if self.settings.uses_adm and added_cond_kwargs is not None and "time_ids" in added_cond_kwargs:
-            time_ids = self._adm_time_ids(sample, added_cond_kwargs["time_ids"], progress, split)
+            time_ids = self.rows.adm_time_ids(sample, added_cond_kwargs["time_ids"], progress, split)
             added_cond_kwargs = {**added_cond_kwargs, "time_ids": time_ids}
         out = self.unet(
             sample,
@@ -134,52 +211,20 @@ class GuidedUNet(torch.nn.Module):
             **kwargs,
         )[0]
         if split and self.settings.reshapes_prediction:
-            out = self._guided_prediction(sample, out, t, progress)
+            final = self.rows.final_prediction(sample, out, t, progress)
+            out = torch.cat([final, final])  # diffusers' combine then gives back `final` exactly
         return UNet2DConditionOutput(sample=out) if return_dict else (out,)
 
-    def _adm_time_ids(self, sample: Tensor, time_ids: Tensor, progress: guidance.Progress, split: bool) -> Tensor:
-        """Fooocus's ids for this step: rows `[uncond] * n + [cond] * n` (or `[cond] * n` without CFG)."""
-        s = self.settings
-        height, width = sample.shape[2] * self.vae_scale_factor, sample.shape[3] * self.vae_scale_factor
-        rows = sample.shape[0] // 2 if split else sample.shape[0]
-        key = ("adm", height, width, rows, split, time_ids.dtype, time_ids.device)
-        if key not in self._device_tensors:
-            cond = [guidance.adm_time_ids(height, width, s.adm_scaler_positive)] * rows
-            uncond = [guidance.adm_time_ids(height, width, s.adm_scaler_negative)] * rows if split else []
-            consistent = [guidance.adm_consistent_ids(height, width)] * len(uncond + cond)
-            both = torch.tensor([uncond + cond, consistent], dtype=time_ids.dtype).to(time_ids.device)
-            self._device_tensors[key] = both
-        emphasized, consistent_ids = self._device_tensors[key]
-        return guidance.timed_adm_ids(emphasized, consistent_ids, progress, s.adm_scaler_end)
 
-    def _alpha_bar(self, t: Tensor) -> Tensor:
-        key = ("alphas_cumprod", t.device)
-        if key not in self._device_tensors:
-            self._device_tensors[key] = self._alphas_cumprod.to(t.device)
-        return guidance.alpha_bar_at(t, self._device_tensors[key])
+def row_guidance(settings: GuidanceSettings, scheduler: Any, vae_scale_factor: int = 8) -> RowGuidance | None:
+    """A request's guidance maths on `scheduler`'s noise schedule; None when every extra is off.
 
-    def _guided_prediction(self, sample: Tensor, out: Tensor, t: Tensor, progress: guidance.Progress) -> Tensor:
-        """Sharpen the cond eps, combine with adaptive CFG, and return the result for both halves.
-
-        Computed in float32 (Fooocus samples in float32 even with a float16 UNet), cast back at the end.
-        """
-        s = self.settings
-        uncond_out, cond_out = out.to(torch.float32).chunk(2)
-        x_t = sample.chunk(2)[1].to(torch.float32)
-        alpha_bar = self._alpha_bar(t)
-        if self.prediction_type == "v_prediction":
-            cond_eps = guidance.eps_from_v(x_t, cond_out, alpha_bar)
-            uncond_eps = guidance.eps_from_v(x_t, uncond_out, alpha_bar)
-        else:
-            cond_eps, uncond_eps = cond_out, uncond_out
-        if s.sharpness > 0:
-            x0 = guidance.predicted_x0(x_t, cond_eps, alpha_bar)
-            cond_eps = guidance.sharpen_eps(cond_eps, x0, s.sharpness, progress)
-        final = guidance.adaptive_cfg(cond_eps, uncond_eps, s.guidance_scale, s.adaptive_cfg, progress)
-        if self.prediction_type == "v_prediction":
-            final = guidance.v_from_eps(x_t, final, alpha_bar)
-        final = final.to(out.dtype)
-        return torch.cat([final, final])
+    Raises ValueError as `wrap_unet` does.
+    """
+    if not settings.active:
+        return None
+    return RowGuidance(settings, _ddpm_schedule(scheduler), prediction_type=_prediction_type(scheduler),
+                       vae_scale_factor=vae_scale_factor)  # fmt: skip
 
 
 def wrap_unet(unet: torch.nn.Module, settings: GuidanceSettings, scheduler: Any, vae_scale_factor: int = 8) -> Any:
@@ -190,13 +235,16 @@ def wrap_unet(unet: torch.nn.Module, settings: GuidanceSettings, scheduler: Any,
     """
     if not settings.active:
         return unet
+    return GuidedUNet(unet, settings, _ddpm_schedule(scheduler), prediction_type=_prediction_type(scheduler),
+                      vae_scale_factor=vae_scale_factor)  # fmt: skip
+
+
+def _ddpm_schedule(scheduler: Any) -> Tensor:
     alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
     if alphas_cumprod is None:
         raise ValueError(f"{type(scheduler).__name__} has no DDPM noise schedule; Fooocus's guidance extras need one")
-    return GuidedUNet(
-        unet,
-        settings,
-        alphas_cumprod,
-        prediction_type=scheduler.config.get("prediction_type", "epsilon"),
-        vae_scale_factor=vae_scale_factor,
-    )
+    return alphas_cumprod
+
+
+def _prediction_type(scheduler: Any) -> str:
+    return scheduler.config.get("prediction_type", "epsilon")

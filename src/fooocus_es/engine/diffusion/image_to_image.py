@@ -16,6 +16,7 @@ Denoise follows Fooocus (ComfyUI): `steps` steps are run at the end of a schedul
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, assert_never
@@ -88,7 +89,12 @@ def fooocus_schedule(steps: int, denoise: float) -> tuple[int, float]:
 class ImageToImage:
     """Runs plans with an image task. Owned by the Engine; one thread; caches the SR model it loaded."""
 
-    def __init__(self, models_dir: Path, data_dir: Path, device: str, dtype: torch.dtype) -> None:
+    def __init__(
+        self, models_dir: Path, data_dir: Path, device: str, dtype: torch.dtype, *, construction: threading.RLock
+    ) -> None:
+        """`construction`: the process's model-load lock (ModelStore.construction), held while the SR
+        model and the inpaint patch are built (and their demo files written)."""
+        self.construction = construction
         self.models_dir = models_dir
         self.data_dir = data_dir
         self.device = device
@@ -105,11 +111,12 @@ class ImageToImage:
         return folder / DEFAULT_UPSCALER
 
     def load_upscaler(self, base_model: str) -> UpscalerModel:
-        path = self.upscaler_path(base_model)
-        if self._upscaler is None or self._upscaler.name != path.name:
-            self._upscaler = None  # drop the old one before loading the next
-            self._upscaler = load_upscaler(path, self.device, self.dtype)
-        return self._upscaler
+        with self.construction:
+            path = self.upscaler_path(base_model)
+            if self._upscaler is None or self._upscaler.name != path.name:
+                self._upscaler = None  # drop the old one before loading the next
+                self._upscaler = load_upscaler(path, self.device, self.dtype)
+            return self._upscaler
 
     def inpaint_patch(self, version: str, base_model: str, unet: Any) -> InpaintPatch:
         """Fooocus's inpaint head + patch for `version`, one resident at a time (~1.3 GB for SDXL).
@@ -118,18 +125,19 @@ class ImageToImage:
         stand in for the real ones.
         """
         folder = self.models_dir / INPAINT_DIR
-        if base_model == DEMO_CHECKPOINT:
-            folder = folder / "demo"
-            write_demo_inpaint_files(folder, version)
-        real = unwrap_unet(unet)
-        cached = self._patch
-        if cached is None or cached[:3] != (version, folder, id(real)):
-            self._patch = None  # free the old one before loading the next
-            try:
-                self._patch = (version, folder, id(real), load_inpaint_patch(folder, version, unet))
-            except (InpaintFilesMissing, InpaintPatchUnsupported) as exc:
-                raise GenerationFailed(f"inpaint_engine {version}: {exc}") from exc
-        return self._patch[3]
+        with self.construction:
+            if base_model == DEMO_CHECKPOINT:
+                folder = folder / "demo"
+                write_demo_inpaint_files(folder, version)
+            real = unwrap_unet(unet)
+            cached = self._patch
+            if cached is None or cached[:3] != (version, folder, id(real)):
+                self._patch = None  # free the old one before loading the next
+                try:
+                    self._patch = (version, folder, id(real), load_inpaint_patch(folder, version, unet))
+                except (InpaintFilesMissing, InpaintPatchUnsupported) as exc:
+                    raise GenerationFailed(f"inpaint_engine {version}: {exc}") from exc
+            return self._patch[3]
 
     def generate(
         self,

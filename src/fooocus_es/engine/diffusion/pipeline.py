@@ -17,7 +17,16 @@ from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from fooocus_es.engine.demo.loras import ensure_demo_lora
-from fooocus_es.engine.diffusion.guided_unet import GuidanceSettings, GuidedUNet
+from fooocus_es.engine.diffusion.batching import (
+    Admit,
+    BatchDenoiser,
+    BatchRun,
+    Done,
+    auto_max_batch,
+    batch_key,
+    run_one_plan,
+)
+from fooocus_es.engine.diffusion.guided_unet import GuidedUNet
 from fooocus_es.engine.diffusion.image_to_image import ImageToImage
 from fooocus_es.engine.diffusion.sampling import (
     Aborted,
@@ -29,6 +38,7 @@ from fooocus_es.engine.diffusion.sampling import (
     Status,
     StepCallback,
     decode_latents,
+    guidance_settings,
     prompt_parts,
     scale_latents,
     task_pipeline,
@@ -69,10 +79,17 @@ class _ActiveSetup:
 class Engine:
     """Runs plans on the pipelines of a ModelStore. One engine per device, used from one thread."""
 
-    def __init__(self, store: ModelStore, data_dir: Path | None = None) -> None:
+    def __init__(self, store: ModelStore, data_dir: Path | None = None, *, max_batch: int = 1) -> None:
+        """`max_batch`: images of one task denoised together per UNet call (batching.py); 1 runs
+        them one after another, one pipeline call each; 0 picks it from the device (auto_max_batch)."""
+        if max_batch < 0:
+            raise ValueError(f"max_batch must be at least 1 (or 0: by the device), got {max_batch}")
         self.store = store
+        self.max_batch = max_batch or auto_max_batch(store.device)
         # Image tasks read their inputs (inputs/...) relative to the data dir.
-        self.image_to_image = ImageToImage(store.models_dir, data_dir or Path.cwd(), store.device, store.dtype)
+        self.image_to_image = ImageToImage(
+            store.models_dir, data_dir or Path.cwd(), store.device, store.dtype, construction=store.construction
+        )
         self._active: _ActiveSetup | None = None
 
     def prepare(self, plan: GenerationPlan) -> None:
@@ -80,7 +97,7 @@ class Engine:
         _validate(plan)
         models = self._models(plan)
         self._configure(models, plan)
-        task_pipeline(models.base, _scheduler(plan, models.base), _guidance(plan), models.vae)
+        task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
 
     def generate(self, plan: GenerationPlan, hooks: GenerationHooks) -> tuple[list[GeneratedImage], Status]:
         """Images for every seed that was neither skipped nor stopped, and whether the task was stopped."""
@@ -101,7 +118,7 @@ class Engine:
     ) -> tuple[list[GeneratedImage], Status]:
         def make_pipe(pipeline_class: type[Any]) -> Any:
             scheduler = _scheduler(plan, models.base)
-            return task_pipeline(models.base, scheduler, _guidance(plan), models.vae, pipeline_class)
+            return task_pipeline(models.base, scheduler, guidance_settings(plan), models.vae, pipeline_class)
 
         with torch.inference_mode():
             conditioning = ConditioningCache(models.base, plan.clip_skip)
@@ -110,7 +127,9 @@ class Engine:
     def _text_to_image(
         self, plan: GenerationPlan, models: _TaskModels, hooks: GenerationHooks
     ) -> tuple[list[GeneratedImage], Status]:
-        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), _guidance(plan), models.vae)
+        if self.max_batch > 1 and len(plan.seeds) > 1 and batch_key(plan) is not None:
+            return self._text_to_image_batched(plan, models, hooks)
+        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
         images: list[GeneratedImage] = []
         status: Status = "finished"
         with torch.inference_mode():
@@ -131,6 +150,44 @@ class Engine:
                 image = decode_latents(task_pipe, vae, latents)
                 images.append(GeneratedImage(image_index=index, seed=seed, image=image))
         return images, status
+
+    def _text_to_image_batched(
+        self, plan: GenerationPlan, models: _TaskModels, hooks: GenerationHooks
+    ) -> tuple[list[GeneratedImage], Status]:
+        """The task's images as rows of one batch, up to `max_batch` per UNet call."""
+        # Built as the single path builds it, so an unsupported scheduler fails with the same message.
+        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
+        with torch.inference_mode():
+            return run_one_plan(
+                plan, BatchDenoiser(models.base), ConditioningCache(models.base, plan.clip_skip), hooks,
+                self.max_batch, decode=lambda latents: decode_latents(task_pipe, models.vae, latents),
+            )  # fmt: skip
+
+    def batches_tasks(self, plan: GenerationPlan) -> bool:
+        """Whether `plan` runs through `generate_batch`, other tasks joining it (--max-batch > 1)."""
+        return self.max_batch > 1 and batch_key(plan) is not None and not plan.black_out_nsfw
+
+    def generate_batch(self, plan: GenerationPlan, hooks: GenerationHooks, *, admit: Admit, on_done: Done) -> None:
+        """`plan` and every plan `admit` returns between steps, denoised together (continuous
+        batching across tasks); each plan ends through `on_done` as soon as its images are decoded.
+
+        Admitted plans share the batch key, so the models and their state set for `plan` are theirs
+        too (the key holds the model setup); the caller `prepare`s each before admitting it, so a
+        plan the engine refuses fails alone. A failure of the whole call (the UNet raising) is raised.
+        """
+        _validate(plan)
+        models = self._models(plan)
+        self._configure(models, plan)
+        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
+
+        with torch.inference_mode():
+            batch = BatchRun(
+                BatchDenoiser(models.base), lambda joined: ConditioningCache(models.base, joined.clip_skip),
+                self.max_batch, decode=lambda latents: decode_latents(task_pipe, models.vae, latents),
+                on_done=on_done, admit=admit,
+            )  # fmt: skip
+            batch.add(plan, hooks)
+            batch.run()
 
     # -- models ----------------------------------------------------------------------------------
     def _models(self, plan: GenerationPlan) -> _TaskModels:
@@ -158,7 +215,8 @@ class Engine:
         if self._active is not None and self._active.holds(setup, models):
             return
         self._active = None  # a failure below leaves the models in an unknown state
-        self._apply_setup(models, plan)
+        with self.store.construction:  # LoRA loads build modules: one at a time in the process
+            self._apply_setup(models, plan)
         self._active = _ActiveSetup(setup, weakref.ref(models.base), models.refiner and weakref.ref(models.refiner))
 
     def _apply_setup(self, models: _TaskModels, plan: GenerationPlan) -> None:
@@ -202,17 +260,6 @@ def _scheduler(plan: GenerationPlan, pipe: StableDiffusionXLPipeline) -> Schedul
         return make_scheduler(plan.sampler_name, plan.scheduler_name, pipe.scheduler.config)
     except ValueError as exc:
         raise GenerationFailed(f"sampler {plan.sampler_name!r} with scheduler {plan.scheduler_name!r}: {exc}") from exc
-
-
-def _guidance(plan: GenerationPlan) -> GuidanceSettings:
-    return GuidanceSettings(
-        guidance_scale=plan.guidance_scale,
-        adaptive_cfg=plan.adaptive_cfg,
-        sharpness=plan.sharpness,
-        adm_scaler_positive=plan.adm_scaler_positive,
-        adm_scaler_negative=plan.adm_scaler_negative,
-        adm_scaler_end=plan.adm_scaler_end,
-    )
 
 
 def _set_freeu(unet: Any, freeu: tuple[float, float, float, float] | None) -> None:

@@ -89,6 +89,18 @@ def prompt_parts(plan: GenerationPlan, index: int) -> tuple[tuple[str, ...], tup
     return positive, negative
 
 
+def guidance_settings(plan: GenerationPlan) -> GuidanceSettings:
+    """The plan's guidance parameters, as GuidedUNet and the batch denoiser take them."""
+    return GuidanceSettings(
+        guidance_scale=plan.guidance_scale,
+        adaptive_cfg=plan.adaptive_cfg,
+        sharpness=plan.sharpness,
+        adm_scaler_positive=plan.adm_scaler_positive,
+        adm_scaler_negative=plan.adm_scaler_negative,
+        adm_scaler_end=plan.adm_scaler_end,
+    )
+
+
 def task_pipeline(
     pipe: StableDiffusionXLPipeline,
     scheduler: SchedulerMixin,

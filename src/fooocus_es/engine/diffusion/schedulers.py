@@ -40,7 +40,10 @@ from fooocus_es.engine.planning.sampler_names import (
     unsupported_reason,
 )
 
-__all__ = ["SAMPLER_NAMES", "SCHEDULER_NAMES", "make_scheduler", "prepare_for_image", "step_eta", "unsupported_reason"]
+__all__ = [
+    "SAMPLER_NAMES", "SCHEDULER_NAMES", "make_scheduler", "prepare_for_image", "sampler_order", "step_eta",
+    "unsupported_reason",
+]  # fmt: skip
 
 _DPMPP_2M: Final = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 _DPMPP_2M_SDE: Final = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
@@ -84,6 +87,12 @@ def make_scheduler(sampler_name: str, scheduler_name: str, base_config: Mapping[
         raise ValueError(reason)
     cls, options = _SAMPLERS[sampler_name]
     return cls.from_config(base_config, **options, **_schedule_options(cls, scheduler_name))
+
+
+def sampler_order(sampler_name: str) -> int:
+    """UNet calls per step of the sampler's scheduler class (2 for Heun, DPM2, DPM++ SDE), without building one."""
+    cls, _options = _SAMPLERS[sampler_name]
+    return int(getattr(cls, "order", 1))
 
 
 def _schedule_options(cls: type[SchedulerMixin], scheduler_name: str) -> dict[str, Any]:

@@ -110,7 +110,13 @@ class ModelStore:
         device: str = "cpu",
         dtype: torch.dtype | None = None,
         cache_bytes: int | None = None,
+        load_lock: threading.RLock | None = None,
     ) -> None:
+        """`load_lock`: one lock for every store of a process (one runner per device). Loading
+        patches torch process-wide (accelerate's and peft's init_empty_weights swap
+        nn.Module.register_parameter for the duration), so two loads at once leave it swapped for
+        good and every later model gets meta or garbage weights; loads, LoRA loads and the other
+        model constructions of the engine (`construction` holders) take this lock."""
         self.models_dir = models_dir
         self.device = device
         self._dtype = dtype
@@ -121,9 +127,14 @@ class ModelStore:
         self._quieted = False
         # Two locks: _load_lock makes loads one at a time (minutes, for a large model); _lock guards
         # the cache itself and is held only briefly, so memory reports and free() never wait for a load.
-        self._load_lock = threading.Lock()
+        self._load_lock = load_lock or threading.RLock()
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[CacheKind, str], _Cached] = OrderedDict()  # oldest use first
+
+    @property
+    def construction(self) -> threading.RLock:
+        """The lock every model load and construction in this process takes (see __init__)."""
+        return self._load_lock
 
     @property
     def dtype(self) -> torch.dtype:

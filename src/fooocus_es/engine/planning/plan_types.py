@@ -61,21 +61,17 @@ class ModelSetup(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BatchKey(msgspec.Struct, frozen=True, kw_only=True):
-    """Tasks whose keys are equal can be denoised together: same setup, latent size, sampler and
-    scheduler family, and the guidance settings GuidedUNet applies to the whole call. Prompts,
-    seeds, steps and strengths stay per row."""
+    """Tasks whose keys are equal can be denoised together (engine/diffusion/batching.py).
+
+    Shared by every row of one UNet call: the models and their per-task state (setup: base,
+    refiner, VAE, LoRAs and weights, FreeU), the latent size, and when the UNet is swapped for the
+    refiner. Per row, so not here: prompts, seeds, steps, the sampler and scheduler (each row owns
+    a scheduler instance), guidance scale, sharpness, adaptive CFG and ADM (combined per row).
+    """
 
     setup: ModelSetup
     width: int
     height: int
-    sampler_name: str
-    scheduler_name: str
-    guidance_scale: float
-    sharpness: float
-    adaptive_cfg: float
-    adm_scaler_positive: float
-    adm_scaler_negative: float
-    adm_scaler_end: float
     refiner_switch_step: int
     image_task: str  # "NoneType" for text to image; image tasks batch only with their own kind
 
@@ -136,10 +132,7 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     def batch_key(self) -> BatchKey:
         """What must be equal for two tasks' rows to share one UNet call (issue: batching on the GPU)."""
         return BatchKey(
-            setup=self.model_setup(), width=self.width, height=self.height, sampler_name=self.sampler_name,
-            scheduler_name=self.scheduler_name, guidance_scale=self.guidance_scale, sharpness=self.sharpness,
-            adaptive_cfg=self.adaptive_cfg, adm_scaler_positive=self.adm_scaler_positive,
-            adm_scaler_negative=self.adm_scaler_negative, adm_scaler_end=self.adm_scaler_end,
+            setup=self.model_setup(), width=self.width, height=self.height,
             refiner_switch_step=self.refiner_switch_step, image_task=type(self.image_task).__name__,
         )  # fmt: skip
 
