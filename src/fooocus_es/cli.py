@@ -99,6 +99,11 @@ def _fleet_args(parser: argparse.ArgumentParser) -> None:
         "--retry-interrupted", type=int, help="re-runs of a task whose runner went away, then failed (default 1)"
     )
     parser.add_argument("--ack-wait", dest="ack_wait_s", type=float, help="seconds of silence before a takeover")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        help="copies of each stream and bucket this node creates, 1-5 (default 1; 3 on a 3-node cluster)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -108,7 +113,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "allow_private_webhooks", "webhook_secret", "log_url", "pool", "runner", "retry_interrupted",
         "ack_wait_s",
         "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels",
-        "devices", "read_model_url", "max_batch",
+        "devices", "read_model_url", "max_batch", "replicas",
     )  # fmt: skip
     try:
         return settings_from_env(**{key: getattr(args, key, None) for key in keys})

@@ -117,8 +117,10 @@ class Services:
             fetch_models=self.downloads.fetch_for_plan, warm_model=self.preset_defaults.get("base_model_name"),
             nats=nats if settings.runner else None, storage=self.storage, model_stores=[self.model_store],
         )  # fmt: skip
-        self.webhook_claims = WebhookClaims(nats, settings.data_dir) if nats is not None else None
-        self.fleet_runners = FleetRunners(nats) if nats is not None else None
+        self.webhook_claims = (
+            WebhookClaims(nats, settings.data_dir, replicas=settings.replicas) if nats is not None else None
+        )
+        self.fleet_runners = FleetRunners(nats, replicas=settings.replicas) if nats is not None else None
         self.bus.add_listener(self.live.apply)
         self.bus.add_listener(self.waiters.apply)
         # What a webhook POSTs; the app sets it so each wire's tasks get that wire's body.

@@ -62,6 +62,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # batching.py); 1: one image after another, the single-image pipeline calls; 0: by the device
     # (1 on a CPU, by memory on CUDA: auto_max_batch).
     max_batch: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Fleet: copies of every stream and bucket this node creates (3 on a 3-node NATS cluster: one
+    # server may die without losing a write). An existing stream keeps its own count (a warning says so).
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
 
     def __post_init__(self) -> None:
         for name in self.devices.split(","):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+import pytest
+
 from fooocus_es.api.urls import UrlSigner
 from fooocus_es.settings import settings_from_env
 
@@ -46,3 +49,16 @@ def test_signed_urls_only_with_a_key() -> None:
         "http://h:1/outputs/d/a.png"
     ]
     assert rendered["req_params"]["controlnet_image"] == [{"cn_img": ""}]
+
+
+def test_replicas_from_the_flag_of_serve_and_runner_and_the_environment() -> None:
+    from fooocus_es.cli import _parser, _settings
+
+    for command in ("serve", "runner"):
+        args = _parser().parse_args([command, "--log", "nats://a:4222,nats://b:4222", "--replicas", "3"])
+        assert _settings(args).replicas == 3
+    assert settings_from_env({"FOOOCUS_ES_REPLICAS": "5"}).replicas == 5
+    assert settings_from_env({}).replicas == 1
+    for bad in ("0", "6"):
+        with pytest.raises(msgspec.ValidationError, match="replicas"):
+            settings_from_env({"FOOOCUS_ES_REPLICAS": bad})

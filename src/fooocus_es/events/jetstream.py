@@ -20,10 +20,8 @@ from typing import Final
 import anyio.to_thread
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
-from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, NotFoundError
 
 from fooocus_es.events.log import AppendRefused, StaleVersion, TaskAlreadyEnded
 from fooocus_es.events.types import (
@@ -36,7 +34,7 @@ from fooocus_es.events.types import (
     encode_for_log,
     event_type,
 )
-from fooocus_es.fleet.connection import NatsThread, is_token
+from fooocus_es.fleet.connection import NatsThread, is_token, patiently
 
 PAGE: Final = 1000
 KEPT_PREVIEWS: Final = 256
@@ -44,19 +42,25 @@ MSG_ID: Final = api.Header.MSG_ID.value
 EXPECTED_LAST_SUBJECT_SEQ: Final = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
 VERSION_HEADER: Final = "Fes-Version"
 TYPE_HEADER: Final = "Fes-Event"
-WRONG_LAST_SEQUENCE: Final = 10071  # JSStreamWrongLastSequenceErrF
-PUBLISH_TRIES: Final = 5
+# "Wrong last sequence": 10071 (JSStreamWrongLastSequenceErrF) from a single server, and 10164
+# (JSStreamWrongLastSequenceConstantErr) from a replicated stream's leader while another append to
+# the subject is still in its Raft proposal. Both mean another writer got there first.
+WRONG_LAST_SEQUENCE: Final = frozenset({10071, 10164})
 
 
 class _Last(msgspec.Struct, frozen=True):
     seq: int  # the task subject's last stream seq (0: none)
     version: int
     type: str | None
+    msg_id: str | None = None  # its Nats-Msg-Id: an append finds its own event from an earlier try
 
 
 class JetStreamEventLog:
-    def __init__(self, url: str, *, stream: str = "FES_EVENTS", prefix: str = "fes.ev", poll_s: float = 0.25) -> None:
+    def __init__(
+        self, url: str, *, stream: str = "FES_EVENTS", prefix: str = "fes.ev", poll_s: float = 0.25, replicas: int = 1
+    ) -> None:
         self.stream = stream
+        self.replicas = replicas  # of the stream, when this node creates it (3 on a 3-node cluster)
         self.prefix = prefix
         self.poll_s = poll_s
         self.nats = NatsThread(url, name=f"nats-{stream.lower()}")
@@ -88,6 +92,7 @@ class JetStreamEventLog:
             storage=api.StorageType.FILE,
             allow_direct=True,
             duplicate_window=600,  # seconds: covers a writer's retries across a server restart
+            num_replicas=self.replicas,
         )
         await self.nats.ensure_stream(config)
 
@@ -114,7 +119,9 @@ class JetStreamEventLog:
                     f"{self.preview_subject}.{event.task_id}", preview.encode(), headers={MSG_ID: msg_id}
                 )
         while True:
-            last = await self._last(subject)
+            last = await self._read_last(subject)
+            if last.msg_id == msg_id:  # an earlier try of this call landed (its answer was lost)
+                return last.seq
             if last.type in TERMINAL_TYPES:
                 raise TaskAlreadyEnded(event.task_id, last.version)
             if expected_version is not None and expected_version != last.version:
@@ -128,26 +135,30 @@ class JetStreamEventLog:
             try:
                 return (await self._publish(subject, payload, headers)).seq
             except APIError as exc:
-                if exc.err_code != WRONG_LAST_SEQUENCE:
+                if exc.err_code not in WRONG_LAST_SEQUENCE:
                     raise
-            # Another writer appended between our read and our write.
+            # Another writer appended between our read and our write; or, across a leader change, an
+            # earlier try of ours that timed out landed after all and the retry's check saw it
+            # before dedup did. Ours is then the last event: the append succeeded, it is not stale.
             if expected_version is not None:
-                now = await self._last(subject)
+                now = await self._read_last(subject)
+                if now.msg_id == msg_id:
+                    return now.seq
                 if now.type in TERMINAL_TYPES:
                     raise TaskAlreadyEnded(event.task_id, now.version)
                 raise StaleVersion(event.task_id, expected_version, now.version)
             # No expectation: read the new state and try again (the terminal guard still applies).
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> api.PubAck:
-        """Publish, retrying a lost ack or a reconnect with the same Nats-Msg-Id (dedup makes it one)."""
-        for attempt in range(PUBLISH_TRIES):
-            try:
-                return await self.nats.js.publish(subject, payload, stream=self.stream, headers=headers)
-            except (NatsTimeout, NoRespondersError, ServiceUnavailableError):
-                if attempt == PUBLISH_TRIES - 1:
-                    raise
-                await anyio.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+        """Publish, retrying a lost ack, a reconnect or a leader change with the same Nats-Msg-Id
+        (dedup makes it one). js.publish turns no-responders into NoStreamResponseError, which the
+        retry here once missed (catching only NoRespondersError), so one blip failed the append."""
+        return await patiently(lambda: self.nats.js.publish(subject, payload, stream=self.stream, headers=headers))
+
+    async def _read_last(self, subject: str) -> _Last:
+        """`_last` for an append: a stream between leaders does not answer for a few seconds, and a
+        read is safe to repeat (a failover need not fail the append, fleet.md §6 trap 2)."""
+        return await patiently(lambda: self._last(subject))
 
     async def _last(self, subject: str) -> _Last:
         try:
@@ -156,7 +167,9 @@ class JetStreamEventLog:
         except NotFoundError:
             return _Last(0, 0, None)
         headers = msg.headers or {}
-        return _Last(int(msg.seq or 0), int(headers.get(VERSION_HEADER, 0)), headers.get(TYPE_HEADER))
+        return _Last(
+            int(msg.seq or 0), int(headers.get(VERSION_HEADER, 0)), headers.get(TYPE_HEADER), headers.get(MSG_ID)
+        )
 
     # -- reading --------------------------------------------------------------------------------
     def version(self, task_id: str) -> int:

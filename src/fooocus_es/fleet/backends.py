@@ -39,11 +39,14 @@ def open_backends(settings: Settings) -> Backends:
     from fooocus_es.media.object_store import ObjectStoreBlobs
     from fooocus_es.runner.jetstream_queue import JetStreamCommandQueue
 
-    event_log = JetStreamEventLog(settings.log_url)
+    # Every stream and bucket this node creates gets the same replica count (3 on a 3-node cluster);
+    # presence and webhook claims take it from the settings where they are made.
+    replicas = settings.replicas
+    event_log = JetStreamEventLog(settings.log_url, replicas=replicas)
     # Deliveries, not runs: the runner counts runs in the log and fails a task past
     # --retry-interrupted; the margin covers deliveries lost to expiring pull requests.
     commands = JetStreamCommandQueue(settings.log_url, pool=settings.pool, ack_wait_s=settings.ack_wait_s,
-                                     max_deliver=settings.retry_interrupted + 5)  # fmt: skip
+                                     max_deliver=settings.retry_interrupted + 5, replicas=replicas)  # fmt: skip
     # The data dir is the blob cache, laid out as on one machine: the engine finds inputs where it looks.
-    blobs = ObjectStoreBlobs(settings.log_url, cache_dir=settings.data_dir)
+    blobs = ObjectStoreBlobs(settings.log_url, cache_dir=settings.data_dir, replicas=replicas)
     return Backends(event_log, commands, blobs, event_log.nats)

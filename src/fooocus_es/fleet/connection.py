@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 import nats
@@ -29,6 +29,7 @@ from nats.errors import (
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, BucketNotFoundError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 T = TypeVar("T")
 log = structlog.get_logger("fooocus_es.nats")
@@ -51,6 +52,39 @@ _UNANSWERED: Final = (
 )
 
 
+# Answers to an idempotent call (a read, or a publish carrying a Nats-Msg-Id) that mean "not now":
+# nobody answered (a server restarting, a replicated stream between leaders: an R3 election takes
+# 4-9 s), or a replicated stream's leader has this Nats-Msg-Id staged for a proposal not committed
+# yet (an earlier try of the same publish, which may yet land).
+_NOT_NOW: Final = (TimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
+MSG_ID_IN_PROCESS: Final = 10158  # JSStreamDuplicateMessageConflict
+# How long a call keeps asking: past an election (4-9 s) with room to spare, and a try started
+# before it ends still returns (nats-py's 5 s timeout) within NatsThread.call's 30 s.
+PATIENT_S: Final = 24.0
+
+
+async def patiently(make: Callable[[], Awaitable[T]], *, within_s: float = PATIENT_S) -> T:
+    """On the loop: `make()` again while JetStream says "not now", for up to `within_s`. By time,
+    not by count: a stream without a leader can answer no-responders at once, or time out after 5 s.
+    Only for calls that are safe to repeat."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    attempt = 0
+    while True:
+        try:
+            return await make()
+        except _NOT_NOW as exc:
+            error: Exception = exc
+        except APIError as exc:
+            if exc.err_code != MSG_ID_IN_PROCESS:
+                raise
+            error = exc
+        attempt += 1
+        pause = min(0.2 * attempt, 1.0)
+        if asyncio.get_running_loop().time() + pause >= deadline:
+            raise error
+        await asyncio.sleep(pause)
+
+
 class NatsUnavailable(ConnectionError):
     """The NATS server did not answer: down, restarting, or JetStream not ready yet. A storage fault
     of kind "unreachable" (ops.storage.classify): worth waiting out, unlike a refusal or a bug."""
@@ -70,13 +104,17 @@ class NatsThread:
         self.closed = False
         self._away = False  # reconnecting: errors until then are the same outage
         self._closing = threading.Lock()
+        self._replicas_said: set[str] = set()  # streams whose replica mismatch was logged (on the loop)
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
         # Reconnect for ever: nats-py's default gives up after 60 tries (a restarted server must
         # find every API node and runner again, fleet.md §5.3).
+        # A cluster's seeds, comma-separated (nats://a:4222,nats://b:4222): a node starting while one
+        # server is down still connects; the others are learned from the server once connected.
+        servers = [part.strip() for part in url.split(",") if part.strip()]
         self.nc: Client = self.call(
             nats.connect(
-                url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name=name, error_cb=self._on_error,
+                servers, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name=name, error_cb=self._on_error,
                 disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
             ),
             timeout_s=30,
@@ -132,13 +170,37 @@ class NatsThread:
             info = await self.js.stream_info(config.name or "")
             if info.config.subjects != config.subjects:
                 raise RuntimeError(f"stream {config.name} exists with subjects {info.config.subjects}") from exc
+            self._check_replicas(info, config.num_replicas)
+
+    def _check_replicas(self, info: api.StreamInfo, wanted: int | None) -> None:
+        """An existing stream keeps its replica count: changing it is an operator's step (`nats stream
+        edit --replicas`, while the cluster is healthy), never a side effect of a node starting with
+        another --replicas. So a mismatch is said (once per stream and connection: buckets are
+        opened again and again), not fixed and not fatal."""
+        have, name = info.config.num_replicas or 1, info.config.name or ""
+        if have != (wanted or 1) and name not in self._replicas_said:
+            self._replicas_said.add(name)
+            log.warning("nats.replicas_differ", stream=name, replicas=have, wanted=wanted or 1)
 
     async def key_value(self, config: api.KeyValueConfig) -> KeyValue:
         """On this loop: the KV bucket, created with `config` by whichever node comes first."""
+        bucket = config.bucket or ""
         try:
-            return await self.js.key_value(config.bucket or "")
+            kv = await self.js.key_value(bucket)
         except BucketNotFoundError:
             return await self.js.create_key_value(config=config)
+        self._check_replicas(await self.js.stream_info(f"KV_{bucket}"), config.replicas)
+        return kv
+
+    async def object_store(self, config: api.ObjectStoreConfig) -> ObjectStore:
+        """On this loop: the object store bucket, created with `config` by whichever node comes first."""
+        bucket = config.bucket or ""
+        try:
+            objects = await self.js.object_store(bucket)
+        except BucketNotFoundError:
+            return await self.js.create_object_store(bucket, config=config)
+        self._check_replicas(await self.js.stream_info(f"OBJ_{bucket}"), config.replicas)
+        return objects
 
     def close(self) -> None:
         with self._closing:  # idempotent, and a second caller waits for the first to finish

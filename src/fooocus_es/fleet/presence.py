@@ -45,8 +45,9 @@ class RunnerInfo(msgspec.Struct, kw_only=True):
     vaes: list[str] = []
 
 
-async def _bucket(nats: NatsThread, bucket: str) -> KeyValue:
-    return await nats.key_value(api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.MEMORY, ttl=86400))
+async def _bucket(nats: NatsThread, bucket: str, replicas: int) -> KeyValue:
+    config = api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.MEMORY, ttl=86400, replicas=replicas)
+    return await nats.key_value(config)
 
 
 class PresenceBeat:
@@ -54,12 +55,19 @@ class PresenceBeat:
     thread-safe); the model files in `models_dir` are listed off the loop, once a beat."""
 
     def __init__(
-        self, nats: NatsThread, state: Callable[[], RunnerInfo], models_dir: Path, bucket: str = BUCKET
+        self,
+        nats: NatsThread,
+        state: Callable[[], RunnerInfo],
+        models_dir: Path,
+        bucket: str = BUCKET,
+        *,
+        replicas: int = 1,
     ) -> None:
         self.nats = nats
         self.state = state
         self.models_dir = models_dir
         self.bucket = bucket
+        self.replicas = replicas
         self._task: Future[None] | None = None
 
     def start(self) -> None:
@@ -67,7 +75,7 @@ class PresenceBeat:
 
     async def _beat(self) -> None:
         """Every BEAT_S, and within CHANGE_S of a change (a task started or ended)."""
-        kv = await _bucket(self.nats, self.bucket)
+        kv = await _bucket(self.nats, self.bucket, self.replicas)
         said: RunnerInfo | None = None
         said_at = 0.0
         while True:
@@ -89,7 +97,7 @@ class PresenceBeat:
         if final is not None and not self.nats.closed:
 
             async def last() -> None:
-                kv = await _bucket(self.nats, self.bucket)
+                kv = await _bucket(self.nats, self.bucket, self.replicas)
                 final.seen_ms = now_ms()
                 await kv.put(_key(final.runner_id), msgspec.json.encode(final))
 
@@ -100,9 +108,10 @@ class PresenceBeat:
 class FleetRunners:
     """API side: every runner that has beaten, newest state first per runner."""
 
-    def __init__(self, nats: NatsThread, bucket: str = BUCKET) -> None:
+    def __init__(self, nats: NatsThread, bucket: str = BUCKET, *, replicas: int = 1) -> None:
         self.nats = nats
         self.bucket = bucket
+        self.replicas = replicas
         self._cached: tuple[float, list[RunnerInfo]] = (0.0, [])
 
     def recent(self, max_age_s: float = 2.0) -> list[RunnerInfo]:
@@ -126,7 +135,9 @@ class FleetRunners:
         return await self.nats.run(self._list())
 
     async def _list(self) -> list[RunnerInfo]:
-        kv = await _bucket(self.nats, self.bucket)
+        # Opened on every listing: the bucket is in memory, so a restarted server has lost it and
+        # this makes it again (a KeyValue kept from before would answer "stream not found").
+        kv = await _bucket(self.nats, self.bucket, self.replicas)
         try:
             keys = await kv.keys()
         except NoKeysError:

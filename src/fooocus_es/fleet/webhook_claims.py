@@ -22,14 +22,16 @@ BUCKET: Final = "fes-webhooks"
 
 
 class WebhookClaims:
-    def __init__(self, nats: NatsThread, data_dir: Path, bucket: str = BUCKET) -> None:
+    def __init__(self, nats: NatsThread, data_dir: Path, bucket: str = BUCKET, *, replicas: int = 1) -> None:
         self.nats = nats
         self.node_id = _node_id(data_dir)
         self.bucket = bucket
+        self.replicas = replicas
         self._kv: KeyValue = nats.call(self._open())
 
     async def _open(self) -> KeyValue:
-        config = api.KeyValueConfig(bucket=self.bucket, history=1, storage=api.StorageType.FILE, ttl=30 * 86400)
+        config = api.KeyValueConfig(bucket=self.bucket, history=1, storage=api.StorageType.FILE, ttl=30 * 86400,
+                                    replicas=self.replicas)  # fmt: skip
         return await self.nats.key_value(config)
 
     def claim(self, task_id: str) -> bool:

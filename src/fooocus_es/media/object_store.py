@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Final
 
 from nats.js import api
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from fooocus_es.fleet.connection import NatsThread
+from fooocus_es.fleet.connection import NatsThread, patiently
 from fooocus_es.media.blobs import BadKey, check_key
 
 KV_KEY: Final = re.compile(r"^[-/_=.a-zA-Z0-9]+$")  # what a KV key may hold (nats-py VALID_KEY_RE)
@@ -36,22 +36,21 @@ def _checked(key: str) -> str:
 
 
 class ObjectStoreBlobs:
-    def __init__(self, url: str, *, cache_dir: Path, bucket: str = "fes-blobs") -> None:
+    def __init__(self, url: str, *, cache_dir: Path, bucket: str = "fes-blobs", replicas: int = 1) -> None:
         self.bucket = bucket
+        self.replicas = replicas
         self.cache_dir = cache_dir
         self.nats = NatsThread(url, name=f"nats-{bucket}")
         self._objects, self._names = self.nats.call(self._open())
 
     async def _open(self) -> tuple[ObjectStore, KeyValue]:
-        js = self.nats.js
-        try:
-            objects = await js.object_store(self.bucket)
-        except BucketNotFoundError:
-            objects = await js.create_object_store(
-                self.bucket, config=api.ObjectStoreConfig(storage=api.StorageType.FILE)
-            )
+        objects = await self.nats.object_store(
+            api.ObjectStoreConfig(bucket=self.bucket, storage=api.StorageType.FILE, replicas=self.replicas)
+        )
         names = await self.nats.key_value(
-            api.KeyValueConfig(bucket=f"{self.bucket}-names", history=1, storage=api.StorageType.FILE)
+            api.KeyValueConfig(
+                bucket=f"{self.bucket}-names", history=1, storage=api.StorageType.FILE, replicas=self.replicas
+            )
         )
         return objects, names
 
@@ -81,7 +80,8 @@ class ObjectStoreBlobs:
 
     async def _get(self, key: str) -> bytes | None:
         try:
-            result = await self._objects.get(key)
+            # Reads wait out a leader change of the bucket's stream (safe to repeat, unlike a create).
+            result = await patiently(lambda: self._objects.get(key))
         except (ObjectNotFoundError, NotFoundError):
             return None
         return bytes(result.data or b"")
@@ -92,7 +92,7 @@ class ObjectStoreBlobs:
 
     async def _info(self, key: str) -> api.ObjectInfo | None:
         try:
-            return await self._objects.get_info(key)
+            return await patiently(lambda: self._objects.get_info(key))
         except (ObjectNotFoundError, NotFoundError):
             return None
 

@@ -108,7 +108,9 @@ class DeviceRunners:
             )  # fmt: skip
             part = DeviceRunner(runner, model_store, None)
             if nats is not None:
-                part.presence = PresenceBeat(nats, lambda part=part: part.info(settings.pool), settings.models_dir)
+                part.presence = PresenceBeat(
+                    nats, lambda part=part: part.info(settings.pool), settings.models_dir, replicas=settings.replicas
+                )
             self.parts.append(part)
         self.listener = ControlListener(nats, self.deliver) if nats is not None else None
 

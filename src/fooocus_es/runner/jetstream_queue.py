@@ -23,7 +23,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from fooocus_es.fleet.connection import NatsThread, NatsUnavailable, is_token
+from fooocus_es.fleet.connection import NatsThread, NatsUnavailable, is_token, patiently
 from fooocus_es.tasks.commands import COMMAND_DECODER, COMMAND_ENCODER, Generate
 
 FETCH_SLICE_S: Final = 1.0  # a claim waits in pulls this long, so close() is seen within it
@@ -77,6 +77,7 @@ class JetStreamCommandQueue:
         pool: str = "default",
         ack_wait_s: float = 30.0,
         max_deliver: int = 3,
+        replicas: int = 1,
     ) -> None:
         if not is_token(pool):
             raise ValueError(f"pool: {pool!r} must be one NATS subject token")
@@ -85,6 +86,7 @@ class JetStreamCommandQueue:
         self.pool = pool
         self.ack_wait_s = ack_wait_s
         self.max_deliver = max_deliver
+        self.replicas = replicas  # the stream's; its durable consumer inherits them
         self.consumer = f"gen-{pool}-v1"  # versioned: nats never reconciles a durable's config
         self.nats = NatsThread(url, name=f"nats-{stream.lower()}")
         self._closed = False
@@ -103,6 +105,7 @@ class JetStreamCommandQueue:
             retention=api.RetentionPolicy.WORK_QUEUE,  # a command is gone once acked
             storage=api.StorageType.FILE,
             duplicate_window=600,
+            num_replicas=self.replicas,
         )
         await self.nats.ensure_stream(config)
         consumer = api.ConsumerConfig(
@@ -119,9 +122,11 @@ class JetStreamCommandQueue:
 
     def put(self, command: Generate) -> None:
         headers = {api.Header.MSG_ID.value: command.task_id}  # a second put of one task is a duplicate
-        self.nats.call(
-            self.nats.js.publish(self._subject(command.task_id), COMMAND_ENCODER.encode(command), headers=headers)
-        )
+        subject, payload = self._subject(command.task_id), COMMAND_ENCODER.encode(command)
+        # Retried through a leader change (the same id makes it one command): a put comes right after
+        # the task's TaskQueued is stored, and failing it would answer an error for a task that the
+        # sweep queues and runs anyway.
+        self.nats.call(patiently(lambda: self.nats.js.publish(subject, payload, headers=headers)))
 
     def claim(self, runner_id: str, timeout: float | None = None) -> JetStreamClaim | None:
         deadline = None if timeout is None else time.monotonic() + timeout
