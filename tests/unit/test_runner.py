@@ -429,12 +429,17 @@ class SlowBlobs(LocalBlobs):
         return super().create(key, data)
 
 
-def test_the_next_task_starts_on_the_device_while_the_last_ones_images_are_saved(tmp_path: Path) -> None:
+def slow_saving_rig(tmp_path: Path, delay_s: float) -> tuple[Rig, SlowBlobs]:
     log = SqliteEventLog(tmp_path / "outputs" / "db.sqlite3")
     queue = LocalCommandQueue()
-    blobs = SlowBlobs(tmp_path, delay_s=0.6)
+    blobs = SlowBlobs(tmp_path, delay_s=delay_s)
     runner = Runner(EventStore(log), queue, lambda: FakeEngine(), tmp_path, "cpu", blobs=blobs)
-    rig = Rig(log, queue, FakeEngine(), runner, tmp_path)
+    return Rig(log, queue, FakeEngine(), runner, tmp_path), blobs
+
+
+def test_the_next_task_starts_on_the_device_while_the_last_ones_images_are_saved(tmp_path: Path) -> None:
+    rig, blobs = slow_saving_rig(tmp_path, delay_s=0.6)
+    log, queue, runner = rig.log, rig.queue, rig.runner
     try:
         for task_id in ("a", "b", "c"):
             queue.put(rig.queue_task(task_id))
@@ -455,11 +460,8 @@ def test_the_next_task_starts_on_the_device_while_the_last_ones_images_are_saved
 
 
 def test_shutdown_waits_for_the_saver_to_store_what_the_device_finished(tmp_path: Path) -> None:
-    log = SqliteEventLog(tmp_path / "outputs" / "db.sqlite3")
-    queue = LocalCommandQueue()
-    blobs = SlowBlobs(tmp_path, delay_s=0.5)
-    runner = Runner(EventStore(log), queue, lambda: FakeEngine(), tmp_path, "cpu", blobs=blobs)
-    rig = Rig(log, queue, FakeEngine(), runner, tmp_path)
+    rig, blobs = slow_saving_rig(tmp_path, delay_s=0.5)
+    log, queue, runner = rig.log, rig.queue, rig.runner
     queue.put(rig.queue_task("a"))
     runner.start()
     deadline = time.monotonic() + 30
