@@ -45,7 +45,13 @@ def test_cancel_a_pending_task_and_the_tasks_listing(client: TestClient, engine:
     running = submit(client, {"prompt": "long"})
     assert engine.parked.wait(10)
     first, second = submit(client, {"prompt": "a"}), submit(client, {"prompt": "b"})
-    listing = client.get("/tasks").json()
+    # The live view follows the log: the parked step's progress (and preview) arrives just after.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listing = client.get("/tasks").json()
+        if listing["current"] and listing["current"][0].get("preview"):
+            break
+        time.sleep(0.02)
     assert [r["task_id"] for r in listing["current"]] == [running["task_id"]]
     assert listing["current"][0]["preview"].startswith("data:image/jpeg;base64,")
     assert [r["task_id"] for r in listing["pending"]] == [first["task_id"], second["task_id"]]
