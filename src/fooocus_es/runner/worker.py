@@ -424,22 +424,27 @@ class Runner:
             return begun
         try:
             return self._run_started(command, task_log, current, claim) or True
-        except TaskHandedOver:
-            self._discard_outputs()
-            task_log.info("task.handed_over", reason="the runner stops: another runner takes the task over")
-            return False
-        except TaskAbandoned as exc:
-            self._discard_outputs()
-            task_log.warning("task.abandoned", reason=str(exc))
-        except StorageFailed as exc:
-            if self.hand_over and self._shutting_down():  # its store is away and we stop: hand it on
-                self._discard_outputs()
-                task_log.warning("task.handed_over", reason=f"storage failed while the runner stopped ({exc})")
-                return False
-            self._fail_on_storage(task_id, exc, task_log, current)
+        except (TaskHandedOver, TaskAbandoned, StorageFailed) as exc:
+            return self._ended_early(exc, task_log, current)
         finally:
             self._clear()
-        return True
+
+    def _ended_early(
+        self, exc: TaskHandedOver | TaskAbandoned | StorageFailed, task_log: Any, current: _Current
+    ) -> bool:
+        """A started task that cannot go on: its files go, and the claim's answer comes back (False:
+        hand it back to the queue, for another runner; True: it ended, or its failure is stored)."""
+        if isinstance(exc, TaskAbandoned):
+            self._discard_outputs(current)
+            task_log.warning("task.abandoned", reason=str(exc))
+            return True
+        if isinstance(exc, StorageFailed) and not (self.hand_over and self._shutting_down()):
+            self._fail_on_storage(current.task_id, exc, task_log, current)
+            return True
+        self._discard_outputs(current)  # handed over, or its store is away while the runner stops
+        reason = "the runner stops" if isinstance(exc, TaskHandedOver) else f"storage failed while stopping ({exc})"
+        task_log.info("task.handed_over", reason=f"{reason}: another runner takes the task over")
+        return False
 
     def _task_log(self, task_id: str) -> Any:
         # Bound per task, not at construction: structlog is configured by the app after the runner exists.
@@ -637,19 +642,8 @@ class Runner:
                           member.started)  # fmt: skip
             self._save_beside(job, member.claim)
             return
-        except TaskHandedOver:
-            self._discard_outputs(current)
-            task_log.info("task.handed_over", reason="the runner stops: another runner takes the task over")
-            answer = False
-        except TaskAbandoned as exc:
-            self._discard_outputs(current)
-            task_log.warning("task.abandoned", reason=str(exc))
-        except StorageFailed as exc:
-            if self.hand_over and self._shutting_down():
-                self._discard_outputs(current)
-                answer = False
-            else:
-                self._fail_on_storage(current.task_id, exc, task_log, current)
+        except (TaskHandedOver, TaskAbandoned, StorageFailed) as exc:
+            answer = self._ended_early(exc, task_log, current)
         except Exception as exc:
             try:
                 self._task_failed(exc, task_log, current)
@@ -699,17 +693,8 @@ class Runner:
             else:
                 event = TaskFinished(task_id=task_id, at_ms=now_ms(), result=result, notes=list(job.plan.notes))
             self._emit(event, current=current)
-        except TaskAbandoned as exc:
-            self._discard_outputs(current)
-            task_log.warning("task.abandoned", reason=str(exc))
-            return True
-        except StorageFailed as exc:
-            if self.hand_over and self._shutting_down():  # its store is away and we stop: hand it on
-                self._discard_outputs(current)
-                task_log.warning("task.handed_over", reason=f"storage failed while the runner stopped ({exc})")
-                return False
-            self._fail_on_storage(task_id, exc, task_log, current)
-            return True
+        except (TaskAbandoned, StorageFailed) as exc:
+            return self._ended_early(exc, task_log, current)
         elapsed = round(time.perf_counter() - job.started, 3)
         task_log.info("task.ended", status=job.status, images=len(result), seconds=elapsed)
         return True
