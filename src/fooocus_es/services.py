@@ -289,7 +289,9 @@ class Services:
 
     def installed_names(self) -> InstalledNames:
         """Worker thread: the names a request may use; in a fleet, the runners' model files too."""
-        names = self.catalog.installed(self.style_book.names())
+        # Downloaded on first use unless downloads are off; in a fleet the runners' disks are not seen here.
+        check = not self.settings.download_models and self.fleet_runners is None
+        names = self.catalog.installed(self.style_book.names(), check_image_prompt_files=check)
         if self.fleet_runners is None:
             return names
         checkpoints, loras, vaes = self.fleet_runners.model_names()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -12,6 +13,7 @@ from litestar.openapi.spec import Example
 
 from fooocus_es import __version__
 from fooocus_es.api import examples
+from fooocus_es.engine.models.files import IMAGE_PROMPT_DOWNLOADS
 from fooocus_es.engine.planning import presets
 from fooocus_es.fleet.presence import RunnerInfo
 
@@ -22,12 +24,19 @@ if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)
     from fooocus_es.settings import Settings
 
 
+def image_prompt_files_on_disk(models_dir: Path) -> list[str]:
+    """The catalogue's image prompt files found in models/controlnet and models/clip_vision."""
+    return sorted(name for name, (kind, _url) in IMAGE_PROMPT_DOWNLOADS.items() if (models_dir / kind / name).is_file())
+
+
 def model_files(store: ModelStore) -> dict[str, list[str]]:
     """Blocking: the model folders' listings, as FooocusAPI names them."""
     return {
         "model_filenames": store.list_checkpoints(),
         "lora_filenames": store.list_loras(),
         "vae_filenames": store.list_vaes(),
+        # Image prompt files (IP-Adapters, Control-LoRAs, CLIP vision, the face detector); not in FooocusAPI.
+        "controlnet_filenames": image_prompt_files_on_disk(store.models_dir),
     }
 
 

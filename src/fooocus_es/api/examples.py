@@ -197,6 +197,7 @@ MODELS_RESPONSES = {
                     "model_filenames": ["juggernautXL_v8Rundiffusion.safetensors"],
                     "lora_filenames": [],
                     "vae_filenames": [],
+                    "controlnet_filenames": ["clip_vision_vit_h.safetensors", "ip-adapter-plus_sdxl_vit-h.bin"],
                 }
             )
         ],  # fmt: skip

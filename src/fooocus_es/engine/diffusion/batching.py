@@ -82,11 +82,12 @@ def batch_key(plan: GenerationPlan) -> BatchKey | None:
     steps, sampler and scheduler (each request owns a scheduler instance), guidance scale,
     sharpness, adaptive CFG and ADM scalers (combined per request, each at its own progress).
 
-    None (the single-image path) for image tasks, a refiner (it swaps the UNet mid-schedule),
+    None (the single-image path) for image tasks, image prompts (their tokens and ControlNet
+    residuals are applied per pipeline call, by GuidedUNet), a refiner (it swaps the UNet mid-schedule),
     second-order samplers (two UNet calls per step, with the scheduler's state between them) and
     sampler/scheduler pairs the single path rejects (so its error message stays the same).
     """
-    if plan.image_task is not None or plan.refiner_model is not None:
+    if plan.image_task is not None or plan.refiner_model is not None or plan.image_prompts:
         return None
     if unsupported_reason(plan.sampler_name, plan.scheduler_name) is not None:
         return None

@@ -14,7 +14,15 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from fooocus_es.engine.models.files import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
+from fooocus_es.engine.models.files import (
+    CLIP_VISION_DIR,
+    CONTROLNET_DIR,
+    DEFAULT_UPSCALER,
+    DEFAULT_UPSCALER_URL,
+    IMAGE_PROMPT_DOWNLOADS,
+    UPSCALE_DIR,
+    image_prompt_files,
+)
 from fooocus_es.engine.models.safety import safety_checker_installed
 from fooocus_es.engine.planning import presets
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
@@ -47,6 +55,8 @@ class InstalledNames(msgspec.Struct, frozen=True, kw_only=True):
     inpaint_files: frozenset[str]
     styles: frozenset[str]
     safety_checker: bool
+    # Image prompt model files on disk; None: not checked (they are downloaded on first use).
+    image_prompt_files: frozenset[str] | None = None
 
 
 class Download(msgspec.Struct, frozen=True):
@@ -63,6 +73,7 @@ def names_on_disk(models_dir: Path, kind: ModelKind) -> list[str]:
     folder = models_dir / kind
     if not folder.is_dir():
         return []
+
     def loadable(path: Path) -> bool:
         if path.name.startswith("."):
             return False
@@ -107,6 +118,7 @@ class ModelCatalog:
         if self._downloads is None:
             found = {name: Download(name, url, "loras") for name, _weight, url in PERFORMANCE_LORAS.values()}
             found[DEFAULT_UPSCALER] = Download(DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR)
+            found.update((name, Download(name, url, kind)) for name, (kind, url) in IMAGE_PROMPT_DOWNLOADS.items())
             for preset_name in presets.list_presets(self.data_dir):
                 try:
                     loaded = presets.load_preset(preset_name, self.data_dir)
@@ -133,9 +145,16 @@ class ModelCatalog:
         fetched = {d.name for d in self.downloads().values() if d.kind == kind}
         return fetched | {name for name, of_kind in GENERATED_FILES.items() if of_kind == kind}
 
-    def installed(self, styles: Iterable[str]) -> InstalledNames:
-        """Blocking (reads the model folders): the names a request may use now."""
+    def installed(self, styles: Iterable[str], *, check_image_prompt_files: bool = False) -> InstalledNames:
+        """Blocking (reads the model folders): the names a request may use now.
+
+        `check_image_prompt_files`: the server does not download them, so a request must find them installed.
+        """
         inpaint_dir = self.models_dir / INPAINT_DIR
+        image_prompt_names = None
+        if check_image_prompt_files:
+            folders = [self.models_dir / CLIP_VISION_DIR, self.models_dir / CONTROLNET_DIR]
+            image_prompt_names = frozenset(p.name for f in folders if f.is_dir() for p in f.iterdir() if p.is_file())
         return InstalledNames(
             checkpoints=frozenset(names_on_disk(self.models_dir, "checkpoints")),
             loras=frozenset(names_on_disk(self.models_dir, "loras")) | self.fetchable("loras"),
@@ -143,6 +162,7 @@ class ModelCatalog:
             inpaint_files=frozenset(p.name for p in inpaint_dir.iterdir()) if inpaint_dir.is_dir() else frozenset(),
             styles=frozenset(styles),
             safety_checker=safety_checker_installed(self.models_dir),
+            image_prompt_files=image_prompt_names,
         )
 
     def plan_files(self, plan: GenerationPlan) -> list[tuple[str, str]]:
@@ -153,4 +173,12 @@ class ModelCatalog:
         files += [(plan.vae_name, "vae")] if plan.vae_name else []
         if isinstance(plan.image_task, UpscaleTask) and plan.base_model != DEMO_CHECKPOINT:
             files.append((DEFAULT_UPSCALER, UPSCALE_DIR))
+        if plan.base_model != DEMO_CHECKPOINT:  # the demo model's image prompt files are generated
+            skip = plan.control.skip_preprocessor
+            needed = {
+                name
+                for prompt in plan.image_prompts
+                for name in image_prompt_files(prompt.cn_type, skip_preprocessor=skip)
+            }
+            files += [(name, IMAGE_PROMPT_DOWNLOADS[name][0]) for name in sorted(needed)]
         return [(name, kind) for name, kind in files if name not in GENERATED_FILES]

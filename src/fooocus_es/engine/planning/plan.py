@@ -14,9 +14,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from fooocus_es.engine.models.files import IMAGE_PROMPT_DOWNLOADS, image_prompt_files
 from fooocus_es.engine.planning import aspect, performance, prompts
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
-from fooocus_es.engine.planning.plan_types import GenerationPlan, ImageTask, InpaintTask, UpscaleTask, VaryTask
+from fooocus_es.engine.planning.plan_types import (
+    ControlSettings,
+    GenerationPlan,
+    ImagePrompt,
+    ImageTask,
+    InpaintTask,
+    UpscaleTask,
+    VaryTask,
+)
 from fooocus_es.engine.planning.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
 from fooocus_es.engine.planning.styles import Style, load_styles, style_names
 from fooocus_es.engine.planning.wildcards import WildcardDir
@@ -178,6 +187,7 @@ def validate_names(
     vaes: set[str] | None = None,
     safety_checker: bool = True,
     inpaint_files: set[str] | None = None,
+    image_prompt_files: set[str] | None = None,
 ) -> None:
     """Names the type system cannot check: styles, samplers, sizes, model files.
 
@@ -242,12 +252,36 @@ def validate_names(
                 f"{', '.join(missing)} (from https://huggingface.co/lllyasviel/fooocus_inpaint); "
                 'or send inpaint_engine "None" to inpaint with the base model alone',
             )
+    if image_prompt_files is not None and not demo:
+        _check_image_prompt_files(params, image_prompt_files)
     if params["black_out_nsfw"] and not safety_checker:
         raise ParamError(
             "black_out_nsfw",
             "no safety checker is installed (models/safety_checker/ with config.json, model.safetensors and "
             "preprocessor_config.json), so NSFW images cannot be blacked out; install one or send false",
         )
+
+
+def _check_image_prompt_files(params: dict[str, Any], on_disk: set[str]) -> None:
+    """Each applied image prompt's model files must be installed (when the server does not download them)."""
+    if not image_prompts(params):
+        return
+    skip = bool(params["skipping_cn_preprocessor"])
+    for index, item in enumerate(params.get("controlnet_image") or []):
+        if not item.get("cn_img"):
+            continue
+        cn_type = item.get("cn_type") or "ImagePrompt"
+        missing = [name for name in image_prompt_files(cn_type, skip_preprocessor=skip) if name not in on_disk]
+        if missing:
+            where = "; ".join(
+                f"{name} in models/{folder}/ (from {url})"
+                for name in missing
+                for folder, url in (IMAGE_PROMPT_DOWNLOADS[name],)
+            )
+            raise ParamError(
+                f"controlnet_image[{index}].cn_type",
+                f"{cn_type} needs model files that are not installed and this server does not download them: {where}",
+            )
 
 
 def image_seeds(params: dict[str, Any]) -> tuple[int, ...]:
@@ -277,8 +311,6 @@ def build_plan(
     steps = performance.steps_for(params["performance_selection"], params["overwrite_step"], uov=uov)
     refiner = refiner_model(params)
     notes: tuple[str, ...] = ()
-    if any(item.get("cn_img") for item in params.get("controlnet_image") or []):
-        notes += ("image prompts (controlnet_image) are not applied by this server yet",)
     if params.get("enhance_checkbox") and params.get("enhance_input_image"):
         notes += ("enhance is not applied by this server yet",)
     if refiner and task is not None:
@@ -330,6 +362,8 @@ def build_plan(
         freeu=_freeu(params),
         black_out_nsfw=bool(params["black_out_nsfw"]),
         image_task=task,
+        image_prompts=image_prompts(params),
+        control=control_settings(params),
     )
 
 
@@ -356,6 +390,38 @@ def image_task(params: dict[str, Any]) -> ImageTask | None:
     if inpaint_tab and params["inpaint_input_image"]:
         return _inpaint_task(params)
     return None
+
+
+def image_prompts(params: dict[str, Any]) -> tuple[ImagePrompt, ...]:
+    """The image prompts that apply: items with an image, on the image prompt tab or with a mixing flag.
+
+    Fooocus adds its ControlNet goal when the tab is "ip" or either mixing flag is set, whatever
+    the tab (so an upscale with `mixing_image_prompt_and_vary_upscale` applies them too). The tab
+    is "ip" here when any slot has an image, where FooocusAPI looks at slot 1 only (current_tab).
+    """
+    tab = params["current_tab"]
+    if not (tab == "ip" or params["mixing_image_prompt_and_vary_upscale"] or params["mixing_image_prompt_and_inpaint"]):
+        return ()
+    return tuple(
+        ImagePrompt(
+            cn_type=item.get("cn_type") or "ImagePrompt",
+            image=str(item["cn_img"]),
+            stop=float(item.get("cn_stop", 0.6)),
+            weight=float(item.get("cn_weight", 0.6)),
+        )
+        for item in params.get("controlnet_image") or []
+        if item.get("cn_img")
+    )
+
+
+def control_settings(params: dict[str, Any]) -> ControlSettings:
+    return ControlSettings(
+        softness=float(params["controlnet_softness"]),
+        canny_low=int(params["canny_low_threshold"]),
+        canny_high=int(params["canny_high_threshold"]),
+        skip_preprocessor=bool(params["skipping_cn_preprocessor"]),
+        debug_preprocessor=bool(params["debugging_cn_preprocessor"]),
+    )
 
 
 def _uov_task(params: dict[str, Any], method: str) -> VaryTask | UpscaleTask:

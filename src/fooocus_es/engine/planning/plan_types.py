@@ -42,6 +42,37 @@ class InpaintTask(_ImageTaskBase, frozen=True, kw_only=True, tag="inpaint"):
 
 # One struct per kind, so each carries only the fields its kind uses; callers dispatch with `match`.
 ImageTask = VaryTask | UpscaleTask | InpaintTask
+
+# Fooocus's image prompt types: two IP-Adapters (ImagePrompt, FaceSwap) and two ControlNets.
+ImagePromptType = Literal["ImagePrompt", "FaceSwap", "PyraCanny", "CPDS"]
+IP_ADAPTER_TYPES: tuple[ImagePromptType, ...] = ("ImagePrompt", "FaceSwap")
+CONTROLNET_TYPES: tuple[ImagePromptType, ...] = ("PyraCanny", "CPDS")
+
+
+class ImagePrompt(msgspec.Struct, frozen=True, kw_only=True):
+    """One `controlnet_image` item that has an image (engine/diffusion/image_prompts.py applies it)."""
+
+    cn_type: ImagePromptType
+    image: str  # stored input, relative to the data dir (inputs/<sha256>.png)
+    # Fooocus's "stop at": active on every UNet call whose timestep t >= 999 * (1 - stop).
+    stop: float = 0.6
+    weight: float = 0.6
+
+    @property
+    def is_control(self) -> bool:
+        return self.cn_type in CONTROLNET_TYPES
+
+
+class ControlSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The request-wide image prompt options (FooocusAPI names and defaults)."""
+
+    softness: float = 0.25  # controlnet_softness: the high-resolution residuals scaled by 1 - softness
+    canny_low: int = 64
+    canny_high: int = 128
+    skip_preprocessor: bool = False  # skipping_cn_preprocessor: images fed as they are
+    debug_preprocessor: bool = False  # debugging_cn_preprocessor: return the preprocessed images, no diffusion
+
+
 # Fooocus's refiner hand-over (engine/diffusion/pipeline.py _RefinerSwitch); the API admits only these.
 RefinerSwapMethod = Literal["joint", "separate", "vae"]
 
@@ -74,6 +105,9 @@ class BatchKey(msgspec.Struct, frozen=True, kw_only=True):
     height: int
     refiner_switch_step: int
     image_task: str  # "NoneType" for text to image; image tasks batch only with their own kind
+    # Image prompts change the UNet call itself (IP tokens in attention, ControlNet residuals).
+    image_prompts: tuple[ImagePrompt, ...] = ()
+    control: ControlSettings | None = None
 
 
 class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +156,8 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     freeu: tuple[float, float, float, float] | None = None  # (b1, b2, s1, s2) when enabled
     black_out_nsfw: bool = False
     image_task: ImageTask | None = None  # None: text to image at width x height
+    image_prompts: tuple[ImagePrompt, ...] = ()  # applied on every UNet call of the base model
+    control: ControlSettings = ControlSettings()
 
     def model_setup(self) -> ModelSetup:
         return ModelSetup(
@@ -137,6 +173,7 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
         return BatchKey(
             setup=self.model_setup(), width=self.width, height=self.height,
             refiner_switch_step=switch, image_task=type(self.image_task).__name__,
+            image_prompts=self.image_prompts, control=self.control if self.image_prompts else None,
         )  # fmt: skip
 
     def prompt_for(self, index: int) -> str:
