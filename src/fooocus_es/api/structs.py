@@ -42,10 +42,21 @@ class Lora(Struct, kw_only=True):
 
 
 class ImagePrompt(Struct, kw_only=True):
+    """One image prompt. FooocusAPI's wire defaults are 0.6/0.6 for every type; Fooocus's UI uses
+    (stop, weight) ImagePrompt 0.5/0.6, FaceSwap 0.9/0.75, PyraCanny 0.5/1.0, CPDS 0.5/1.0."""
+
     cn_img: ImageField = None
-    cn_stop: Unit = 0.6
-    cn_weight: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.6
-    cn_type: ControlNetType = "ImagePrompt"
+    cn_stop: Annotated[
+        float,
+        _d("Stop at: active while the timestep t >= 999 * (1 - cn_stop); 1 = every step, 0 = none.", ge=0.0, le=1.0),
+    ] = 0.6
+    cn_weight: Annotated[
+        float, _d("Weight; 0 skips a PyraCanny/CPDS control (an IP-Adapter's tokens still join).", ge=0.0, le=2.0)
+    ] = 0.6
+    cn_type: Annotated[
+        ControlNetType,
+        _d("ImagePrompt and FaceSwap: IP-Adapter plus (face); PyraCanny and CPDS: Control-LoRAs on the base model."),
+    ] = "ImagePrompt"
 
 
 class EnhanceCtrlNets(Struct, kw_only=True):
@@ -124,12 +135,22 @@ class GenerateRequest(Struct, kw_only=True):
     overwrite_upscale_strength: Annotated[float, Meta(ge=-1.0, le=1.0)] | UnsetType = UNSET
     mixing_image_prompt_and_vary_upscale: bool | UnsetType = UNSET
     mixing_image_prompt_and_inpaint: bool | UnsetType = UNSET
-    debugging_cn_preprocessor: bool | UnsetType = UNSET
-    skipping_cn_preprocessor: bool | UnsetType = UNSET
-    canny_low_threshold: Annotated[int, Meta(ge=1, le=255)] | UnsetType = UNSET
-    canny_high_threshold: Annotated[int, Meta(ge=1, le=255)] | UnsetType = UNSET
+    debugging_cn_preprocessor: (
+        Annotated[bool, _d("Return each image prompt's preprocessed input instead of generating; default false.")]
+        | UnsetType
+    ) = UNSET
+    skipping_cn_preprocessor: (
+        Annotated[bool, _d("Feed image prompts as sent (no Canny/CPDS, no face crop); default false.")] | UnsetType
+    ) = UNSET
+    canny_low_threshold: Annotated[int, _d("PyraCanny's low threshold, default 64.", ge=1, le=255)] | UnsetType = UNSET
+    canny_high_threshold: Annotated[int, _d("PyraCanny's high threshold, default 128.", ge=1, le=255)] | UnsetType = (
+        UNSET
+    )
     refiner_swap_method: Literal["joint", "separate", "vae"] | UnsetType = UNSET
-    controlnet_softness: Unit | UnsetType = UNSET
+    controlnet_softness: (
+        Annotated[float, _d("ControlNet residuals scaled by 1 - softness (finest) .. 1 (mid); default 0.25.",
+                            ge=0.0, le=1.0)] | UnsetType
+    ) = UNSET  # fmt: skip
     freeu_enabled: bool | UnsetType = UNSET
     freeu_b1: Annotated[float, _d("0..2 (Fooocus's slider), default 1.01.", ge=0.0, le=2.0)] | UnsetType = UNSET
     freeu_b2: Annotated[float, _d("0..2, default 1.02.", ge=0.0, le=2.0)] | UnsetType = UNSET
