@@ -315,3 +315,38 @@ def test_demo_files_load_with_the_demo_unet_and_are_left_alone(unet, demo_files:
     assert [path.stat().st_mtime_ns for path in demo_files] == stamps
     write_demo_control_loras(demo_files[0].parent, overwrite=True)
     assert [path.read_bytes() for path in demo_files] == contents  # same bytes on every run
+
+
+def test_real_sdxl_layout_converts_completely() -> None:
+    """SDXL's own layout (10-deep transformers, rank 128), on the meta device: every ControlNet tensor is
+    found in an SAI-layout file and nothing is left over, so a real Control-LoRA merges with strict=True."""
+    from diffusers import UNet2DConditionModel
+
+    from fooocus_es.engine.demo.checkpoint import TINY_CONFIG_DIR
+    from fooocus_es.engine.models import control_models
+
+    with torch.device("meta"):
+        sdxl = UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(TINY_CONFIG_DIR.parent / "base" / "unet")
+        )
+        skeleton = ControlNetModel.from_unet(sdxl, load_weights_from_unet=False)
+    expected = skeleton.state_dict()
+    names = controlnet_ldm_names(list(expected), sdxl.config)
+    assert names["down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k.weight"] == (
+        "input_blocks.8.1.transformer_blocks.9.attn2.to_k.weight"
+    )
+    assert names["controlnet_cond_embedding.conv_out.weight"] == "input_hint_block.14.weight"
+    file: dict[str, torch.Tensor] = {CONTROL_LORA_MARKER: torch.ones(1)}
+    for key, tensor in expected.items():
+        module, kind = key.rsplit(".", 1)
+        if kind == "weight" and is_control_lora_target(module):
+            ldm = names[key].removesuffix(".weight")
+            tail = (1, 1) if tensor.ndim == 4 else ()
+            file[ldm + ".up"] = torch.empty(tensor.shape[0], 128, *tail, device="meta")
+            file[ldm + ".down"] = torch.empty(128, *tensor.shape[1:], device="meta")
+        else:
+            file[names[key]] = torch.empty_like(tensor)
+    state, _, merged = control_models._control_lora_state(Path("sdxl.safetensors"), file, sdxl, "meta", torch.float16)
+    assert state.keys() == expected.keys()
+    assert all(state[key].shape == expected[key].shape for key in expected)
+    assert len(merged) == sum(key.endswith(".up") for key in file) > 300
