@@ -334,7 +334,7 @@ def test_v1_image_prompt_multipart_with_cn_img_files(server) -> None:
     record = task(server.url, done["job_id"])
     prompts = record["req_params"]["controlnet_image"]
     assert [(p["cn_stop"], p["cn_weight"], p["cn_type"]) for p in prompts] == [(0.5, 0.6, "ImagePrompt")] * 2
-    assert any("image prompts" in note for note in record["notes"])  # the engine says it does not apply them
+    assert not any("image prompts" in note for note in record["notes"])  # applied (test_image_prompts_e2e.py)
 
 
 def test_v2_image_prompt_and_text_to_image_with_ip(server) -> None:

@@ -127,7 +127,7 @@ def test_tab_rules_pick_uov_before_inpaint_and_mixing_flags_gate_image_prompts()
     assert plan_for(**both, controlnet_image=image_prompt).image_task is None
     mixed = plan_for(**both, controlnet_image=image_prompt, mixing_image_prompt_and_inpaint=True)
     assert isinstance(mixed.image_task, InpaintTask)
-    assert any("controlnet_image" in note for note in mixed.notes)  # said, not silently dropped
+    assert [prompt.cn_type for prompt in mixed.image_prompts] == ["ImagePrompt"]  # applied on the inpaint tab
     assert any("refiner" in note for note in plan_for(**both, refiner_model_name="r").notes)
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from fooocus_es.engine.diffusion.batching import batch_key
 from fooocus_es.engine.models.catalog import ModelCatalog
-from fooocus_es.engine.models.files import image_prompt_files
 from fooocus_es.engine.planning import plan as planning
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.image_prompt_files import image_prompt_files
 from fooocus_es.engine.planning.plan_types import ControlSettings, ImagePrompt, UpscaleTask
 
 BASE = "base.safetensors"

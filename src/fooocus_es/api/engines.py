@@ -13,8 +13,8 @@ from litestar.openapi.spec import Example
 
 from fooocus_es import __version__
 from fooocus_es.api import examples
-from fooocus_es.engine.models.files import IMAGE_PROMPT_DOWNLOADS
 from fooocus_es.engine.planning import presets
+from fooocus_es.engine.planning.image_prompt_files import IMAGE_PROMPT_DOWNLOADS
 from fooocus_es.fleet.presence import RunnerInfo
 
 if TYPE_CHECKING:  # resolved through the signature namespace (api/deps.py)

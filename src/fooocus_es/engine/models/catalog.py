@@ -14,18 +14,16 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from fooocus_es.engine.models.files import (
-    CLIP_VISION_DIR,
-    CONTROLNET_DIR,
-    DEFAULT_UPSCALER,
-    DEFAULT_UPSCALER_URL,
-    IMAGE_PROMPT_DOWNLOADS,
-    UPSCALE_DIR,
-    image_prompt_files,
-)
+from fooocus_es.engine.models.files import DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR
 from fooocus_es.engine.models.safety import safety_checker_installed
 from fooocus_es.engine.planning import presets
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT, DEMO_PERFORMANCE_LORAS
+from fooocus_es.engine.planning.image_prompt_files import (
+    CLIP_VISION_DIR,
+    CONTROLNET_DIR,
+    IMAGE_PROMPT_DOWNLOADS,
+    image_prompt_files,
+)
 from fooocus_es.engine.planning.performance import PERFORMANCE_LORAS
 from fooocus_es.engine.planning.plan import INPAINT_DIR
 from fooocus_es.engine.planning.plan_types import GenerationPlan, UpscaleTask

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from fooocus_es.engine.models.files import IMAGE_PROMPT_DOWNLOADS, image_prompt_files
 from fooocus_es.engine.planning import aspect, performance, prompts
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.image_prompt_files import IMAGE_PROMPT_DOWNLOADS, image_prompt_files
 from fooocus_es.engine.planning.plan_types import (
     ControlSettings,
     GenerationPlan,
