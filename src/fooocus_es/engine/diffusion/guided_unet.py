@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from fooocus_es.engine.diffusion import guidance
+
+if TYPE_CHECKING:
+    from fooocus_es.engine.diffusion.image_prompts import ImagePromptHooks
 
 Tensor = torch.Tensor
 
@@ -162,17 +165,25 @@ class GuidedUNet(torch.nn.Module):
         self,
         unet: torch.nn.Module,
         settings: GuidanceSettings,
-        alphas_cumprod: Tensor,
+        alphas_cumprod: Tensor | None,
         *,
         prediction_type: str = "epsilon",
         vae_scale_factor: int = 8,
+        image_prompts: ImagePromptHooks | None = None,
     ) -> None:
+        """`alphas_cumprod` may be None only when every extra is off (the wrapper is there for image prompts)."""
         super().__init__()
-        self.rows = RowGuidance(
-            settings, alphas_cumprod, prediction_type=prediction_type, vae_scale_factor=vae_scale_factor
+        if alphas_cumprod is None and settings.active:
+            raise ValueError("Fooocus's guidance extras need the scheduler's DDPM noise schedule")
+        self.rows = (
+            RowGuidance(settings, alphas_cumprod, prediction_type=prediction_type, vae_scale_factor=vae_scale_factor)
+            if alphas_cumprod is not None
+            else None
         )
         self.unet = unet
         self.settings = settings
+        # Applied around every call while this wraps the base UNet; the refiner swap clears it.
+        self.image_prompts = image_prompts
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -195,23 +206,28 @@ class GuidedUNet(torch.nn.Module):
     ) -> tuple[Tensor] | UNet2DConditionOutput:
         t = timestep if isinstance(timestep, Tensor) else torch.tensor(timestep, device=sample.device)
         t = t.reshape(-1)[0]  # one timestep per call in every SDXL pipeline; stays on the device
-        progress = self.rows.progress(t)
         # diffusers stacks [uncond; cond] exactly when it does CFG (guidance_scale > 1)
         split = self.settings.uses_cfg and sample.shape[0] % 2 == 0
-        if self.settings.uses_adm and added_cond_kwargs is not None and "time_ids" in added_cond_kwargs:
-            time_ids = self.rows.adm_time_ids(sample, added_cond_kwargs["time_ids"], progress, split)
+        progress = self.rows.progress(t) if self.rows is not None and self.settings.active else None
+        if progress is not None and self.settings.uses_adm and added_cond_kwargs and "time_ids" in added_cond_kwargs:
+            time_ids = self.rows.adm_time_ids(sample, added_cond_kwargs["time_ids"], progress, split)  # type: ignore[union-attr]
             added_cond_kwargs = {**added_cond_kwargs, "time_ids": time_ids}
-        out = self.unet(
-            sample,
-            timestep,
-            encoder_hidden_states,
-            *args,
-            added_cond_kwargs=added_cond_kwargs,
-            return_dict=False,
-            **kwargs,
-        )[0]
-        if split and self.settings.reshapes_prediction:
-            final = self.rows.final_prediction(sample, out, t, progress)
+        if self.image_prompts is not None:
+            out = self.image_prompts.unet_call(
+                self.unet, sample, timestep, t, split, encoder_hidden_states, args, added_cond_kwargs, kwargs
+            )
+        else:
+            out = self.unet(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                *args,
+                added_cond_kwargs=added_cond_kwargs,
+                return_dict=False,
+                **kwargs,
+            )[0]
+        if progress is not None and split and self.settings.reshapes_prediction:
+            final = self.rows.final_prediction(sample, out, t, progress)  # type: ignore[union-attr]
             out = torch.cat([final, final])  # diffusers' combine then gives back `final` exactly
         return UNet2DConditionOutput(sample=out) if return_dict else (out,)
 
@@ -227,16 +243,23 @@ def row_guidance(settings: GuidanceSettings, scheduler: Any, vae_scale_factor: i
                        vae_scale_factor=vae_scale_factor)  # fmt: skip
 
 
-def wrap_unet(unet: torch.nn.Module, settings: GuidanceSettings, scheduler: Any, vae_scale_factor: int = 8) -> Any:
-    """The UNet to give a task's pipeline: `GuidedUNet` when any extra is active, else `unet` itself.
+def wrap_unet(
+    unet: torch.nn.Module,
+    settings: GuidanceSettings,
+    scheduler: Any,
+    vae_scale_factor: int = 8,
+    image_prompts: ImagePromptHooks | None = None,
+) -> Any:
+    """The UNet to give a task's pipeline: `GuidedUNet` when any extra or image prompt is active, else `unet`.
 
     Raises ValueError for schedulers outside the DDPM discretisation (EDM) when extras are active:
     Fooocus's progress `1 - t / 999` has no meaning there.
     """
-    if not settings.active:
+    if not settings.active and image_prompts is None:
         return unet
-    return GuidedUNet(unet, settings, _ddpm_schedule(scheduler), prediction_type=_prediction_type(scheduler),
-                      vae_scale_factor=vae_scale_factor)  # fmt: skip
+    schedule = _ddpm_schedule(scheduler) if settings.active else getattr(scheduler, "alphas_cumprod", None)
+    return GuidedUNet(unet, settings, schedule, prediction_type=_prediction_type(scheduler),
+                      vae_scale_factor=vae_scale_factor, image_prompts=image_prompts)  # fmt: skip
 
 
 def _ddpm_schedule(scheduler: Any) -> Tensor:

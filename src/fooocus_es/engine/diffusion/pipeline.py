@@ -15,8 +15,10 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from PIL import Image
 
 from fooocus_es.engine.demo.loras import ensure_demo_lora
+from fooocus_es.engine.diffusion import image_prompts
 from fooocus_es.engine.diffusion.batching import (
     Admit,
     BatchDenoiser,
@@ -27,6 +29,7 @@ from fooocus_es.engine.diffusion.batching import (
     run_one_plan,
 )
 from fooocus_es.engine.diffusion.guided_unet import GuidedUNet
+from fooocus_es.engine.diffusion.image_prompt_models import ImagePromptModels
 from fooocus_es.engine.diffusion.image_to_image import ImageToImage
 from fooocus_es.engine.diffusion.sampling import (
     Aborted,
@@ -86,9 +89,13 @@ class Engine:
             raise ValueError(f"max_batch must be at least 1 (or 0: by the device), got {max_batch}")
         self.store = store
         self.max_batch = max_batch or auto_max_batch(store.device)
-        # Image tasks read their inputs (inputs/...) relative to the data dir.
+        # Image tasks and image prompts read their inputs (inputs/...) relative to the data dir.
+        self.data_dir = data_dir or Path.cwd()
         self.image_to_image = ImageToImage(
-            store.models_dir, data_dir or Path.cwd(), store.device, store.dtype, construction=store.construction
+            store.models_dir, self.data_dir, store.device, store.dtype, construction=store.construction
+        )
+        self.image_prompt_models = ImagePromptModels(
+            store.models_dir, store.device, store.dtype, construction=store.construction
         )
         self._active: _ActiveSetup | None = None
 
@@ -98,38 +105,60 @@ class Engine:
         models = self._models(plan)
         self._configure(models, plan)
         task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
+        if plan.image_prompts:
+            image_prompts.load_for(plan, self.image_prompt_models, models.base.unet)
 
     def generate(self, plan: GenerationPlan, hooks: GenerationHooks) -> tuple[list[GeneratedImage], Status]:
         """Images for every seed that was neither skipped nor stopped, and whether the task was stopped."""
         _validate(plan)
         models = self._models(plan)
         self._configure(models, plan)
+        if plan.image_prompts and plan.control.debug_preprocessor:
+            return self._preprocessed_image_prompts(plan), "finished"
+        prompts = image_prompts.build_hooks(plan, self.image_prompt_models, models.base.unet, self.data_dir)
         if plan.image_task is not None:
-            images, status = self._image_task(plan, models, hooks)
+            images, status = self._image_task(plan, models, hooks, prompts)
         else:
-            images, status = self._text_to_image(plan, models, hooks)
+            images, status = self._text_to_image(plan, models, hooks, prompts)
         if models.safety is not None and images:
             checked, _flags = models.safety.black_out([generated.image for generated in images])
             images = [replace(generated, image=image) for generated, image in zip(images, checked, strict=True)]
         return images, status
 
+    def _preprocessed_image_prompts(self, plan: GenerationPlan) -> list[GeneratedImage]:
+        """debugging_cn_preprocessor: each image prompt's preprocessed input as a result, no diffusion."""
+        arrays = image_prompts.preprocessed_images(plan, self.image_prompt_models, self.data_dir)
+        return [
+            GeneratedImage(image_index=index, seed=plan.seeds[0], image=Image.fromarray(array))
+            for index, array in enumerate(arrays)
+        ]
+
     def _image_task(
-        self, plan: GenerationPlan, models: _TaskModels, hooks: GenerationHooks
+        self,
+        plan: GenerationPlan,
+        models: _TaskModels,
+        hooks: GenerationHooks,
+        prompts: image_prompts.ImagePromptHooks | None = None,
     ) -> tuple[list[GeneratedImage], Status]:
         def make_pipe(pipeline_class: type[Any]) -> Any:
             scheduler = _scheduler(plan, models.base)
-            return task_pipeline(models.base, scheduler, guidance_settings(plan), models.vae, pipeline_class)
+            return task_pipeline(models.base, scheduler, guidance_settings(plan), models.vae, pipeline_class, prompts)
 
         with torch.inference_mode():
             conditioning = ConditioningCache(models.base, plan.clip_skip)
             return self.image_to_image.generate(plan, make_pipe, models.vae, conditioning, hooks)
 
     def _text_to_image(
-        self, plan: GenerationPlan, models: _TaskModels, hooks: GenerationHooks
+        self,
+        plan: GenerationPlan,
+        models: _TaskModels,
+        hooks: GenerationHooks,
+        prompts: image_prompts.ImagePromptHooks | None = None,
     ) -> tuple[list[GeneratedImage], Status]:
         if self.max_batch > 1 and len(plan.seeds) > 1 and batch_key(plan) is not None:
             return self._text_to_image_batched(plan, models, hooks)
-        task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
+        scheduler = _scheduler(plan, models.base)
+        task_pipe = task_pipeline(models.base, scheduler, guidance_settings(plan), models.vae, image_prompts=prompts)
         images: list[GeneratedImage] = []
         status: Status = "finished"
         with torch.inference_mode():
@@ -304,6 +333,7 @@ class _RefinerSwitch:
         self.own_conditioning = ConditioningCache(self.refiner, plan.clip_skip) if self.method != "joint" else None
         self.swapped_vae = False
         self._base_unet: Any = None
+        self._image_prompts: image_prompts.ImagePromptHooks | None = None
 
     @property
     def decode_vae(self) -> Any:
@@ -318,6 +348,8 @@ class _RefinerSwitch:
         self._base_unet = holder.unet if holder is not None else pipe.unet
         if holder is not None:
             holder.unet = self.refiner.unet
+            # Fooocus drops image prompts at the switch: the refiner has no IP layers or ControlNet.
+            self._image_prompts, holder.image_prompts = holder.image_prompts, None
         else:
             pipe.unet = self.refiner.unet
         if self.own_conditioning is not None:
@@ -335,6 +367,7 @@ class _RefinerSwitch:
             return
         if isinstance(pipe.unet, GuidedUNet):
             pipe.unet.unet = self._base_unet
+            pipe.unet.image_prompts = self._image_prompts
         else:
             pipe.unet = self._base_unet
         self._base_unet = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from diffusers import StableDiffusionXLPipeline
@@ -19,6 +19,9 @@ from fooocus_es.engine.diffusion.guided_unet import GuidanceSettings, wrap_unet
 from fooocus_es.engine.diffusion.preview import latent_preview_jpeg
 from fooocus_es.engine.diffusion.text_encoding import Conditioning, encode_conditioning
 from fooocus_es.engine.planning.plan_types import GenerationPlan
+
+if TYPE_CHECKING:
+    from fooocus_es.engine.diffusion.image_prompts import ImagePromptHooks
 
 Control = Literal["stop", "skip"]
 Status = Literal["finished", "stopped"]
@@ -107,14 +110,15 @@ def task_pipeline(
     guidance: GuidanceSettings,
     vae: Any,
     pipeline_class: type[Any] = StableDiffusionXLPipeline,
+    image_prompts: ImagePromptHooks | None = None,
 ) -> Any:
     """A pipeline sharing `pipe`'s models but with its own scheduler, guided UNet and VAE.
 
-    The cached pipeline stays untouched (the GuidedUNet holds per-task settings). Built directly
-    rather than with `from_pipe`, which also re-casts every model and logs about it.
+    The cached pipeline stays untouched (the GuidedUNet holds per-task settings and image prompts).
+    Built directly rather than with `from_pipe`, which also re-casts every model and logs about it.
     """
     try:  # the bare UNet when every extra is off; ValueError for schedulers it cannot follow (EDM)
-        unet = wrap_unet(pipe.unet, guidance, scheduler, pipe.vae_scale_factor)
+        unet = wrap_unet(pipe.unet, guidance, scheduler, pipe.vae_scale_factor, image_prompts)
     except ValueError as exc:
         raise GenerationFailed(str(exc)) from exc
     task_pipe = pipeline_class(

@@ -149,7 +149,7 @@ def clip_pixels(image_rgb_224: np.ndarray, device: str, dtype: torch.dtype) -> t
     """[1, 3, H, W] CLIP-normalised pixels of an RGB uint8 image already at the model's size (224)."""
     if image_rgb_224.ndim != 3 or image_rgb_224.shape[2] != 3 or image_rgb_224.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image_rgb_224.shape} {image_rgb_224.dtype}")
-    pixels = torch.from_numpy(np.ascontiguousarray(image_rgb_224)).permute(2, 0, 1).float() / 255.0
+    pixels = torch.from_numpy(np.array(image_rgb_224, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
     mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
     std = torch.tensor(CLIP_STD).view(3, 1, 1)
     return ((pixels - mean) / std)[None].to(device=device, dtype=dtype)
