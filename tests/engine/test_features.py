@@ -241,6 +241,36 @@ def test_refiner_with_several_images_restores_the_base_between_them(engine: Engi
     assert not same(first, second)
 
 
+def test_image_prompts_act_on_the_base_steps_and_are_dropped_at_the_refiner_switch(
+    engine: Engine, models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from fooocus_es.engine.diffusion.image_prompts import ImagePromptHooks
+
+    inputs = models.parent / "inputs"
+    inputs.mkdir(exist_ok=True)
+    ramp = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    Image.fromarray(ramp).save(inputs / "cn.png")
+    seen: list[float] = []
+    original = ImagePromptHooks.unet_call
+
+    def spy(self, unet, sample, timestep, t, *rest):  # type: ignore[no-untyped-def]
+        seen.append(float(t))
+        return original(self, unet, sample, timestep, t, *rest)
+
+    monkeypatch.setattr(ImagePromptHooks, "unet_call", spy)
+    cn = [{"cn_img": "inputs/cn.png", "cn_stop": 1.0, "cn_weight": 1.0, "cn_type": "PyraCanny"}]
+    refined = run(engine, models, refiner_model_name=REFINER, refiner_switch=0.5)
+    prompted = run(engine, models, refiner_model_name=REFINER, refiner_switch=0.5, controlnet_image=cn)
+    # 2 steps, switch after 1: only the base step's UNet calls (one per sampler evaluation) are hooked.
+    assert seen and len(set(seen)) == 1, seen
+    assert not same(prompted, refined)
+    seen.clear()
+    run(engine, models, controlnet_image=cn)
+    assert len(set(seen)) == 2  # without a refiner both steps are hooked
+
+
 @pytest.mark.parametrize("method", ["separate", "vae"])
 def test_refiner_separate_and_vae_swaps_run(engine: Engine, models: Path, baseline: np.ndarray, method: str) -> None:
     joint = run(engine, models, refiner_model_name=REFINER, refiner_switch=0.5)
