@@ -1,0 +1,1 @@
+"""Fooocus's tools on the runner: describe-image (BLIP, WD14) and generate_mask (rembg's models, GroundingDINO + SAM)."""
