@@ -10,11 +10,11 @@ first, so nothing of the task can be missed), then the runner is told.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -22,15 +22,19 @@ import msgspec
 import structlog
 
 from fooocus_es.api.errors import RETRY_QUEUE_S, StorageUnavailable, TooManyRequests
-from fooocus_es.api.inputs import has_images, store_request_images
+from fooocus_es.api.inputs import has_images, store_images, store_request_images
 from fooocus_es.engine.imaging.inputs import check_inpaint_mask
 from fooocus_es.engine.planning import plan as planning
 from fooocus_es.events.bus import Subscription
 from fooocus_es.events.types import TaskQueued, now_ms
+from fooocus_es.media.decode import is_no_image
+from fooocus_es.media.inputs import TOOL_IMAGE_FIELD
 from fooocus_es.media.limits import ImageLimits
 from fooocus_es.media.own_files import OwnFiles
 from fooocus_es.net import address_guard
 from fooocus_es.services import Services
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -85,17 +89,35 @@ async def validate_and_store(services: Services, params: dict[str, Any], sent: d
     )
     if not has_images(params):  # most requests: nothing to fetch, decode or write, so no thread hop
         return store(params, services.blobs, limits)  # (it only blanks the "no image" markers)
+    stored = await _store_off_loop(services, partial(store, params, services.blobs, limits))
+    if stored.get("inpaint_input_image"):  # the mask check reads the stored files
+        await anyio.to_thread.run_sync(check_inpaint_mask, stored, services.settings.data_dir)
+    return stored
+
+
+async def store_tool_image(services: Services, value: Any) -> str:
+    """A tool's one image (the `image` field: base64, a data: URI or a URL) stored; its inputs/ key."""
+    if value is None or is_no_image(value):
+        raise planning.ParamError("image", "required: an image as base64, a data: URI or an http(s) URL")
+    limits = ImageLimits(allow_private_fetch=services.settings.allow_private_fetch)
+    store = partial(
+        store_images, {TOOL_IMAGE_FIELD: value}, services.blobs, limits,
+        own_files=OwnFiles.from_settings(services.settings), budget=services.decode_budget,
+    )  # fmt: skip
+    names = await _store_off_loop(services, store)
+    return f"inputs/{names[TOOL_IMAGE_FIELD]}"
+
+
+async def _store_off_loop(services: Services, store: Callable[[], T]) -> T:
+    """Run a blocking image store; a data dir that cannot be written is a 503/507, not a 500."""
     try:
         # Own threads: requests waiting for a decode slot must not take the pool the log's appends use.
-        stored = await anyio.to_thread.run_sync(store, params, services.blobs, limits, limiter=services.image_threads())
+        return await anyio.to_thread.run_sync(store, limiter=services.image_threads())
     except OSError as exc:  # inputs/ cannot be written (full, read-only)
         fault = services.storage.report("inputs", exc)
         if fault is None:
             raise
         raise StorageUnavailable.of(fault) from exc
-    if stored.get("inpaint_input_image"):  # the mask check reads the stored files
-        await anyio.to_thread.run_sync(check_inpaint_mask, stored, services.settings.data_dir)
-    return stored
 
 
 async def enqueue(

@@ -33,11 +33,32 @@ def store_request_images(
     leaves nothing behind from the others. With ``own_files``, this server's own /outputs/ and
     /inputs/ URLs are read from the data dir (chained tasks) instead of being fetched.
     """
-    budget = budget or DecodeBudget()
-    fetch = _fetcher(limits, own_files)
     prompts = params.get("controlnet_image") or []
     fields: dict[str, Any] = {name: params.get(name) for name in IMAGE_FIELDS}
     fields.update({f"controlnet_image[{i}].cn_img": item.get("cn_img") for i, item in enumerate(prompts)})
+    names = store_images(fields, blobs, limits, own_files=own_files, budget=budget)
+    stored = dict(params)
+    for name in IMAGE_FIELDS:
+        stored[name] = f"inputs/{names[name]}" if name in names else ""
+    stored["controlnet_image"] = [
+        {**item, "cn_img": f"inputs/{names[key]}" if (key := f"controlnet_image[{i}].cn_img") in names else ""}
+        for i, item in enumerate(prompts)
+    ]
+    return stored
+
+
+def store_images(
+    fields: dict[str, Any],
+    blobs: BlobStore,
+    limits: ImageLimits,
+    *,
+    own_files: OwnFiles | None = None,
+    budget: DecodeBudget | None = None,
+) -> dict[str, str]:
+    """Blocking: field -> stored file name (inputs/<name>) of every field that holds an image (as
+    store_request_images: all read and sized first, decoded one at a time, written when all are good)."""
+    budget = budget or DecodeBudget()
+    fetch = _fetcher(limits, own_files)
     encoded = {field: _read(value, field, limits, fetch) for field, value in fields.items()}
     present = {field: data for field, data in encoded.items() if data is not None}
     budget.check_request({field: image_size(data, field=field, limits=limits) for field, data in present.items()})
@@ -48,15 +69,7 @@ def store_request_images(
             image = decode_image_bytes(data, field=field, limits=limits)
             pngs[field] = encode_input_png(image)
             del image  # one decoded image at a time, released before the next is decoded
-    names = {field: store_input_png(png, blobs) for field, png in pngs.items()}
-    stored = dict(params)
-    for name in IMAGE_FIELDS:
-        stored[name] = f"inputs/{names[name]}" if name in names else ""
-    stored["controlnet_image"] = [
-        {**item, "cn_img": f"inputs/{names[key]}" if (key := f"controlnet_image[{i}].cn_img") in names else ""}
-        for i, item in enumerate(prompts)
-    ]
-    return stored
+    return {field: store_input_png(png, blobs) for field, png in pngs.items()}
 
 
 def has_images(params: dict[str, Any]) -> bool:

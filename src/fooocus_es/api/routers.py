@@ -9,6 +9,7 @@ from __future__ import annotations
 from litestar import Router
 
 from fooocus_es.api import engines, files, generate, task_stream, tasks
+from fooocus_es.api.tools import tools_router
 from fooocus_es.ops.metrics import MetricsController
 
 
@@ -31,4 +32,5 @@ def native_routers() -> list[Router]:
             route_handlers=engine_files,
         ),
         Router(path="/", tags=["ops"], route_handlers=[engines.health, engines.runners, MetricsController]),
+        tools_router(),
     ]

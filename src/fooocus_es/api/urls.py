@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from fooocus_es.media.inputs import IMAGE_FIELDS
+from fooocus_es.media.inputs import IMAGE_FIELDS, TOOL_IMAGE_FIELD
 
 
 class UrlSigner:
@@ -29,7 +29,7 @@ class UrlSigner:
 
     def render_params(self, params: dict[str, Any]) -> dict[str, Any]:
         rendered = dict(params)
-        for name in IMAGE_FIELDS:
+        for name in (*IMAGE_FIELDS, TOOL_IMAGE_FIELD):
             if isinstance(rendered.get(name), str):
                 rendered[name] = self.url(rendered[name])
         if isinstance(rendered.get("controlnet_image"), list):

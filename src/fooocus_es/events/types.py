@@ -65,6 +65,7 @@ class TaskSkipped(_Event, tag="TaskSkipped"):
 class TaskFinished(_Event, tag="TaskFinished"):
     result: list[str]  # output paths relative to the data dir: outputs/YYYY-MM-DD/<file>
     notes: list[str] = []
+    text: str = ""  # a tool task's text answer (describe-image's caption); generations have none
 
 
 class TaskStopped(_Event, tag="TaskStopped"):

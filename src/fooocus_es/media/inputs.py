@@ -17,6 +17,7 @@ from fooocus_es.media.blobs import BlobStore
 
 # The request fields that hold one image each (controlnet_image items hold one more in cn_img).
 IMAGE_FIELDS = ("uov_input_image", "inpaint_input_image", "inpaint_mask_image_upload", "enhance_input_image")
+TOOL_IMAGE_FIELD = "image"  # a tool task's one image (engine/planning/tool_types.py)
 
 # Fixed encoder settings: the same pixels must give the same bytes, hence the same name.
 # Level 6 (zlib's default) because inputs are written once and kept: size beats speed here.
@@ -53,6 +54,7 @@ def store_input_png(data: bytes, blobs: BlobStore) -> str:
 def stored_input_keys(params: dict[str, object]) -> list[str]:
     """The inputs/ keys a stored task's params name (what a runner on another machine must fetch)."""
     keys = [params.get(name) for name in IMAGE_FIELDS]
+    keys += [params.get(TOOL_IMAGE_FIELD)] if "tool" in params else []
     items = params.get("controlnet_image")
     keys += [item.get("cn_img") for item in items if isinstance(item, dict)] if isinstance(items, list) else []
     return [key for key in keys if isinstance(key, str) and key.startswith("inputs/")]

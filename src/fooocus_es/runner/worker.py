@@ -28,6 +28,7 @@ import structlog
 from fooocus_es.engine.planning.plan import build_plan
 from fooocus_es.engine.planning.plan_types import GenerationPlan
 from fooocus_es.engine.planning.styles import StyleBook
+from fooocus_es.engine.planning.tool_types import ToolCall, tool_call_of
 from fooocus_es.events.log import AppendRefused
 from fooocus_es.events.store import EventStore
 from fooocus_es.events.types import (
@@ -65,8 +66,12 @@ def expected_failures() -> tuple[type[Exception], ...]:
     from fooocus_es.engine.diffusion.pipeline import GenerationFailed
     from fooocus_es.engine.models.store import ModelMissing, ModelUnsupported
     from fooocus_es.engine.models.upscalers import UpscalerMissing, UpscalerUnsupported
+    from fooocus_es.engine.tools.errors import ToolUnavailable
 
-    return (ModelMissing, ModelUnsupported, UpscalerMissing, UpscalerUnsupported, GenerationFailed, ValueError)
+    return (
+        ModelMissing, ModelUnsupported, UpscalerMissing, UpscalerUnsupported, GenerationFailed, ToolUnavailable,
+        ValueError,
+    )  # fmt: skip
 
 
 class TaskAbandoned(Exception):
@@ -531,6 +536,10 @@ class Runner:
         task_id, params = command.task_id, command.params
         started = time.perf_counter()
         try:
+            call = tool_call_of(params)
+            if call is not None:
+                self._run_tool(task_id, call, task_log, current, started)
+                return None
             plan = self._plan_for(command, task_log)
             if self.fetch_models is not None:  # files a preset or performance mode knows a URL for
                 self.fetch_models(plan, lambda message: self._progress(task_id, 1, message, stage="downloading"))
@@ -553,6 +562,25 @@ class Runner:
             return None
         interrupted = self._shutting_down() and status == "stopped"  # decided now, not when saved
         return _Finish(current, params, plan, images, status, interrupted, task_log, started)
+
+    def _run_tool(self, task_id: str, call: ToolCall, task_log: Any, current: _Current, started: float) -> None:
+        """A tool call (describe-image, generate_mask) to its TaskFinished: small and quick, so its
+        one output (a mask) is written here rather than on the saver thread."""
+        self._retried("inputs", lambda: self.blobs.local_path(call.image))  # a fleet: stored on another machine
+        self._progress(task_id, 2, "Loading models ...", stage="loading")
+        run_tool = getattr(self._get_engine(), "run_tool", None)
+        if run_tool is None:
+            from fooocus_es.engine.tools.errors import ToolUnavailable
+
+            raise ToolUnavailable("this runner's engine runs no tools")
+        answer = run_tool(call)
+        result = []
+        if answer.image is not None:
+            self._progress(task_id, 100, "Saving image 1/1 to system ...", stage="saving", image_count=1)
+            result.append(self._save_file(encode_image(answer.image, "png"), "png", current))
+        self._emit(TaskFinished(task_id=task_id, at_ms=now_ms(), result=result, text=answer.text), current=current)
+        task_log.info("task.ended", status="finished", tool=call.__struct_config__.tag,
+                      seconds=round(time.perf_counter() - started, 3))  # fmt: skip
 
     # -- a batch of tasks on the device (--max-batch > 1) ------------------------------------------
     def _run_batch(self, first: _Member, hooks: _Hooks, engine: Any) -> None:

@@ -47,13 +47,13 @@ async def read_form(form: FormMultiDict) -> FormBody:
     for key, values in parts.items():
         slot_part = _IMAGE_PROMPT_PART.match(key)
         if key in IMAGE_PARTS:
-            image = await _image(values[0])
+            image = await image_part(values[0])
             if image is not None:
                 out.body[key] = image
         elif slot_part is not None:
             slot = slots.setdefault(int(slot_part["slot"]), {})
             name = slot_part["name"]
-            slot[name] = await _image(values[0]) if name == "cn_img" else _text(values[0]) or None
+            slot[name] = await image_part(values[0]) if name == "cn_img" else _text(values[0]) or None
         elif key == "image_prompts":
             out.ignored.append(key)  # Python reprs of dicts; the cn_img1..4 parts carry image prompts
         elif any(isinstance(value, UploadFile) for value in values):
@@ -84,7 +84,8 @@ def _image_prompts(out: FormBody, slots: dict[int, dict[str, Any]]) -> None:
         out.body["image_prompts"] = prompts
 
 
-async def _image(value: Any) -> str | None:
+async def image_part(value: Any) -> str | None:
+    """A form part that carries an image: a file's bytes as base64, or the text (base64, a URL)."""
     if isinstance(value, UploadFile):
         data = await value.read()
         return base64.b64encode(data).decode("ascii") if data else None

@@ -51,6 +51,8 @@ from fooocus_es.engine.diffusion.schedulers import make_scheduler, prepare_for_i
 from fooocus_es.engine.models.loras import LoraSpec, LoraUnsupported, activate_loras
 from fooocus_es.engine.models.store import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported
 from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, ModelSetup
+from fooocus_es.engine.planning.tool_types import ToolCall
+from fooocus_es.engine.tools.toolbox import ToolBox, ToolResult
 
 __all__ = ["Control", "Engine", "GeneratedImage", "GenerationFailed", "GenerationHooks", "Status"]
 
@@ -97,7 +99,14 @@ class Engine:
         self.image_prompt_models = ImagePromptModels(
             store.models_dir, store.device, store.dtype, construction=store.construction
         )
+        self.tools = ToolBox(store.models_dir, store.device, store.dtype, construction=store.construction)
         self._active: _ActiveSetup | None = None
+
+    def run_tool(self, call: ToolCall) -> ToolResult:
+        """describe-image or generate_mask on this device, on the stored input image."""
+        with Image.open(self.data_dir / call.image) as stored:
+            image = stored.convert("RGB")  # Fooocus's tools take HWC3 RGB
+        return self.tools.run(call, image)
 
     def prepare(self, plan: GenerationPlan) -> None:
         """Validate the plan and load its models and LoRAs, so failures surface before any progress."""

@@ -1,1 +1,1 @@
-"""Fooocus's tools on the runner: describe-image (BLIP, WD14) and generate_mask (rembg's models, GroundingDINO + SAM)."""
+"""Fooocus's tools on the runner: describe-image (BLIP, WD14), generate_mask (rembg's models, GroundingDINO + SAM)."""
