@@ -54,6 +54,7 @@ def test_every_operation_keeps_its_tag(client: TestClient) -> None:
         "GET /health": ["ops"], "GET /metrics": ["ops"], "GET /runners": ["ops"],
         "POST /v1/images/generations": ["openai"], "POST /v1/images/edits": ["openai"],
         "GET /v1/models": ["openai"], "GET /v1/models/{model_id}": ["openai"],
+        "POST /v1/tools/describe-image": ["tools"], "POST /v1/tools/generate_mask": ["tools"],
     }  # fmt: skip
     older = {key: value for key, value in tags.items() if key not in expected}
     assert {key: tags[key] for key in expected} == expected

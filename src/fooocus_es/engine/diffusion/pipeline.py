@@ -28,6 +28,7 @@ from fooocus_es.engine.diffusion.batching import (
     batch_key,
     run_one_plan,
 )
+from fooocus_es.engine.diffusion.enhance import Enhancer, enhance_input
 from fooocus_es.engine.diffusion.guided_unet import GuidedUNet
 from fooocus_es.engine.diffusion.image_prompt_models import ImagePromptModels
 from fooocus_es.engine.diffusion.image_to_image import ImageToImage
@@ -125,10 +126,14 @@ class Engine:
         if plan.image_prompts and plan.control.debug_preprocessor:
             return self._preprocessed_image_prompts(plan), "finished"
         prompts = image_prompts.build_hooks(plan, self.image_prompt_models, models.base.unet, self.data_dir)
-        if plan.image_task is not None:
+        if plan.enhance is not None and plan.enhance.input_image:
+            images, status = enhance_input(plan, self.data_dir), "finished"  # the enhance tab: no generation
+        elif plan.image_task is not None:
             images, status = self._image_task(plan, models, hooks, prompts)
         else:
             images, status = self._text_to_image(plan, models, hooks, prompts)
+        if plan.enhance is not None and status == "finished":
+            images, status = Enhancer(plan, self.generate, self.tools, self.data_dir).run(images, hooks)
         if models.safety is not None and images:
             checked, _flags = models.safety.black_out([generated.image for generated in images])
             images = [replace(generated, image=image) for generated, image in zip(images, checked, strict=True)]
@@ -203,7 +208,7 @@ class Engine:
 
     def batches_tasks(self, plan: GenerationPlan) -> bool:
         """Whether `plan` runs through `generate_batch`, other tasks joining it (--max-batch > 1)."""
-        return self.max_batch > 1 and batch_key(plan) is not None and not plan.black_out_nsfw
+        return self.max_batch > 1 and batch_key(plan) is not None and not plan.black_out_nsfw and plan.enhance is None
 
     def batch_key_of(self, plan: GenerationPlan) -> BatchKey | None:
         """The key tasks joining `plan`'s batch must have; None when it does not run in one."""

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from fooocus_es.engine.planning import aspect, performance, prompts
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
+from fooocus_es.engine.planning.enhance import enhance_plan
 from fooocus_es.engine.planning.image_prompt_files import IMAGE_PROMPT_DOWNLOADS, image_prompt_files
 from fooocus_es.engine.planning.plan_types import (
     ControlSettings,
@@ -306,13 +307,14 @@ def build_plan(
         params["aspect_ratios_selection"], params["overwrite_width"], params["overwrite_height"]
     )
     seeds = image_seeds(params)
+    if params.get("enhance_input_image"):  # the enhance tab: one image, the input itself (no generation)
+        seeds = seeds[:1]
     task = image_task(params)
     uov = isinstance(task, VaryTask | UpscaleTask)
     steps = performance.steps_for(params["performance_selection"], params["overwrite_step"], uov=uov)
     refiner = refiner_model(params)
     notes: tuple[str, ...] = ()
-    if params.get("enhance_checkbox") and params.get("enhance_input_image"):
-        notes += ("enhance is not applied by this server yet",)
+    styles = styles if styles is not None else load_styles(data_dir)
     if refiner and task is not None:
         notes += (f"refiner {refiner!r} not applied: image-to-image tasks run on the base model only",)
         refiner = None
@@ -321,7 +323,7 @@ def build_plan(
         params["negative_prompt"],
         params["style_selections"],
         seeds,
-        styles=styles if styles is not None else load_styles(data_dir),
+        styles=styles,
         wildcards=WildcardDir(data_dir),
         read_wildcards_in_order=bool(params["read_wildcards_in_order"]),
     )
@@ -364,6 +366,7 @@ def build_plan(
         image_task=task,
         image_prompts=image_prompts(params),
         control=control_settings(params),
+        enhance=enhance_plan(params, lambda sub: build_plan(task_id, sub, data_dir=data_dir, styles=styles)),
     )
 
 

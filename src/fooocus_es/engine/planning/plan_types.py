@@ -6,6 +6,8 @@ from typing import Literal
 
 import msgspec
 
+from fooocus_es.engine.planning.tool_types import MaskOptions
+
 
 class _ImageTaskBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     """Image-to-image work on an input image: Fooocus's upscale/vary and inpaint/outpaint tabs."""
@@ -158,6 +160,7 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     image_task: ImageTask | None = None  # None: text to image at width x height
     image_prompts: tuple[ImagePrompt, ...] = ()  # applied on every UNet call of the base model
     control: ControlSettings = ControlSettings()
+    enhance: EnhancePlan | None = None  # Fooocus's enhance: passes over each image once it is made
 
     def model_setup(self) -> ModelSetup:
         return ModelSetup(
@@ -182,3 +185,25 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
 
     def negative_prompt_for(self, index: int) -> str:
         return self.negative_prompts[index] if index < len(self.negative_prompts) else self.negative_prompt
+
+
+class EnhancePass(msgspec.Struct, frozen=True, kw_only=True):
+    """One enhance control: find its region, then inpaint it with its own prompt and settings."""
+
+    mask: MaskOptions  # how the region is found (a mask model, or GroundingDINO + SAM on a prompt)
+    erode_or_dilate: int = 0  # enhance_inpaint_erode_or_dilate, then
+    invert: bool = False  # enhance_mask_invert
+    # The inpaint as a plan whose image task's image and mask are filled in when the pass runs.
+    plan: GenerationPlan
+
+
+class EnhancePlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What enhance does to each image (brief §5): an optional vary/upscale before the first or after
+    the last pass, then the passes in order, each on the previous pass's output."""
+
+    input_image: str = ""  # the enhance tab: this stored image instead of a generation
+    uov_before: GenerationPlan | None = None  # image task filled in when it runs
+    uov_after: GenerationPlan | None = None
+    passes: tuple[EnhancePass, ...] = ()
+    debug_masks: bool = False  # debugging_enhance_masks_checkbox: each pass's mask is a result too
+    final_only: bool = False  # save_final_enhanced_image_only: only each image's last stage is kept
