@@ -254,3 +254,16 @@ RUNNERS_RESPONSES = {
         ],
     )
 }
+
+_TOOL_ERRORS = {
+    400: _error(400, "image: required: an image as base64, a data: URI or an http(s) URL", "A field is wrong"),
+    501: _error(501, "onnxruntime is not installed on this server: install the tools extra", "A package is missing"),
+}
+DESCRIBE_RESPONSES = {
+    200: _spec(data_container=dict[str, str], examples=[Example(value={"describe": "a red car parked on a street"})]),
+    **_TOOL_ERRORS,
+}
+MASK_RESPONSES = {
+    200: _spec(data_container=str, examples=[Example(value="iVBORw0KGgoAAAANSUhEUgAA...")]),
+    **_TOOL_ERRORS,
+}

@@ -22,6 +22,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Body
 
+from fooocus_es.api import examples
 from fooocus_es.api.admission import enqueue, queue_place, store_tool_image
 from fooocus_es.api.body_types import FORM_TYPES, FORMS_OPT
 from fooocus_es.api.fooocus_api.multipart import image_part
@@ -153,6 +154,7 @@ _DESCRIBE_BODY: Final = {
     "/describe-image",
     status_code=200,
     summary="Describe an image: a BLIP caption (Photo) or WD14 tags (Anime)",
+    responses=examples.DESCRIBE_RESPONSES,
     description="FooocusAPI's JSON `{image, image_type}`, or Fooocus-API's multipart `image` file with the type in "
     "`type` or `image_type` (form or query). Runs on the runner as a task (listed by /tasks); seeded, so one image "
     "gives one text. Anime needs onnxruntime (the tools extra): without it, 501.",
@@ -177,6 +179,7 @@ async def describe_image(request: Request, services: NamedDependency[Services]) 
     "/generate_mask",
     status_code=200,
     summary="A mask from rembg's models or GroundingDINO + SAM: a bare base64 PNG string",
+    responses=examples.MASK_RESPONSES,
     description="FooocusAPI's GenerateMaskRequest. `sam` finds `dino_prompt_text` with GroundingDINO, then masks the "
     "boxes with SAM (holes under 400 px filled, the first `sam_max_detections` boxes, 0: all); `dino_debug` answers "
     "the boxes instead. The other models run on onnxruntime (the tools extra): without it, 501.",
