@@ -56,9 +56,7 @@ class PositiveBias:
 class FooocusExpansion:
     """A loaded expansion folder (config.json, pytorch_model.bin, tokenizer files, positive.txt)."""
 
-    def __init__(
-        self, folder: Path, device: str, dtype: torch.dtype, *, lock: threading.RLock | None = None
-    ) -> None:
+    def __init__(self, folder: Path, device: str, dtype: torch.dtype, *, lock: threading.RLock | None = None) -> None:
         """`lock`: held while sampling, since the seeding touches process-wide generators (other
         devices' runner threads take the same lock)."""
         from transformers import AutoTokenizer, GPT2LMHeadModel
@@ -154,4 +152,3 @@ class ExpansionModels:
 
     def free(self) -> None:
         self._loaded = None
-
