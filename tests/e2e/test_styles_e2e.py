@@ -10,7 +10,7 @@ from e2e_helpers import submit, wait_for
 from fooocus_es.media.outputs import read_parameters
 
 
-def test_user_style_applies_and_v2_is_noted(make_server, tmp_path) -> None:
+def test_user_style_applies_and_v2_expands(make_server, tmp_path) -> None:
     data_dir = tmp_path / "data"
     (data_dir / "styles").mkdir(parents=True)
     style = [{"name": "my-test style", "prompt": "etching of {prompt}, fine lines", "negative_prompt": "colour"}]
@@ -22,12 +22,13 @@ def test_user_style_applies_and_v2_is_noted(make_server, tmp_path) -> None:
     task = submit(server.url, {**body, "style_selections": ["Fooocus V2", "My Test Style"]})
     done = wait_for(server.url, task["task_id"])
     assert done["task_status"] == "finished" and len(done["result"]) == 2
-    assert any("Fooocus V2" in note for note in done["notes"])
+    assert not any("Fooocus V2" in note for note in done["notes"])  # the demo model has its own expansion
     parameters, _ = read_parameters(requests.get(done["result"][0], timeout=10).content)
     meta = json.loads(parameters)
     assert "etching of a harbour, fine lines" in meta["full_prompt"]
+    assert meta["prompt_expansion"].startswith("a harbour, ") and meta["full_prompt"][-1] == meta["prompt_expansion"]
     assert "colour" in " ".join(meta["full_negative_prompt"]) and "blur" in " ".join(meta["full_negative_prompt"])
-    assert meta["styles"] == ["My Test Style"]  # the styles applied: V2 was skipped (see notes)
+    assert meta["styles"] == ["Fooocus V2", "My Test Style"]  # as Fooocus logs them: V2 first
 
     bad = {"style_selections": ["Nope"], "async_process": True}
     unknown = requests.post(server.url + "/v1/engine/generate/", json=bad, timeout=10)

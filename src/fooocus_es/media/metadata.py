@@ -11,7 +11,10 @@ from fooocus_es.engine.planning.plan_types import GenerationPlan
 VERSION = f"fooocus-es v{__version__}"
 
 
-def fooocus_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int, index: int = 0) -> dict[str, Any]:
+def fooocus_parameters(
+    params: dict[str, Any], plan: GenerationPlan, seed: int, index: int = 0, expansion: str = ""
+) -> dict[str, Any]:
+    """`expansion`: the image's Fooocus V2 text, which Fooocus lists last in full_prompt."""
     loras = [
         f"{lora['model_name']} : {lora['weight']}"
         for lora in params.get("loras", [])
@@ -21,8 +24,9 @@ def fooocus_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int, 
     return {
         "prompt": plan.resolved_prompts[index] if has else params["prompt"],
         "negative_prompt": plan.resolved_negative_prompts[index] if has else params["negative_prompt"],
-        "full_prompt": list(plan.prompt_parts[index]) if has else [plan.prompt],
+        "full_prompt": [*(plan.prompt_parts[index] if has else [plan.prompt]), *([expansion] if expansion else [])],
         "full_negative_prompt": list(plan.negative_prompt_parts[index]) if has else [plan.negative_prompt],
+        "prompt_expansion": expansion,
         "styles": list(plan.image_styles[index]) if has else params["style_selections"],
         "performance": params["performance_selection"],
         "steps": plan.steps,
@@ -42,7 +46,9 @@ def fooocus_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int, 
     }
 
 
-def a1111_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int, index: int = 0) -> str:
+def a1111_parameters(
+    params: dict[str, Any], plan: GenerationPlan, seed: int, index: int = 0, expansion: str = ""
+) -> str:
     fields = {
         "Steps": plan.steps,
         "Sampler": plan.sampler_name,
@@ -56,14 +62,17 @@ def a1111_parameters(params: dict[str, Any], plan: GenerationPlan, seed: int, in
         "Version": VERSION,
     }
     tail = ", ".join(f"{key}: {value}" for key, value in fields.items())
-    return f"{plan.prompt_for(index)}\nNegative prompt: {plan.negative_prompt_for(index)}\n{tail}"
+    prompt = ", ".join(part for part in (plan.prompt_for(index), expansion) if part)
+    return f"{prompt}\nNegative prompt: {plan.negative_prompt_for(index)}\n{tail}"
 
 
-def parameters_text(params: dict[str, Any], plan: GenerationPlan, seed: int, index: int = 0) -> tuple[str, str] | None:
+def parameters_text(
+    params: dict[str, Any], plan: GenerationPlan, seed: int, index: int = 0, expansion: str = ""
+) -> tuple[str, str] | None:
     """(text, scheme) to embed, or None when the request turned metadata off."""
     if not params.get("save_metadata_to_images", True):
         return None
     if params.get("metadata_scheme") == "a1111":
-        return a1111_parameters(params, plan, seed, index), "a1111"
+        return a1111_parameters(params, plan, seed, index, expansion), "a1111"
     # ASCII-only JSON: Fooocus's EXIF reader (JPEG/WebP) only understands plain ASCII strings.
-    return json.dumps(fooocus_parameters(params, plan, seed, index), ensure_ascii=True), "fooocus"
+    return json.dumps(fooocus_parameters(params, plan, seed, index, expansion), ensure_ascii=True), "fooocus"

@@ -782,7 +782,8 @@ class Runner:
                 current.task_id, 100, f"Saving image {number}/{len(images)} to system ...", stage="saving",
                 image_index=number - 1, image_count=len(images), current=current,
             )  # fmt: skip
-            meta = parameters_text(params, plan, generated.seed, generated.image_index)
+            expansion = getattr(generated, "prompt_expansion", "")  # Fooocus V2's text, made on the runner
+            meta = parameters_text(params, plan, generated.seed, generated.image_index, expansion)
             data = encode_image(
                 generated.image, fmt, parameters=meta[0] if meta else None, scheme=meta[1] if meta else "fooocus"
             )

@@ -40,7 +40,6 @@ from fooocus_es.engine.diffusion.sampling import (
     GenerationHooks,
     Status,
     guidance_settings,
-    prompt_parts,
 )
 from fooocus_es.engine.diffusion.schedulers import (
     make_scheduler,
@@ -110,7 +109,7 @@ class DenoiseRequest:
 
     @classmethod
     def of(cls, plan: GenerationPlan, image_index: int, conditioning: ConditioningCache) -> DenoiseRequest:
-        return cls(plan, image_index, conditioning.get(*prompt_parts(plan, image_index)))
+        return cls(plan, image_index, conditioning.for_image(plan, image_index))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import torch
 from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -43,14 +44,15 @@ from fooocus_es.engine.diffusion.sampling import (
     StepCallback,
     decode_latents,
     guidance_settings,
-    prompt_parts,
     scale_latents,
     task_pipeline,
     unscale_latents,
 )
 from fooocus_es.engine.diffusion.schedulers import make_scheduler, prepare_for_image, step_eta
+from fooocus_es.engine.models.expansion import ExpansionModels, FooocusExpansion
 from fooocus_es.engine.models.loras import LoraSpec, LoraUnsupported, activate_loras
 from fooocus_es.engine.models.store import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported
+from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, ModelSetup
 from fooocus_es.engine.planning.tool_types import ToolCall
 from fooocus_es.engine.tools.toolbox import ToolBox, ToolResult
@@ -101,6 +103,9 @@ class Engine:
             store.models_dir, store.device, store.dtype, construction=store.construction
         )
         self.tools = ToolBox(store.models_dir, store.device, store.dtype, construction=store.construction)
+        self.expansion_models = ExpansionModels(
+            store.models_dir, store.device, store.dtype, construction=store.construction
+        )
         self._active: _ActiveSetup | None = None
 
     def run_tool(self, call: ToolCall) -> ToolResult:
@@ -117,12 +122,15 @@ class Engine:
         task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
         if plan.image_prompts:
             image_prompts.load_for(plan, self.image_prompt_models, models.base.unet)
+        if any(plan.expansion_sources):
+            self._expansion_model(plan)
 
     def generate(self, plan: GenerationPlan, hooks: GenerationHooks) -> tuple[list[GeneratedImage], Status]:
         """Images for every seed that was neither skipped nor stopped, and whether the task was stopped."""
         _validate(plan)
         models = self._models(plan)
         self._configure(models, plan)
+        plan = self.expanded(plan)
         if plan.image_prompts and plan.control.debug_preprocessor:
             return self._preprocessed_image_prompts(plan), "finished"
         prompts = image_prompts.build_hooks(plan, self.image_prompt_models, models.base.unet, self.data_dir)
@@ -137,7 +145,24 @@ class Engine:
         if models.safety is not None and images:
             checked, _flags = models.safety.black_out([generated.image for generated in images])
             images = [replace(generated, image=image) for generated, image in zip(images, checked, strict=True)]
-        return images, status
+        return _with_expansions(plan, images), status
+
+    def expanded(self, plan: GenerationPlan) -> GenerationPlan:
+        """`plan` with each image's Fooocus V2 expansion made (from its source text and seed)."""
+        if not any(plan.expansion_sources) or plan.expansions:
+            return plan
+        model = self._expansion_model(plan)
+        made: dict[tuple[str, int], str] = {}  # equal seeds (disable_seed_increment) expand alike
+        for source, seed in zip(plan.expansion_sources, plan.seeds, strict=False):
+            if source and (source, seed) not in made:
+                made[source, seed] = model.expand(source, seed)
+        expansions = tuple(
+            made.get((source, seed), "") for source, seed in zip(plan.expansion_sources, plan.seeds, strict=False)
+        )
+        return msgspec.structs.replace(plan, expansions=expansions)
+
+    def _expansion_model(self, plan: GenerationPlan) -> FooocusExpansion:
+        return self.expansion_models.get(demo=plan.base_model == DEMO_CHECKPOINT)
 
     def _preprocessed_image_prompts(self, plan: GenerationPlan) -> list[GeneratedImage]:
         """debugging_cn_preprocessor: each image prompt's preprocessed input as a result, no diffusion."""
@@ -225,13 +250,20 @@ class Engine:
         _validate(plan)
         models = self._models(plan)
         self._configure(models, plan)
+        plan = self.expanded(plan)
         task_pipe = task_pipeline(models.base, _scheduler(plan, models.base), guidance_settings(plan), models.vae)
+
+        def admit_expanded(key: BatchKey, free: int) -> list[tuple[GenerationPlan, GenerationHooks]]:
+            return [(self.expanded(joined), joined_hooks) for joined, joined_hooks in admit(key, free)]
+
+        def done(joined: GenerationPlan, images: list[GeneratedImage], status: Status, error: Exception | None) -> None:
+            on_done(joined, _with_expansions(joined, images), status, error)
 
         with torch.inference_mode():
             batch = BatchRun(
                 BatchDenoiser(models.base), lambda joined: ConditioningCache(models.base, joined.clip_skip),
                 self.max_batch, decode=lambda latents: decode_latents(task_pipe, models.vae, latents),
-                on_done=on_done, admit=admit,
+                on_done=done, admit=admit_expanded,
             )  # fmt: skip
             batch.add(plan, hooks)
             batch.run()
@@ -290,6 +322,12 @@ class Engine:
                 return demo
             raise ModelMissing(name, path)
         return path
+
+
+def _with_expansions(plan: GenerationPlan, images: list[GeneratedImage]) -> list[GeneratedImage]:
+    if not plan.expansions:
+        return images
+    return [replace(generated, prompt_expansion=plan.expansion_for(generated.image_index)) for generated in images]
 
 
 def _validate(plan: GenerationPlan) -> None:
@@ -367,7 +405,7 @@ class _RefinerSwitch:
         else:
             pipe.unet = self.refiner.unet
         if self.own_conditioning is not None:
-            cond = self.own_conditioning.get(*prompt_parts(self.plan, index))
+            cond = self.own_conditioning.for_image(self.plan, index)
             both = pipe.do_classifier_free_guidance
             tensors["prompt_embeds"] = _stack(cond.negative_prompt_embeds, cond.prompt_embeds, both)
             tensors["add_text_embeds"] = _stack(cond.negative_pooled_prompt_embeds, cond.pooled_prompt_embeds, both)

@@ -42,6 +42,7 @@ class GeneratedImage:
     image_index: int  # position in plan.seeds
     seed: int
     image: Image.Image  # RGB
+    prompt_expansion: str = ""  # Fooocus V2's text for this image, for the metadata ("" = none)
 
 
 class GenerationFailed(Exception):
@@ -64,15 +65,22 @@ class ConditioningCache:
         self.clip_skip = clip_skip
         self._cache: dict[tuple[tuple[str, ...], tuple[str, ...]], Conditioning] = {}
 
-    def get(self, positive: tuple[str, ...], negative: tuple[str, ...]) -> Conditioning:
-        key = (positive, negative)
+    def get(self, positive: tuple[str, ...], negative: tuple[str, ...], expansion: str = "") -> Conditioning:
+        """`expansion` (Fooocus V2) is encoded as one more positive part, outside the pooled sum."""
+        key = (positive + (expansion,) if expansion else positive, negative)
         if key not in self._cache:
-            self._cache[key] = encode_conditioning(self.pipe, positive, negative, clip_skip=self.clip_skip)
+            self._cache[key] = encode_conditioning(
+                self.pipe, key[0], negative, clip_skip=self.clip_skip,
+                positive_pool_top_k=len(positive) if expansion else None,
+            )  # fmt: skip
         return self._cache[key]
+
+    def for_image(self, plan: GenerationPlan, index: int) -> Conditioning:
+        return self.get(*prompt_parts(plan, index), plan.expansion_for(index))
 
     def pipeline_kwargs(self, plan: GenerationPlan, index: int) -> dict[str, torch.Tensor]:
         """Image `index`'s four conditioning tensors, as diffusers' SDXL pipelines take them."""
-        cond = self.get(*prompt_parts(plan, index))
+        cond = self.for_image(plan, index)
         return {
             "prompt_embeds": cond.prompt_embeds,
             "pooled_prompt_embeds": cond.pooled_prompt_embeds,
@@ -82,7 +90,7 @@ class ConditioningCache:
 
 
 def prompt_parts(plan: GenerationPlan, index: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Image `index`'s prompt parts; plans built without parts encode their joined texts."""
+    """Image `index`'s prompt parts (without the V2 expansion); plans built without parts encode their joined texts."""
     positive = plan.prompt_parts[index] if index < len(plan.prompt_parts) else (plan.prompt_for(index),)
     negative = (
         plan.negative_prompt_parts[index]

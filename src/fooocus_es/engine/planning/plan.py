@@ -1,6 +1,7 @@
 """Request -> resolved parameters -> GenerationPlan. Pure rules: no torch.
 
-The only I/O is `build_plan` reading style and wildcard files (planning.styles, planning.wildcards).
+The only I/O is `build_plan` reading style and wildcard files (planning.styles, planning.wildcards)
+and checking whether the Fooocus V2 expansion folder is installed.
 
 Resolution order, each layer only for fields the layer above did not set:
     sent by the client  >  per-request preset  >  the server's preset  >  FooocusAPI defaults
@@ -17,6 +18,7 @@ from typing import Any, Final
 from fooocus_es.engine.planning import aspect, performance, prompts
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 from fooocus_es.engine.planning.enhance import enhance_plan
+from fooocus_es.engine.planning.expansion_names import expansion_folder
 from fooocus_es.engine.planning.image_prompt_files import IMAGE_PROMPT_DOWNLOADS, image_prompt_files
 from fooocus_es.engine.planning.plan_types import (
     ControlSettings,
@@ -298,10 +300,12 @@ def build_plan(
     *,
     data_dir: Path | None = None,
     styles: Mapping[str, Style] | None = None,
+    models_dir: Path | None = None,
 ) -> GenerationPlan:
     """The plan for finalized `params`; style and wildcard files come from `data_dir` (and the bundled ones).
 
-    `styles` lets a caller that keeps a `StyleBook` skip re-reading the style files.
+    `styles` lets a caller that keeps a `StyleBook` skip re-reading the style files. `models_dir`
+    (default `data_dir/models`) is where the Fooocus V2 expansion folder is looked for.
     """
     width, height = aspect.resolve_size(
         params["aspect_ratios_selection"], params["overwrite_width"], params["overwrite_height"]
@@ -326,6 +330,7 @@ def build_plan(
         styles=styles,
         wildcards=WildcardDir(data_dir),
         read_wildcards_in_order=bool(params["read_wildcards_in_order"]),
+        expand=expansion_installed(params, models_dir or (data_dir / "models" if data_dir else None)),
     )
     images = texts.images
     return GenerationPlan(
@@ -347,6 +352,7 @@ def build_plan(
         negative_prompt_parts=tuple(image.negative_parts for image in images),
         resolved_prompts=tuple(image.user_prompt for image in images),
         resolved_negative_prompts=tuple(image.user_negative_prompt for image in images),
+        expansion_sources=tuple(image.expansion_source for image in images),
         styles=images[0].styles if images else (),
         image_styles=tuple(image.styles for image in images),
         notes=texts.notes + notes,
@@ -366,8 +372,17 @@ def build_plan(
         image_task=task,
         image_prompts=image_prompts(params),
         control=control_settings(params),
-        enhance=enhance_plan(params, lambda sub: build_plan(task_id, sub, data_dir=data_dir, styles=styles)),
+        enhance=enhance_plan(
+            params, lambda sub: build_plan(task_id, sub, data_dir=data_dir, styles=styles, models_dir=models_dir)
+        ),
     )
+
+
+def expansion_installed(params: dict[str, Any], models_dir: Path | None) -> bool:
+    """Whether Fooocus V2 can run: the user installed the expansion folder, or the demo model's is generated."""
+    if params["base_model_name"] == DEMO_CHECKPOINT:
+        return True
+    return models_dir is not None and expansion_folder(models_dir, demo=False).is_dir()
 
 
 VARY_STRENGTH: Final = {"Vary (Subtle)": 0.5, "Vary (Strong)": 0.85}

@@ -139,6 +139,10 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     # The user's text with wildcards and arrays resolved, before styles: metadata's "prompt".
     resolved_prompts: tuple[str, ...] = ()
     resolved_negative_prompts: tuple[str, ...] = ()
+    # Fooocus V2, per image ("" = none): the text to expand, and (filled in by the engine, with the
+    # image's seed) the expansion, encoded as the last positive part and left out of the pooled output.
+    expansion_sources: tuple[str, ...] = ()
+    expansions: tuple[str, ...] = ()
     styles: tuple[str, ...] = ()  # styles applied to image 1 ("Random Style" resolved)
     image_styles: tuple[tuple[str, ...], ...] = ()  # the same, per image
     notes: tuple[str, ...] = ()  # things the plan could not honour, for the task record
@@ -182,6 +186,10 @@ class GenerationPlan(msgspec.Struct, frozen=True, kw_only=True):
     def prompt_for(self, index: int) -> str:
         """Image `index`'s positive text; plans built without per-image prompts use `prompt`."""
         return self.prompts[index] if index < len(self.prompts) else self.prompt
+
+    def expansion_for(self, index: int) -> str:
+        """Image `index`'s Fooocus V2 expansion, once the engine has made it ("" = none)."""
+        return self.expansions[index] if index < len(self.expansions) else ""
 
     def negative_prompt_for(self, index: int) -> str:
         return self.negative_prompts[index] if index < len(self.negative_prompts) else self.negative_prompt

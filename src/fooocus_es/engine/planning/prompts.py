@@ -8,7 +8,10 @@ Follows Fooocus 2.5's `process_prompt` (fooocus-facts §3.4, §3.9), image by im
 2. Each image gets `random.Random(seed)`. It draws, in this order, wildcards in the main prompt,
    then the negative, then the extra lines, then one style per "Random Style".
 3. `[[a,b,c]]` arrays are resolved in the main prompt only, by image index.
-4. Styles apply in the order given. A template's `{prompt}` is replaced by the main prompt. If no
+4. Fooocus V2: with an expansion model installed (`expand=True`), each image's main prompt is
+   kept as `expansion_source`; the engine expands it with the image's seed and appends the result
+   as the last positive part (planning stays torch-free). Without one the style is skipped with a note.
+5. Styles apply in the order given. A template's `{prompt}` is replaced by the main prompt. If no
    selected template has `{prompt}`, the main prompt goes first. Template negatives precede the
    user's negative.
 
@@ -46,6 +49,7 @@ class ImagePrompts(msgspec.Struct, frozen=True, kw_only=True):
     # The user's text with wildcards and arrays resolved, lines kept, no styles (Fooocus logs these).
     user_prompt: str
     user_negative_prompt: str
+    expansion_source: str = ""  # Fooocus V2's input (the main line, wildcards and arrays resolved); "" = none
 
 
 class PromptSet(msgspec.Struct, frozen=True):
@@ -131,15 +135,21 @@ def build_prompts(
     styles: Mapping[str, Style],
     wildcards: WildcardOptions,
     read_wildcards_in_order: bool = False,
+    expand: bool = False,
 ) -> PromptSet:
-    """Every image's prompt text; `seeds` has one entry per image."""
+    """Every image's prompt text; `seeds` has one entry per image.
+
+    `expand`: a Fooocus V2 expansion model is installed, so a selected "Fooocus V2" is applied.
+    """
     notes: list[str] = []
     lines, negative_lines = split_lines(prompt), split_lines(negative_prompt)
     main, extras = lines[0], lines[1:]
     negative_main, negative_extras = negative_lines[0], negative_lines[1:]
     selected = [name for name in style_selections if name != FOOOCUS_V2]
-    if FOOOCUS_V2 in style_selections and main:  # Fooocus skips expansion for an empty prompt too
+    use_expansion = FOOOCUS_V2 in style_selections and bool(main)  # Fooocus skips it for an empty prompt
+    if use_expansion and not expand:
         notes.append(V2_SKIPPED_NOTE)
+    use_expansion = use_expansion and expand
     for name in selected:
         if name != RANDOM_STYLE and name not in styles:
             notes.append(f"style {name!r} is not installed; skipped")
@@ -167,9 +177,10 @@ def build_prompts(
                 negative_prompt=", ".join(negative_parts),
                 positive_parts=positive_parts,
                 negative_parts=negative_parts,
-                styles=tuple(applied),
+                styles=(FOOOCUS_V2, *applied) if use_expansion else tuple(applied),  # as Fooocus logs them
                 user_prompt="\n".join(part for part in [task_prompt, *task_extras] if part),
                 user_negative_prompt="\n".join(part for part in [task_negative, *task_negative_extras] if part),
+                expansion_source=task_prompt if use_expansion else "",
             )
         )
     if not style_pool and RANDOM_STYLE in selected:
