@@ -53,6 +53,8 @@ _DINO_FILES: Final = (
     "tokenizer_config.json",
     "vocab.txt",
 )
+# The files the loader cannot do without (the real repo also has vocab.txt and the others listed).
+GROUNDING_DINO_REQUIRED: Final = ("config.json", "model.safetensors", "tokenizer_config.json")
 # (path relative to models/inpaint/, URL): the files from_pretrained reads.
 GROUNDING_DINO_BUNDLE: Final[tuple[tuple[str, str], ...]] = tuple(
     (f"{GROUNDING_DINO_FOLDER}/{name}", _DINO_URL + name) for name in _DINO_FILES

@@ -72,6 +72,14 @@ def cloth_mask(output: np.ndarray, size: tuple[int, int], category: str) -> Imag
     return Image.fromarray(np.where(labels == CLOTH_CLASSES[category], np.uint8(255), np.uint8(0)), mode="L")
 
 
+def require_onnxruntime() -> None:
+    """ToolUnavailable unless onnxruntime imports (it is the optional `tools` extra)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ToolUnavailable(INSTALL_HINT) from exc
+
+
 class RembgSessions:
     """onnxruntime sessions, one per file, made on first use and kept (rembg makes one per call)."""
 
@@ -80,10 +88,9 @@ class RembgSessions:
 
     def session(self, path: Path) -> Any:
         if path not in self._sessions:
-            try:
-                import onnxruntime
-            except ImportError as exc:
-                raise ToolUnavailable(INSTALL_HINT) from exc
+            require_onnxruntime()
+            import onnxruntime
+
             self._sessions[path] = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return self._sessions[path]
 
