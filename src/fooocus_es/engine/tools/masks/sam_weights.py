@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 # Meta's config per Fooocus sam_model (transformers' SamVisionConfig() is vit_b).
 SAM_VISION_PRESETS: Final[dict[str, dict[str, Any]]] = {
-    "vit_b": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "global_attn_indexes": [2, 5, 8, 11]},
+    "vit_b": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "global_attn_indexes": [2, 5, 8, 11]},
     "vit_l": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
               "global_attn_indexes": [5, 11, 17, 23]},
     "vit_h": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16,
@@ -83,7 +84,8 @@ _INVERSE: Final = (
     (r"^vision_encoder\.", "image_encoder."),
     (r"^image_encoder\.layers\.", "image_encoder.blocks."),
     (r"patch_embed\.projection", "patch_embed.proj"),
-    (r"neck\.conv1", "neck.0"), (r"neck\.layer_norm1", "neck.1"), (r"neck\.conv2", "neck.2"), (r"neck\.layer_norm2", "neck.3"),
+    (r"neck\.conv1", "neck.0"), (r"neck\.layer_norm1", "neck.1"),
+    (r"neck\.conv2", "neck.2"), (r"neck\.layer_norm2", "neck.3"),
     (r"mask_embed\.conv1", "mask_downscaling.0"), (r"mask_embed\.layer_norm1", "mask_downscaling.1"),
     (r"mask_embed\.conv2", "mask_downscaling.3"), (r"mask_embed\.layer_norm2", "mask_downscaling.4"),
     (r"mask_embed\.conv3", "mask_downscaling.6"),
