@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from fooocus_es.engine.demo.mask_files import conv_graph, demo_sam_config, write_demo_sam
-from fooocus_es.engine.models.store import ModelMissing
+from fooocus_es.engine.models.store import ModelMissing, ModelUnsupported
 from fooocus_es.engine.planning.mask_files import (
     GROUNDING_DINO_BUNDLE,
     MASK_DOWNLOADS,
@@ -162,6 +162,18 @@ def test_missing_files_name_the_file(tmp_path):
     assert missing.value.name == "grounding-dino-tiny/config.json"
     with pytest.raises(ModelMissing, match="sam_vit_l_0b3195.pth"):
         generator.path("sam", SAM_FILES["vit_l"], demo=False)
+
+
+def test_junk_files_are_unsupported(tmp_path):
+    (tmp_path / "rembg").mkdir()
+    (tmp_path / "rembg" / "u2net.onnx").write_bytes(b"not onnx")
+    (tmp_path / "sam").mkdir()
+    (tmp_path / "sam" / "sam_vit_b_01ec64.pth").write_bytes(b"not a pickle")
+    generator = _generator(tmp_path)
+    with pytest.raises(ModelUnsupported, match="u2net.onnx"):
+        generator.generate(_halves(), MaskOptions(mask_model="u2net"), demo=False)
+    with pytest.raises(ModelUnsupported, match="sam_vit_b_01ec64.pth"):
+        generator._segmenter("vit_b", demo=False)
 
 
 # -- SAM weights -----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from fooocus_es.engine.planning.mask_files import (
     rembg_file,
 )
 from fooocus_es.engine.planning.tool_types import MaskOptions
+from fooocus_es.engine.tools.errors import ToolUnavailable
 from fooocus_es.engine.tools.masks.rembg_onnx import RembgSessions, require_onnxruntime
 
 
@@ -133,8 +134,16 @@ class MaskGenerator:
 
 
 def _loaded(path: Path, load: Any, *args: Any) -> Any:
-    """`load(*args)`; a file that is there but not what its name says is ModelUnsupported."""
+    """`load(*args)`; a file that is there but not what its name says is ModelUnsupported.
+
+    Broad on purpose: a bad file fails in onnxruntime's, pickle's or struct's own exception types.
+    Running out of memory is not the file's fault and passes through.
+    """
     try:
         return load(*args)
-    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+    except (ModelMissing, ToolUnavailable, MemoryError):
+        raise
+    except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
+            raise
         raise ModelUnsupported(path.name, path, str(exc)) from exc
