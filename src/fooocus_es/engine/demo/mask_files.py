@@ -18,13 +18,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from fooocus_es.engine.planning.mask_files import GROUNDING_DINO_FOLDER, SAM_FILES, rembg_file
 from fooocus_es.engine.tools.errors import ToolUnavailable
 from fooocus_es.engine.tools.masks.rembg_onnx import REMBG_SPECS
+
+if TYPE_CHECKING:
+    from transformers import SamConfig
 
 _SEED: Final = 20240601
 ONNX_HINT: Final = "the demo model's rembg files are written with onnx: pip install 'fooocus-es[tools]'"
@@ -90,7 +93,7 @@ def write_demo_rembg(folder: Path, model: str) -> Path:
     return path
 
 
-def demo_sam_config():  # noqa: ANN201 - transformers is imported lazily
+def demo_sam_config() -> SamConfig:
     """The tiny SamConfig: vision hidden 32 (2 layers, window 4), output 16, num_pos_feats 8, image 128."""
     from transformers import SamConfig
 
