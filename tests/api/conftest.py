@@ -29,11 +29,11 @@ def make_client(tmp_path: Path, engine: FakeEngine) -> Iterator[ClientFactory]:
     opened: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
-        settings = settings_from_env(
-            {}, data_dir=tmp_path / f"data{len(opened)}", preset="demo", device="cpu", download_models=False,
+        defaults: dict[str, Any] = dict(
+            data_dir=tmp_path / f"data{len(opened)}", preset="demo", device="cpu", download_models=False,
             allowed_hosts="testserver.local",  # TestClient's Host (the DNS-rebinding check serves only known names)
-            **overrides,
         )  # fmt: skip
+        settings = settings_from_env({}, **{**defaults, **overrides})
         client = TestClient(create_app(settings, engine_factory=FakeEngine.factory(engine)), timeout=30)
         client.__enter__()  # runs the lifespan: recovery, runner thread, webhooks
         opened.append(client)

@@ -1,4 +1,5 @@
-"""ModelStore.download against real local HTTP servers: failure messages, Range resume, restarts."""
+"""ModelStore.download against real local HTTP servers: failure messages, Range resume, restarts, and
+ModelDownloads placing a tool call's files."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from fooocus_es.engine.models.catalog import Download, ModelCatalog, tool_files_on_disk
+from fooocus_es.engine.models.downloads import ModelDownloads
 from fooocus_es.engine.models.store import ModelMissing, ModelStore
+from fooocus_es.engine.planning.tool_files import call_files
+from fooocus_es.engine.planning.tool_types import MaskCall, MaskOptions
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB, every offset distinguishable
 
@@ -153,3 +159,28 @@ def test_an_oversized_part_file_is_discarded(tmp_path: Path, server: FileServer)
     path = store.download("model.safetensors", server.url, "loras", lambda d, t: None)
     assert path.read_bytes() == PAYLOAD
     assert server.ranges == [f"bytes={len(PAYLOAD) + 5}-", None]
+
+
+def test_a_tool_calls_files_are_fetched_each_into_its_folder_a_bundle_file_into_its_model(
+    tmp_path: Path, server: FileServer
+) -> None:
+    """GroundingDINO is a folder of files: each lands in models/inpaint/grounding-dino-tiny/; SAM's
+    .pth in models/sam/; a demo call fetches nothing (its files are generated)."""
+    store = ModelStore(tmp_path / "models")
+    catalog = ModelCatalog(store.models_dir, tmp_path / "data")
+    catalog._downloads = {key: Download(key, server.url, d.kind) for key, d in catalog.downloads().items()}
+    reports: list[str] = []
+    downloads = ModelDownloads(catalog, store.download)
+    image = "inputs/" + "0" * 64 + ".png"
+    sam = MaskCall(image=image, options=MaskOptions(mask_model="sam"))
+    downloads.fetch_for_plan(msgspec.structs.replace(sam, demo=True), reports.append)
+    assert tool_files_on_disk(store.models_dir) == [] and reports == []
+    downloads.fetch_for_plan(sam, reports.append)
+    dino = store.models_dir / "inpaint" / "grounding-dino-tiny"
+    assert (dino / "config.json").read_bytes() == PAYLOAD and (dino / "model.safetensors").read_bytes() == PAYLOAD
+    assert (store.models_dir / "sam" / "sam_vit_b_01ec64.pth").is_file()
+    assert sorted(tool_files_on_disk(store.models_dir)) == sorted(call_files(sam))
+    assert "Downloading grounding-dino-tiny/config.json: 100%" in reports
+    count = len(server.ranges)
+    downloads.fetch_for_plan(sam, reports.append)
+    assert len(server.ranges) == count  # all on disk: nothing fetched again

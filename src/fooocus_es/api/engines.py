@@ -13,6 +13,7 @@ from litestar.openapi.spec import Example
 
 from fooocus_es import __version__
 from fooocus_es.api import examples
+from fooocus_es.engine.models.catalog import tool_files_on_disk
 from fooocus_es.engine.planning import presets
 from fooocus_es.engine.planning.image_prompt_files import IMAGE_PROMPT_DOWNLOADS
 from fooocus_es.fleet.presence import RunnerInfo
@@ -37,6 +38,8 @@ def model_files(store: ModelStore) -> dict[str, list[str]]:
         "vae_filenames": store.list_vaes(),
         # Image prompt files (IP-Adapters, Control-LoRAs, CLIP vision, the face detector); not in FooocusAPI.
         "controlnet_filenames": image_prompt_files_on_disk(store.models_dir),
+        # The tools' files (describe-image, generate_mask, enhance), as models/<folder>/<key>; not in FooocusAPI.
+        "tool_filenames": tool_files_on_disk(store.models_dir),
     }
 
 

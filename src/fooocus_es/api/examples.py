@@ -198,6 +198,7 @@ MODELS_RESPONSES = {
                     "lora_filenames": [],
                     "vae_filenames": [],
                     "controlnet_filenames": ["clip_vision_vit_h.safetensors", "ip-adapter-plus_sdxl_vit-h.bin"],
+                    "tool_filenames": ["isnet-general-use.onnx", "sam_vit_b_01ec64.pth"],
                 }
             )
         ],  # fmt: skip

@@ -30,6 +30,7 @@ from fooocus_es.api.openapi_ops import binary, operation
 from fooocus_es.api.tolerance import ignored_fields, ignored_header, ignored_note
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
 from fooocus_es.engine.planning.plan import ParamError
+from fooocus_es.engine.planning.tool_files import call_files, missing_of, not_installed
 from fooocus_es.engine.planning.tool_types import (
     DescribeCall,
     DescribeRequest,
@@ -81,8 +82,18 @@ async def _run(
     services: Services, image: Any, make_call: Callable[[str], ToolCall], wire: str, ignored: list[str]
 ) -> tuple[Event, str]:
     """Store the image, queue the call as a task and wait for its end: (terminal event, task id)."""
-    if _needs_onnxruntime(make_call("")) and importlib.util.find_spec("onnxruntime") is None:
+    probe = make_call("")
+    if _needs_onnxruntime(probe) and importlib.util.find_spec("onnxruntime") is None:
         raise ToolNotInstalled(detail=ONNX_MISSING)
+    installed = (await services.installed_names_now()).tool_files  # None: fetched on first use
+    missing = [] if installed is None or probe.demo else missing_of(call_files(probe), installed)
+    if missing:
+        field, what = (
+            ("image_type", f"describe {probe.request.image_type}")
+            if isinstance(probe, DescribeCall)
+            else ("mask_model", f"mask model {probe.options.mask_model}")
+        )
+        raise ParamError(field, not_installed(what, missing))
     with queue_place(services):  # the same bound as generations, held from before the image is stored
         call = make_call(await store_tool_image(services, image))
         notes = ignored_note(ignored)

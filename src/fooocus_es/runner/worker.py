@@ -112,8 +112,8 @@ class EngineLike(Protocol):
     def generate(self, plan: GenerationPlan, hooks: Any) -> tuple[list[Any], str]: ...
 
 
-# Downloads the plan's missing model files it knows URLs for; reports progress as text lines.
-ModelFetcher = Callable[[GenerationPlan, Callable[[str], None]], None]
+# Downloads the missing model files of a plan (or a tool call) it knows URLs for; reports progress as text lines.
+ModelFetcher = Callable[[GenerationPlan | ToolCall, Callable[[str], None]], None]
 
 
 @dataclass
@@ -145,6 +145,8 @@ class _Finish:
     interrupted: bool  # the runner was shutting down when the task stopped
     task_log: Any
     started: float  # perf_counter at the task's start
+
+
 CLAIM_SLICE_S: Final = 1.0  # a claim waits this long at a time, so a shutdown is seen within it
 ADMIT_EVERY_S: Final = 0.25  # how often a running batch looks in the queue for tasks to join it
 ADMIT_WAIT_S: Final = 0.05  # how long one look waits for a command
@@ -567,6 +569,8 @@ class Runner:
         """A tool call (describe-image, generate_mask) to its TaskFinished: small and quick, so its
         one output (a mask) is written here rather than on the saver thread."""
         self._retried("inputs", lambda: self.blobs.local_path(call.image))  # a fleet: stored on another machine
+        if self.fetch_models is not None and not call.demo:  # the catalogue's files, fetched on first use
+            self.fetch_models(call, lambda message: self._progress(task_id, 1, message, stage="downloading"))
         self._progress(task_id, 2, "Loading models ...", stage="loading")
         run_tool = getattr(self._get_engine(), "run_tool", None)
         if run_tool is None:

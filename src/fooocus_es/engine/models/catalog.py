@@ -27,6 +27,8 @@ from fooocus_es.engine.planning.image_prompt_files import (
 from fooocus_es.engine.planning.performance import PERFORMANCE_LORAS
 from fooocus_es.engine.planning.plan import INPAINT_DIR
 from fooocus_es.engine.planning.plan_types import GenerationPlan, UpscaleTask
+from fooocus_es.engine.planning.tool_files import TOOL_DOWNLOADS, call_files, enhance_files
+from fooocus_es.engine.planning.tool_types import ToolCall
 
 ModelKind = Literal["checkpoints", "loras", "vae"]
 MODEL_KINDS: Final[tuple[ModelKind, ...]] = ("checkpoints", "loras", "vae")
@@ -55,6 +57,8 @@ class InstalledNames(msgspec.Struct, frozen=True, kw_only=True):
     safety_checker: bool
     # Image prompt model files on disk; None: not checked (they are downloaded on first use).
     image_prompt_files: frozenset[str] | None = None
+    # The tools' files on disk (TOOL_DOWNLOADS keys, for enhance's masks); None: not checked.
+    tool_files: frozenset[str] | None = None
 
 
 class Download(msgspec.Struct, frozen=True):
@@ -94,6 +98,11 @@ def scan(models_dir: Path) -> list[ModelFile]:
     return found
 
 
+def tool_files_on_disk(models_dir: Path) -> list[str]:
+    """Blocking: the tools' catalogue files that are installed (TOOL_DOWNLOADS keys, folder-relative)."""
+    return sorted(key for key, (kind, _url) in TOOL_DOWNLOADS.items() if (models_dir / kind / key).is_file())
+
+
 def missing_downloads(preset: dict[str, Any], models_dir: Path) -> list[Download]:
     """The preset's files that are not on disk, with where they come from."""
     return [
@@ -117,6 +126,7 @@ class ModelCatalog:
             found = {name: Download(name, url, "loras") for name, _weight, url in PERFORMANCE_LORAS.values()}
             found[DEFAULT_UPSCALER] = Download(DEFAULT_UPSCALER, DEFAULT_UPSCALER_URL, UPSCALE_DIR)
             found.update((name, Download(name, url, kind)) for name, (kind, url) in IMAGE_PROMPT_DOWNLOADS.items())
+            found.update((key, Download(key, url, kind)) for key, (kind, url) in TOOL_DOWNLOADS.items())
             for preset_name in presets.list_presets(self.data_dir):
                 try:
                     loaded = presets.load_preset(preset_name, self.data_dir)
@@ -149,10 +159,11 @@ class ModelCatalog:
         `check_image_prompt_files`: the server does not download them, so a request must find them installed.
         """
         inpaint_dir = self.models_dir / INPAINT_DIR
-        image_prompt_names = None
+        image_prompt_names = tool_names = None
         if check_image_prompt_files:
             folders = [self.models_dir / CLIP_VISION_DIR, self.models_dir / CONTROLNET_DIR]
             image_prompt_names = frozenset(p.name for f in folders if f.is_dir() for p in f.iterdir() if p.is_file())
+            tool_names = frozenset(tool_files_on_disk(self.models_dir))
         return InstalledNames(
             checkpoints=frozenset(names_on_disk(self.models_dir, "checkpoints")),
             loras=frozenset(names_on_disk(self.models_dir, "loras")) | self.fetchable("loras"),
@@ -161,7 +172,12 @@ class ModelCatalog:
             styles=frozenset(styles),
             safety_checker=safety_checker_installed(self.models_dir),
             image_prompt_files=image_prompt_names,
+            tool_files=tool_names,
         )
+
+    def tool_call_files(self, call: ToolCall) -> list[tuple[str, str]]:
+        """(key, models sub-folder) of the files a tool call reads; none for the demo's generated ones."""
+        return [] if call.demo else [(key, TOOL_DOWNLOADS[key][0]) for key in call_files(call)]
 
     def plan_files(self, plan: GenerationPlan) -> list[tuple[str, str]]:
         """(name, models sub-folder) of every file `plan` needs, demo files excepted (they are generated)."""
@@ -179,4 +195,5 @@ class ModelCatalog:
                 for name in image_prompt_files(prompt.cn_type, skip_preprocessor=skip)
             }
             files += [(name, IMAGE_PROMPT_DOWNLOADS[name][0]) for name in sorted(needed)]
+            files += [(key, TOOL_DOWNLOADS[key][0]) for key in enhance_files(plan.enhance)]
         return [(name, kind) for name, kind in files if name not in GENERATED_FILES]

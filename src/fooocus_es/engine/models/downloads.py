@@ -13,6 +13,7 @@ import structlog
 
 from fooocus_es.engine.models.catalog import Download, ModelCatalog, missing_downloads
 from fooocus_es.engine.planning.plan_types import GenerationPlan
+from fooocus_es.engine.planning.tool_types import ToolCall
 
 log = structlog.get_logger("fooocus_es")
 
@@ -82,13 +83,16 @@ class ModelDownloads:
                 with self.status.lock:
                     self.status.downloading.pop(item.name, None)
 
-    def fetch_for_plan(self, plan: GenerationPlan, report: Callable[[str], None]) -> None:
-        """Runner thread: download the plan's missing files that have a known URL, reporting progress.
+    def fetch_for_plan(self, work: GenerationPlan | ToolCall, report: Callable[[str], None]) -> None:
+        """Runner thread: download the missing files of a plan (or a tool call) that have a known URL,
+        reporting progress.
 
         Files with no known URL are left to the engine, whose error names the file and its folder.
         """
         downloads = self.catalog.downloads()
-        for name, kind in self.catalog.plan_files(plan):
+        catalog = self.catalog
+        files = catalog.plan_files(work) if isinstance(work, GenerationPlan) else catalog.tool_call_files(work)
+        for name, kind in files:
             known = downloads.get(name)
             if (self.catalog.models_dir / kind / name).exists() or known is None or known.kind != kind:
                 continue  # on disk, or no URL for a file of this kind
@@ -103,8 +107,13 @@ class ModelDownloads:
                     self.status.downloading[name] = f"{percent}%" if total else f"{done} bytes"
 
             log.info("model.download_started", file=name, url=known.url)
+            # A bundle's file ("grounding-dino-tiny/config.json") goes to its model's folder, made here:
+            # the store takes plain file names only.
+            sub, _, base = name.rpartition("/")
+            folder = f"{kind}/{sub}" if sub else kind
+            (self.catalog.models_dir / folder).mkdir(parents=True, exist_ok=True)
             try:
-                self.fetch(name, known.url, kind, progress)
+                self.fetch(base, known.url, folder, progress)
             finally:
                 with self.status.lock:
                     self.status.downloading.pop(name, None)

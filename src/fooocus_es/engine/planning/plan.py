@@ -31,6 +31,7 @@ from fooocus_es.engine.planning.plan_types import (
 )
 from fooocus_es.engine.planning.sampler_names import SAMPLER_NAMES, SCHEDULER_NAMES, unsupported_reason
 from fooocus_es.engine.planning.styles import Style, load_styles, style_names
+from fooocus_es.engine.planning.tool_files import check_enhance_files
 from fooocus_es.engine.planning.wildcards import WildcardDir
 
 MAX_SEED: Final = 2**63 - 1
@@ -191,6 +192,7 @@ def validate_names(
     safety_checker: bool = True,
     inpaint_files: set[str] | None = None,
     image_prompt_files: set[str] | None = None,
+    tool_files: frozenset[str] | None = None,
 ) -> None:
     """Names the type system cannot check: styles, samplers, sizes, model files.
 
@@ -257,6 +259,10 @@ def validate_names(
             )
     if image_prompt_files is not None and not demo:
         _check_image_prompt_files(params, image_prompt_files)
+    if tool_files is not None and not demo:
+        refused = check_enhance_files(params, tool_files)
+        if refused is not None:
+            raise ParamError(*refused)
     if params["black_out_nsfw"] and not safety_checker:
         raise ParamError(
             "black_out_nsfw",
