@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, Response, Router, post
+from litestar import MediaType, Request, Response, Router, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.spec import OpenAPIType, Schema
@@ -211,7 +211,8 @@ async def generate_mask(
         return _failure(event, task_id, headers)
     path = await anyio.to_thread.run_sync(services.data_path, event.result[0])
     encoded = base64.b64encode(await anyio.to_thread.run_sync(path.read_bytes)).decode("ascii")
-    return Response(encoded, headers=headers)  # a JSON string, no data: prefix (FastAPI's `-> str`)
+    # A JSON string, no data: prefix (FastAPI's `-> str`); a plain str would go out as text/plain.
+    return Response(msgspec.json.encode(encoded), media_type=MediaType.JSON, headers=headers)
 
 
 def tools_router() -> Router:
