@@ -173,6 +173,12 @@ def load_blip_pth(path: Path, tokenizer: Any, device: str, dtype: torch.dtype) -
     if missing:
         raise ValueError(f"{path.name} lacks {len(missing)} BLIP tensors, e.g. {missing[0]}")
     model.load_state_dict({key: state[key] for key in wanted}, strict=True, assign=True)
+    for module in model.modules():  # non-persistent buffers are in no state dict: still on meta
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer.is_meta and name == "position_ids":
+                module.position_ids = torch.arange(buffer.shape[-1]).expand(buffer.shape)
+            elif buffer.is_meta:
+                raise ValueError(f"no value for the buffer {name} of {type(module).__name__}")
     return model.to(device=device, dtype=dtype).eval()
 
 

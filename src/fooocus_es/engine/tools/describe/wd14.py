@@ -58,7 +58,8 @@ def select_tags(
     character: float = CHARACTER_THRESHOLD,
 ) -> list[str]:
     """Characters over `character` then general tags over `general` (strictly), each in CSV order."""
-    scores = np.asarray(probs, dtype=np.float64).reshape(-1)
+    # In the scores' own dtype (float32 from the model), as Fooocus compares: 0.85 in float32 is not over 0.85.
+    scores = np.asarray(probs).reshape(-1)
     if scores.shape[0] != len(table.names):
         raise ValueError(f"the model scores {scores.shape[0]} tags, the CSV lists {len(table.names)}")
     names, start, end = table.names, table.general_start, table.character_start
