@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-from fooocus_es.engine.planning.describe_files import DESCRIBE_DOWNLOADS, DESCRIBE_LICENCES, describe_files
+from fooocus_es.engine.planning.describe_files import (
+    BLIP_FILE,
+    BLIP_FOLDER,
+    BLIP_LICENCE,
+    DESCRIBE_DOWNLOADS,
+    WD14_LICENCE,
+    describe_files,
+)
 from fooocus_es.engine.planning.enhance import should_enhance
 from fooocus_es.engine.planning.mask_files import (
     GROUNDING_DINO_FOLDER,
@@ -31,8 +38,10 @@ TOOL_DOWNLOADS: Final[dict[str, tuple[str, str]]] = {**MASK_DOWNLOADS, **DESCRIB
 
 def licence_of(key: str) -> str:
     """The licence a tool file is published under (the catalogue lists it beside the URL)."""
-    if key in DESCRIBE_LICENCES:
-        return DESCRIBE_LICENCES[key]
+    if key == BLIP_FILE or key.startswith(BLIP_FOLDER + "/"):
+        return BLIP_LICENCE
+    if key in DESCRIBE_DOWNLOADS:
+        return WD14_LICENCE
     folder, _url = TOOL_DOWNLOADS[key]
     if folder == SAM_DIR:
         return SAM_LICENCE
