@@ -313,3 +313,27 @@ def test_demo_writers_are_idempotent(tmp_path):
     before = (tmp_path / BLIP_FILE).stat().st_mtime_ns
     write_demo_blip(tmp_path)
     assert (tmp_path / BLIP_FILE).stat().st_mtime_ns == before
+
+
+def test_blip_input_is_bicubic_clip_normalised_at_the_model_size(demo):
+    from fooocus_es.engine.tools.describe.blip import CLIP_MEAN, CLIP_STD, PROMPT
+
+    captioner = demo._captioner(demo=True)
+    assert int(captioner.processor.image_processor.resample) == int(Image.Resampling.BICUBIC)
+    inputs = captioner.inputs(Image.new("RGB", (50, 30), (255, 128, 0)))
+    assert inputs["pixel_values"].shape == (1, 3, 64, 64)
+    for channel, value in enumerate((255, 128, 0)):
+        want = (value / 255 - CLIP_MEAN[channel]) / CLIP_STD[channel]
+        torch.testing.assert_close(inputs["pixel_values"][0, channel], torch.full((64, 64), want), atol=1e-3, rtol=0)
+    ids = captioner.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    assert ids == ["[CLS]", *PROMPT.split(), "[SEP]"]  # generate swaps [CLS] for [DEC] and drops [SEP]
+
+
+def test_toolbox_runs_describe_calls(models_dir):
+    from fooocus_es.engine.planning.tool_types import DescribeCall
+    from fooocus_es.engine.tools.toolbox import ToolBox
+
+    box = ToolBox(models_dir, "cpu", torch.float32, construction=threading.RLock())
+    call = DescribeCall(image="inputs/x.png", demo=True, request=ANIME)
+    assert box.run(call, Image.new("RGB", (32, 32), (0, 0, 255))).text.startswith("hatsune miku, 1girl")
+    assert isinstance(box.describer(), Describer)

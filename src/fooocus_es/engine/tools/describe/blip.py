@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -197,6 +198,7 @@ class BlipCaptioner:
     tokenizer: Any
     device: str
 
+    @cached_property
     def processor(self) -> Any:
         """BlipProcessor at the model's own image size (384 for BLIP base): the Pil backend, deterministic."""
         from transformers import BlipImageProcessorPil, BlipProcessor
@@ -209,7 +211,7 @@ class BlipCaptioner:
 
     def inputs(self, image: Image.Image) -> dict[str, torch.Tensor]:
         """pixel_values (model dtype), input_ids and attention_mask of the prompt, on the model's device."""
-        encoded = self.processor()(images=image.convert("RGB"), text=PROMPT, return_tensors="pt")
+        encoded = self.processor(images=image.convert("RGB"), text=PROMPT, return_tensors="pt")
         dtype = next(self.model.parameters()).dtype
         return {
             "pixel_values": encoded["pixel_values"].to(self.device, dtype),
