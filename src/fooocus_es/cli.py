@@ -444,6 +444,23 @@ def models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def models_catalogue(args: argparse.Namespace) -> int:
+    """The feature files fetched on first use: where each goes, whether it is there, size, licence, URL."""
+    from fooocus_es.engine.planning.file_catalogue import catalogue_files
+
+    models_dir = _models_dir(args)
+    rows = [{**msgspec.to_builtins(item), "on_disk": (models_dir / item.path).is_file()} for item in catalogue_files()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(row["path"]) for row in rows)
+    for row in rows:
+        size = _size(row["approx_bytes"]) if row["approx_bytes"] else "< 1 MB"
+        mark = "on disk" if row["on_disk"] else "missing"
+        print(f"{row['path']:<{width}}  {size:>10}  {mark:<7}  {row['licence']}  {row['url']}")
+    return 0
+
+
 def _download_model(models_dir: Path, name: str, url: str, kind: str) -> Path:
     from fooocus_es.engine.models.store import ModelMissing, ModelStore
 
@@ -571,6 +588,11 @@ def _parser() -> argparse.ArgumentParser:
     listing = model_commands.add_parser("list", help="checkpoints, LoRAs and VAEs on disk, with sizes")
     listing.add_argument("--data-dir", type=Path)
     listing.add_argument("--json", action="store_true")
+    listed = model_commands.add_parser(
+        "catalogue", help="image prompt and tool files fetched on first use: place, size, licence, URL"
+    )
+    listed.add_argument("--data-dir", type=Path)
+    listed.add_argument("--json", action="store_true")
     download = model_commands.add_parser("download", help="download a model file (resumes a .part)")
     download.add_argument("name", help="file name, e.g. juggernautXL_v8Rundiffusion.safetensors")
     download.add_argument("--url", help="where from (default: the URL a preset gives for NAME)")
@@ -590,7 +612,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "models":
-        handler = {"list": models_list, "download": models_download}[args.models_command]
+        handler = {"list": models_list, "catalogue": models_catalogue, "download": models_download}[
+            args.models_command
+        ]
     else:
         handler = {"serve": serve, "runner": runner, "replay": replay, "generate": generate, "tasks": tasks}[
             args.command
