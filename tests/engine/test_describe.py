@@ -337,3 +337,20 @@ def test_toolbox_runs_describe_calls(models_dir):
     call = DescribeCall(image="inputs/x.png", demo=True, request=ANIME)
     assert box.run(call, Image.new("RGB", (32, 32), (0, 0, 255))).text.startswith("hatsune miku, 1girl")
     assert isinstance(box.describer(), Describer)
+
+
+def test_the_stores_free_drops_the_tools_models(models_dir):
+    """clean_vram frees the store's cache and the models engines hold outside it, the tools' too."""
+    from fooocus_es.engine.models.store import ModelStore
+    from fooocus_es.engine.planning.tool_types import DescribeCall
+    from fooocus_es.engine.tools.toolbox import ToolBox
+
+    store = ModelStore(models_dir, "cpu")
+    box = ToolBox(models_dir, "cpu", torch.float32, construction=store.construction)
+    store.hold_outside("tools", box.free)
+    call = DescribeCall(image="inputs/x.png", demo=True, request=ANIME)
+    tags = box.run(call, Image.new("RGB", (32, 32), (0, 0, 255))).text
+    assert box.describer()._wd14 is not None
+    store.free()
+    assert box.describer()._wd14 is None
+    assert box.run(call, Image.new("RGB", (32, 32), (0, 0, 255))).text == tags  # loads again on next use

@@ -107,6 +107,11 @@ class Engine:
             store.models_dir, store.device, store.dtype, construction=store.construction
         )
         self._active: _ActiveSetup | None = None
+        # clean_vram (store.free) drops these too, not only the cached pipelines.
+        for name, holder in (
+            ("image prompts", self.image_prompt_models), ("tools", self.tools), ("V2 expansion", self.expansion_models)
+        ):  # fmt: skip
+            store.hold_outside(name, holder.free)
 
     def run_tool(self, call: ToolCall) -> ToolResult:
         """describe-image or generate_mask on this device, on the stored input image."""

@@ -130,6 +130,8 @@ class ModelStore:
         self._load_lock = load_lock or threading.RLock()
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[CacheKind, str], _Cached] = OrderedDict()  # oldest use first
+        # Models kept outside the cache (image prompt models, the tools, the V2 expansion): name -> free.
+        self._holders: dict[str, Callable[[], None]] = {}
 
     @property
     def construction(self) -> threading.RLock:
@@ -221,13 +223,26 @@ class ModelStore:
             "safety_checker", SAFETY_CHECKER, keep, lambda _name: self.safety_checker_path(), self._load_checker
         )
 
+    def hold_outside(self, name: str, free: Callable[[], None]) -> None:
+        """Register models an engine keeps outside the cache, so free() drops them too."""
+        with self._lock:
+            self._holders[name] = free
+
     def free(self) -> dict[str, Any]:
-        """Forget every loaded model: {"freed": [{kind, name, bytes}, ...], "freed_bytes": total}."""
+        """Forget every loaded model: {"freed": [{kind, name, bytes}, ...], "freed_bytes": total}.
+
+        The holders' models go too (a task running on one keeps its own reference until it ends)."""
         with self._lock:
             entries = list(self._cache.values())
             self._cache.clear()
+            holders = list(self._holders.items())
         freed = [entry.describe() for entry in entries]
+        for name, release in holders:
+            release()
+            log.info("model.unloaded", kind="holder", model=name)
         self._release(entries)
+        if not entries and holders:
+            gc.collect()  # _release returns early with no cache entries
         return {"freed": freed, "freed_bytes": sum(item["bytes"] for item in freed)}
 
     def memory_report(self) -> dict[str, Any]:

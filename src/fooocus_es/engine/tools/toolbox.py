@@ -44,6 +44,12 @@ class ToolBox:
             return ToolResult(image=made.mask, boxes=made.boxes)
         raise TypeError(f"not a tool call: {call!r}")
 
+    def free(self) -> None:
+        """Drop every tool's models (the store's free(): clean_vram)."""
+        for holder in (self._describer, self._masks):
+            if holder is not None:
+                holder.free()
+
     def describer(self) -> Any:
         if self._describer is None:
             from fooocus_es.engine.tools.describe import Describer
