@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Final
 
 import requests
 
@@ -282,34 +283,51 @@ def bench_saver(tmp: Path, models: Path, count: int = 8) -> dict[str, object]:
     }
 
 
+MIXED_SHAPES: Final = ("128*128", "192*128", "128*192", "64*64")
+
+
+def _tasks_a_minute(server: ServerProcess, bodies: list[dict[str, object]]) -> float:
+    """Submit every body at once (async), wait for all: tasks a minute from the first TaskStarted
+    to the last TaskFinished."""
+    url = server.url + "/v1/engine/generate/"
+    ids = [requests.post(url, json=body, timeout=30).json()["task_id"] for body in bodies]
+    records = []
+    for task_id in ids:
+        deadline = time.monotonic() + 900
+        while not (record := requests.get(f"{server.url}/tasks/{task_id}", timeout=10).json()).get("finish_mills"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert record["task_status"] == "finished", record
+        records.append(record)
+    span_ms = max(r["finish_mills"] for r in records) - min(r["start_mills"] for r in records)
+    return round(60_000 * len(bodies) / span_ms, 1)
+
+
 def bench_task_batching(tmp: Path, models: Path, count: int = 8) -> dict[str, object]:
-    """`count` one-image tasks submitted at once to a server with --max-batch 1 and 4 (one runner):
-    tasks a minute from the first TaskStarted to the last TaskFinished (continuous batching across
-    tasks: the queued ones join the running batch)."""
+    """`count` one-image tasks submitted at once to a server with --max-batch 1 and 8 (one runner):
+    tasks a minute, same shape and mixed shapes (continuous batching across tasks: the queued ones
+    whose batch key matches join the running batch; other shapes wait for their own)."""
     body = {**BODY, "aspect_ratios_selection": "128*128", "overwrite_step": 30, "async_process": True}
+    same = [{**body, "image_seed": n} for n in range(count)]
+    mixed = [{**body, "image_seed": n, "aspect_ratios_selection": MIXED_SHAPES[n % len(MIXED_SHAPES)]}
+             for n in range(count)]  # fmt: skip
     found: dict[str, object] = {"tasks": count}
-    for max_batch in (1, 4):
+    for max_batch in (1, 8):
         server = ServerProcess(tmp / f"batching-{max_batch}", models, "--max-batch", str(max_batch)).start()
         try:
-            url = server.url + "/v1/engine/generate/"
-            requests.post(url, json={**body, "async_process": False}, headers={"Accept": "application/json"},
-                          timeout=300)  # fmt: skip  # warm-up: model load
-            ids = [requests.post(url, json={**body, "image_seed": n}, timeout=30).json()["task_id"]
-                   for n in range(count)]  # fmt: skip
-            records = []
-            for task_id in ids:
-                deadline = time.monotonic() + 600
-                while not (record := requests.get(f"{server.url}/tasks/{task_id}", timeout=10).json()).get(
-                    "finish_mills"
-                ):
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
-                records.append(record)
+            for shape in MIXED_SHAPES:  # warm-up: the model load, and each shape once
+                requests.post(server.url + "/v1/engine/generate/", timeout=300, headers={"Accept": "application/json"},
+                              json={**body, "async_process": False, "aspect_ratios_selection": shape})  # fmt: skip
+            found[f"max_batch_{max_batch}_same_shape_tasks_per_minute"] = _tasks_a_minute(server, same)
+            found[f"max_batch_{max_batch}_mixed_shapes_tasks_per_minute"] = _tasks_a_minute(server, mixed)
         finally:
             server.stop()
-        span_ms = max(r["finish_mills"] for r in records) - min(r["start_mills"] for r in records)
-        found[f"max_batch_{max_batch}_tasks_per_minute"] = round(60_000 * count / span_ms, 1)
-    found["note"] = "demo model, 128x128, 30 steps, one runner on 2 shared CPU cores (torch threads 1)"
+    for kind in ("same_shape", "mixed_shapes"):
+        one, eight = found[f"max_batch_1_{kind}_tasks_per_minute"], found[f"max_batch_8_{kind}_tasks_per_minute"]
+        found[f"{kind}_ratio"] = round(float(eight) / float(one), 2)  # type: ignore[arg-type]
+    found["note"] = (
+        f"demo model, 30 steps, one runner on 2 shared CPU cores; same shape 128x128, mixed: {', '.join(MIXED_SHAPES)}"
+    )
     return found
 
 

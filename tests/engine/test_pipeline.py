@@ -89,6 +89,26 @@ def test_hooks_see_every_step_of_every_image_with_a_jpeg_preview(engine: Engine)
     assert all(p is not None and p.startswith(JPEG_MAGIC) for p in hooks.previews)
 
 
+@dataclass
+class PacedHooks(RecordingHooks):
+    """Wants a preview every other step (as the runner's hooks pace them to the stream rate)."""
+
+    asked: list[int] = field(default_factory=list)
+
+    def wants_preview(self, image_index: int) -> bool:
+        self.asked.append(image_index)
+        return len(self.asked) % 2 == 1
+
+
+@pytest.mark.parametrize("max_batch", [1, 2])
+def test_hooks_that_pace_previews_get_only_the_ones_they_want(demo_models: Path, max_batch: int) -> None:
+    hooks = PacedHooks()
+    Engine(ModelStore(demo_models), max_batch=max_batch).generate(make_plan(seeds=(1, 2), steps=3), hooks)
+    assert len(hooks.steps) == 6 and len(hooks.asked) == 6  # asked once a step, single and batched path
+    made = [preview is not None for preview in hooks.previews]
+    assert made == [True, False, True, False, True, False]  # no JPEG made where none was wanted
+
+
 def test_no_previews_when_disabled(engine: Engine) -> None:
     hooks = RecordingHooks()
     images, _ = engine.generate(make_plan(seeds=(1,), steps=3, disable_preview=True), hooks)

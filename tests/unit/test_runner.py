@@ -495,3 +495,16 @@ def test_a_batched_tasks_percent_only_goes_up(tmp_path: Path) -> None:
     total = len(sampling)  # one event an image-step: the last one as one image after another ends
     assert sampling == sorted(sampling) and sampling[0] == 13 and sampling[-1] == int(13 + 87 * (total - 1) / total)
     log.close()
+
+
+def test_a_tasks_previews_are_paced_to_the_runners_interval() -> None:
+    """At most one preview per interval for the whole task: its images share one stream."""
+    from types import SimpleNamespace
+
+    from fooocus_es.runner.worker import _Hooks
+
+    runner = SimpleNamespace(preview_interval_s=3600.0)
+    hooks = _Hooks(runner, "t1", 2)  # type: ignore[arg-type]
+    assert hooks.wants_preview(0) and not hooks.wants_preview(0) and not hooks.wants_preview(1)
+    runner.preview_interval_s = 0.0
+    assert hooks.wants_preview(1) and hooks.wants_preview(1)

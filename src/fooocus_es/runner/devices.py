@@ -105,6 +105,7 @@ class DeviceRunners:
                 warm_model=warm_model, style_book=style_book, fetch_models=fetch_models,
                 blobs=blobs, runner_id=f"{socket.gethostname()}-{os.getpid()}-{device}{suffix}",
                 retry_interrupted=settings.retry_interrupted, storage=storage, hand_over=settings.fleet,
+                preview_interval_s=1.0 / settings.stream_rate,
             )  # fmt: skip
             part = DeviceRunner(runner, model_store, None)
             if nats is not None:

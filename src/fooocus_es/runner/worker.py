@@ -190,10 +190,13 @@ class Runner:
         retry_interrupted: int = 1,
         storage: StorageHealth | None = None,
         hand_over: bool = False,
+        preview_interval_s: float = 0.1,
     ) -> None:
         """`hand_over`: on shutdown, give the running task back to the queue instead of failing it
         "interrupted" (a fleet: another runner re-runs it at once, seeded, so the same pixels)."""
         self.hand_over = hand_over
+        # Previews are made at most this often per task (1 / the stream rate): a faster one is never shown.
+        self.preview_interval_s = preview_interval_s
         self.store = store
         self.blobs = blobs or LocalBlobs(data_dir)
         self.queue = queue
@@ -849,6 +852,15 @@ class _Hooks:
         self.steps = 1
         # Steps done per image: batched images (--max-batch) step side by side, not one after another.
         self._done: dict[int, int] = {}
+        self._preview_at = -float("inf")  # monotonic time of the task's last preview
+
+    def wants_preview(self, image_index: int) -> bool:
+        """At most one preview per preview interval for the whole task (its images share the stream)."""
+        now = time.monotonic()
+        if now - self._preview_at < self.runner.preview_interval_s:
+            return False
+        self._preview_at = now
+        return True
 
     def on_step(self, image_index: int, step: int, steps: int, preview_jpeg: bytes | None) -> None:
         self.image_index, self.steps = image_index, steps

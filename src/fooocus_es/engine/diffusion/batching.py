@@ -40,6 +40,7 @@ from fooocus_es.engine.diffusion.sampling import (
     GenerationHooks,
     Status,
     guidance_settings,
+    preview_wanted,
 )
 from fooocus_es.engine.diffusion.schedulers import (
     make_scheduler,
@@ -438,7 +439,8 @@ class BatchRun:
 
     def _report(self, run: _PlanRun, result: StepResult) -> None:
         preview = not (run.plan.disable_preview or run.plan.black_out_nsfw)  # Fooocus hides previews too
-        jpeg = latent_preview_jpeg(result.latents) if preview else None
+        wanted = preview and preview_wanted(run.hooks, result.image_index)
+        jpeg = latent_preview_jpeg(result.latents) if wanted else None
         try:
             run.hooks.on_step(result.image_index, result.step, result.steps, jpeg)
             action = run.hooks.poll_control()

@@ -37,6 +37,13 @@ class GenerationHooks(Protocol):
         """Asked after every step: "skip" abandons the current image, "stop" the whole task."""
 
 
+def preview_wanted(hooks: GenerationHooks, image_index: int) -> bool:
+    """Whether to make this step's preview: hooks may pace them (`wants_preview`; the runner's give
+    at most the stream rate, since a faster preview is never shown); without it, every step."""
+    wants = getattr(hooks, "wants_preview", None)
+    return True if wants is None else bool(wants(image_index))
+
+
 @dataclass(frozen=True)
 class GeneratedImage:
     image_index: int  # position in plan.seeds
@@ -177,7 +184,8 @@ class StepCallback:
         if not (i == pipe.num_timesteps - 1 or (i + 1) % pipe.scheduler.order == 0):
             return tensors
         self.done += 1
-        jpeg = latent_preview_jpeg(tensors["latents"]) if self.preview else None
+        wanted = self.preview and preview_wanted(self.hooks, self.image_index)
+        jpeg = latent_preview_jpeg(tensors["latents"]) if wanted else None
         self.hooks.on_step(self.image_index, self.offset + self.done, self.total, jpeg)
         action = self.hooks.poll_control()
         if action is not None:
