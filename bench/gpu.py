@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from fooocus_es.engine.diffusion.pipeline import Engine  # noqa: E402
+from fooocus_es.engine.models.compile import compile_unet  # noqa: E402
 from fooocus_es.engine.models.store import ModelStore  # noqa: E402
 from fooocus_es.engine.planning.plan_types import GenerationPlan  # noqa: E402
 
@@ -280,6 +281,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=0, help="the engine's rows per UNet call (default: max N)")
     parser.add_argument("--sequential-cap", type=int, default=4, help="stock-sequential calls timed at most")
     parser.add_argument("--modes", default="speed,lightning")
+    parser.add_argument("--compile", dest="compile_mode", default="off", choices=["off", "default", "max-autotune"],
+                        help="torch.compile the engine's UNet (behind the fidelity guard; stock stays eager)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "gpu-results.json")
     args = parser.parse_args(argv)
     args.size = args.size or (128 if args.tiny else 1024)
@@ -296,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     stock, engine_pipe = build_pipelines(args.tiny, args.device, dtype)
     build_s = time.perf_counter() - started
+    guard = compile_unet(engine_pipe.unet, args.compile_mode, name="bench")
     modes = [mode for mode in MODES if mode.name in args.modes.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         store = _InMemoryStore(Path(tmp) / "models", args.device, dtype, engine_pipe)
@@ -307,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "architecture": "tiny" if args.tiny else "sdxl", "dtype": str(dtype).removeprefix("torch."),
         "size": args.size, "steps": {mode.name: bench.steps(mode) for mode in modes}, "max_batch": args.max_batch,
-        "build_s": round(build_s, 2), "rows": [asdict(row) for row in rows],
+        "build_s": round(build_s, 2), "rows": [asdict(row) for row in rows], "compile": args.compile_mode,
+        "compile_errors": sorted(guard.errors.values()) if guard is not None else [],
     }  # fmt: skip
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

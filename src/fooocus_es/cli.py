@@ -78,6 +78,9 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
 def _max_batch_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int,
                         help="images of one task denoised together per UNet call (default 1: one after another)")
+    parser.add_argument("--compile", dest="compile_mode", choices=["off", "default", "max-autotune"],
+                        help="torch.compile each loaded UNet, checked against eager per shape (default off; "
+                        "for CUDA: max-autotune adds CUDA graphs)")
 
 
 def _read_model_arg(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +116,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "allow_private_webhooks", "webhook_secret", "log_url", "pool", "runner", "retry_interrupted",
         "ack_wait_s",
         "db_busy_timeout_s", "max_concurrent_decodes", "max_request_megapixels",
-        "devices", "read_model_url", "max_batch", "replicas",
+        "devices", "read_model_url", "max_batch", "replicas", "compile_mode",
     )  # fmt: skip
     try:
         return settings_from_env(**{key: getattr(args, key, None) for key in keys})

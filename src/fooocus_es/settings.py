@@ -65,6 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Fleet: copies of every stream and bucket this node creates (3 on a 3-node NATS cluster: one
     # server may die without losing a write). An existing stream keeps its own count (a warning says so).
     replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    # torch.compile of each loaded UNet, checked against eager on each new shape (engine/models/
+    # compile.py); its cache in <data-dir>/cache/torch-compile. For CUDA; "off": eager.
+    compile_mode: Literal["off", "default", "max-autotune"] = "off"
 
     def __post_init__(self) -> None:
         for name in self.devices.split(","):

@@ -51,9 +51,13 @@ def make_model_store(settings: Settings, device: str, *, load_lock: threading.RL
     from fooocus_es.engine.models.store import ModelStore  # its file side: no torch until a load
 
     cache_mb = settings.model_cache_mb
+    if settings.compile_mode != "off":
+        from fooocus_es.engine.models.compile import use_compile_cache
+
+        use_compile_cache(settings.data_dir)  # a restart finds its compiled graphs
     return ModelStore(
         settings.models_dir, device=device, cache_bytes=cache_mb * 1024 * 1024 if cache_mb else None,
-        load_lock=load_lock,
+        load_lock=load_lock, compile_mode=settings.compile_mode,
     )  # fmt: skip
 
 

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     import torch
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 
+    from fooocus_es.engine.models.compile import CompileMode
+
 # torch, diffusers and transformers are imported by the first load, not here: the file side of the
 # store (names, paths, downloads) serves an API node of a fleet, which has no torch.
 
@@ -111,6 +113,7 @@ class ModelStore:
         dtype: torch.dtype | None = None,
         cache_bytes: int | None = None,
         load_lock: threading.RLock | None = None,
+        compile_mode: CompileMode = "off",
     ) -> None:
         """`load_lock`: one lock for every store of a process (one runner per device). Loading
         patches torch process-wide (accelerate's and peft's init_empty_weights swap
@@ -121,6 +124,7 @@ class ModelStore:
         self.device = device
         self._dtype = dtype
         self.cache_bytes = cache_bytes or None
+        self.compile_mode: CompileMode = compile_mode  # --compile: each loaded UNet (engine/models/compile.py)
         for kind in MODEL_KINDS:
             (models_dir / kind).mkdir(parents=True, exist_ok=True)
         safety_checker_folder(models_dir).mkdir(parents=True, exist_ok=True)
@@ -345,7 +349,12 @@ class ModelStore:
             # spares casting the shared module back and forth around every decode.
             pipe.vae.float()
         pipe.set_progress_bar_config(disable=True)
-        return pipe.to(self.device)
+        pipe = pipe.to(self.device)
+        if self.compile_mode != "off":
+            from fooocus_es.engine.models.compile import compile_unet
+
+            compile_unet(pipe.unet, self.compile_mode, name=name)
+        return pipe
 
     def _load_vae(self, name: str, path: Path) -> AutoencoderKL:
         import torch
