@@ -1,6 +1,7 @@
 """Continuous batching across tasks on a real server (`serve --max-batch 4`, one runner on the CPU): a
 task submitted while a compatible one samples joins its batch at the next step, gives the image it
-gives alone, and ends on its own; a stop ends only its task; an incompatible task waits its turn."""
+gives alone, and ends on its own; a stop ends only its task; an incompatible task waits its turn,
+and a compatible one queued behind it joins past it."""
 
 from __future__ import annotations
 
@@ -33,11 +34,13 @@ def test_tasks_join_a_running_batch_and_end_on_their_own(make_server) -> None:
     stopped = submit(server.url, {"prompt": "a harbour", "image_seed": 3, **SLOW})
     other = submit(server.url, {"prompt": "a wide field", "image_seed": 4, **SLOW,
                                 "aspect_ratios_selection": "192*128"})  # fmt: skip  # another size: no batch
+    behind = submit(server.url, {"prompt": "a mill", "image_seed": 5, **SLOW, "overwrite_step": 20})  # joins past it
     wait_for(server.url, stopped["task_id"], until="running", timeout=120)
     assert requests.post(f"{server.url}/tasks/{stopped['task_id']}/cancel", timeout=10).status_code == 200
-    ended = {t["task_id"]: wait_for(server.url, t["task_id"], timeout=300) for t in (first, joiner, stopped, other)}
-    assert [ended[t["task_id"]]["task_status"] for t in (first, joiner, stopped, other)] == [
-        "finished", "finished", "stop", "finished",
+    tasks = (first, joiner, stopped, other, behind)
+    ended = {t["task_id"]: wait_for(server.url, t["task_id"], timeout=300) for t in tasks}
+    assert [ended[t["task_id"]]["task_status"] for t in tasks] == [
+        "finished", "finished", "stop", "finished", "finished",
     ]  # fmt: skip
     url = server.url
     # One runner: the joiners started while the first sampled, so they were in its batch.
@@ -45,8 +48,10 @@ def test_tasks_join_a_running_batch_and_end_on_their_own(make_server) -> None:
     assert _at(url, stopped["task_id"], "TaskStarted") < _at(url, first["task_id"], "TaskFinished")
     # The joiner has fewer steps: it ended before the task it joined.
     assert _at(url, joiner["task_id"], "TaskFinished") < _at(url, first["task_id"], "TaskFinished")
-    # The other size waited for the batch to end.
+    # The other size waited for the batch to end (held, to run next); the task queued behind it
+    # with the batch's size joined the batch past it.
     assert _at(url, other["task_id"], "TaskStarted") > _last_step(url, first["task_id"])
+    assert _at(url, behind["task_id"], "TaskStarted") < _at(url, first["task_id"], "TaskFinished")
 
     batched = np.asarray(image_from(ended[joiner["task_id"]]["result"][0]))
     again = submit(server.url, {"prompt": "a red barn", "image_seed": 2, **SLOW, "overwrite_step": 40})

@@ -25,7 +25,7 @@ from fooocus_es.fleet.presence import PresenceBeat, RunnerInfo, runner_info
 from fooocus_es.media.blobs import BlobStore
 from fooocus_es.ops.storage import StorageHealth
 from fooocus_es.runner.queue import CommandQueue
-from fooocus_es.runner.worker import EngineLike, ModelFetcher, Runner
+from fooocus_es.runner.worker import MAX_HELD, EngineLike, ModelFetcher, Runner
 from fooocus_es.settings import Settings
 from fooocus_es.tasks.commands import Control
 
@@ -110,6 +110,7 @@ class DeviceRunners:
                 blobs=blobs, runner_id=f"{socket.gethostname()}-{os.getpid()}-{device}{suffix}",
                 retry_interrupted=settings.retry_interrupted, storage=storage, hand_over=settings.fleet,
                 preview_interval_s=1.0 / settings.stream_rate,
+                max_held=1 if settings.fleet or len(devices) > 1 else MAX_HELD,  # others share the queue
             )  # fmt: skip
             part = DeviceRunner(runner, model_store, None)
             if nats is not None:

@@ -116,6 +116,15 @@ class EngineLike(Protocol):
 ModelFetcher = Callable[[GenerationPlan | ToolCall, Callable[[str], None]], None]
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A task claimed by a running batch that it cannot join: run next, in claim order."""
+
+    claim: Claim
+    plan: GenerationPlan | None  # None: planning failed (it fails when it runs)
+    key: object  # its batch key (None: it never batches)
+
+
 @dataclass
 class _Current:
     task_id: str
@@ -150,6 +159,11 @@ class _Finish:
 CLAIM_SLICE_S: Final = 1.0  # a claim waits this long at a time, so a shutdown is seen within it
 ADMIT_EVERY_S: Final = 0.25  # how often a running batch looks in the queue for tasks to join it
 ADMIT_WAIT_S: Final = 0.05  # how long one look waits for a command
+# A running batch looks past tasks of other batch keys (held, to run next in queue order) for ones
+# that join it: at most this many held, and at most this many tasks joining past a held one, so
+# mixed shapes group into batches while no task waits behind more than a batch of later ones.
+MAX_HELD: Final = 8
+MAX_OVERTAKE: Final = 8
 
 
 @dataclass
@@ -191,6 +205,7 @@ class Runner:
         storage: StorageHealth | None = None,
         hand_over: bool = False,
         preview_interval_s: float = 0.1,
+        max_held: int = MAX_HELD,
     ) -> None:
         """`hand_over`: on shutdown, give the running task back to the queue instead of failing it
         "interrupted" (a fleet: another runner re-runs it at once, seeded, so the same pixels)."""
@@ -214,7 +229,10 @@ class Runner:
         self._lock = threading.Lock()
         self._current: _Current | None = None
         self._joined: dict[str, _Current] = {}  # tasks that joined the running batch (--max-batch)
-        self._held: Claim | None = None  # claimed while batching but not compatible: it runs next
+        # Claimed while batching but not compatible (with their batch key): they run next, in order.
+        # `max_held` 1 where other runners share the queue: tasks held here would wait while they idle.
+        self._held: list[_Held] = []
+        self.max_held = max(1, max_held)
         self._shutdown = False
         self._thread = threading.Thread(target=self._loop, name=self.runner_id, daemon=True)
         # One saver thread: PNG encoding (~120 ms for 1024x1024) and writes leave the device's thread.
@@ -291,7 +309,7 @@ class Runner:
         self._warm_up()
         while not self._shutting_down():
             # In slices, so a shutdown is seen without closing the queue under other runners.
-            claim, self._held = self._held, None
+            claim = self._held.pop(0).claim if self._held else None
             if claim is None:
                 claim = self.queue.claim(self.runner_id, timeout=CLAIM_SLICE_S)
             if claim is None:
@@ -315,6 +333,9 @@ class Runner:
                 claim.ack()  # the task's terminal event is stored (or it was never started)
             else:
                 claim.release()  # handed back: another runner takes the task over now
+        for held in self._held:  # claimed, never started: back to the queue for whoever runs next
+            held.claim.release()
+        self._held.clear()
 
     def _save_beside(self, job: _Finish, claim: Claim) -> None:
         """Encoding and saving on the saver thread: the next task starts on the device now."""
@@ -596,23 +617,41 @@ class Runner:
         on its own, its images saved beside the batch, and its claim is answered then."""
         members = {first.current.task_id: first}
         looked = [0.0]
+        overtakes = [0]  # tasks that joined from the queue past a held one
         first.task_log.info("task.batch_opened", key=str(_key_of(engine, first.plan)))
 
         def admit(key: object, free: int) -> list[tuple[GenerationPlan, _Hooks]]:
-            if self._shutting_down() or self._held is not None or time.monotonic() - looked[0] < ADMIT_EVERY_S:
+            if self._shutting_down() or time.monotonic() - looked[0] < ADMIT_EVERY_S:
                 return []
             looked[0] = time.monotonic()
             joining: list[tuple[GenerationPlan, _Hooks]] = []
-            while free > 0 and self._held is None:
-                claim = self.queue.claim(self.runner_id, timeout=ADMIT_WAIT_S)
-                if claim is None:
-                    break
-                joined = self._join(claim, key, engine)
+
+            def join(claim: Claim, plan: GenerationPlan) -> None:
+                nonlocal free
+                joined = self._join(claim, plan, engine)
                 if joined is not None:
                     member, task_hooks = joined
                     members[member.current.task_id] = member
                     joining.append((member.plan, task_hooks))
                     free -= len(member.plan.seeds)
+
+            # Held tasks of this batch's key first: they were queued before anything still queued.
+            for held in [held for held in self._held if held.key == key and held.plan is not None]:
+                if free <= 0:
+                    return joining
+                self._held.remove(held)
+                join(held.claim, held.plan)  # type: ignore[arg-type]
+            while free > 0 and len(self._held) < self.max_held and not (self._held and overtakes[0] >= MAX_OVERTAKE):
+                claim = self.queue.claim(self.runner_id, timeout=ADMIT_WAIT_S)
+                if claim is None:
+                    break
+                plan = self._plan_or_none(claim)
+                plan_key = _key_of(engine, plan) if plan is not None else None
+                if plan is None or plan_key != key:
+                    self._held.append(_Held(claim, plan, plan_key))  # it runs after this batch
+                    continue
+                overtakes[0] += 1 if self._held else 0
+                join(claim, plan)
             return joining
 
         def on_done(plan: GenerationPlan, images: list[Any], status: str, error: Exception | None) -> None:
@@ -625,18 +664,19 @@ class Runner:
                 self._batch_member_ended(member, [], "finished", exc)
             members.clear()
 
-    def _join(self, claim: Claim, key: object, engine: Any) -> tuple[_Member, _Hooks] | None:
-        """Start a claimed task inside the running batch; None when it does not join (it is held to
-        run next when its batch key differs; its claim is answered when it ended or failed)."""
+    def _plan_or_none(self, claim: Claim) -> GenerationPlan | None:
+        """A claimed task's plan, or None when planning fails (it fails on its own path, with its
+        own message, when it runs)."""
+        try:
+            return self._plan_for(claim.command, self._task_log(claim.command.task_id))
+        except Exception:
+            return None
+
+    def _join(self, claim: Claim, plan: GenerationPlan, engine: Any) -> tuple[_Member, _Hooks] | None:
+        """Start a claimed task of the running batch's key inside it; None when it ended instead
+        (cancelled meanwhile, or it failed: its claim is answered then)."""
         command = claim.command
         task_log = self._task_log(command.task_id)
-        try:
-            plan = self._plan_for(command, task_log)
-        except Exception:  # it fails on its own path, with its own message, after this batch
-            plan = None
-        if plan is None or _key_of(engine, plan) != key:
-            self._held = claim
-            return None
         current = _Current(command.task_id, version=command.version)
         with self._lock:
             self._joined[command.task_id] = current
