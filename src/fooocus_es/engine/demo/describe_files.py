@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from fooocus_es.engine.demo import atomic_bytes
 from fooocus_es.engine.planning.describe_files import BLIP_FILE, BLIP_FOLDER, WD14_CSV, WD14_ONNX
 from fooocus_es.engine.tools.errors import ToolUnavailable
 
@@ -181,22 +182,11 @@ def demo_wd14_csv() -> str:
     return "\n".join(rows) + "\n"
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_bytes(data)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def write_demo_wd14(folder: Path) -> Path:
     """`folder / wd-v1-4-moat-tagger-v2.onnx` and `.csv` unless they exist; returns the folder."""
     folder = Path(folder)
     if not (folder / WD14_ONNX).is_file():
-        _atomic_bytes(folder / WD14_ONNX, demo_wd14_graph())
+        atomic_bytes(folder / WD14_ONNX, demo_wd14_graph())
     if not (folder / WD14_CSV).is_file():
-        _atomic_bytes(folder / WD14_CSV, demo_wd14_csv().encode("utf-8"))
+        atomic_bytes(folder / WD14_CSV, demo_wd14_csv().encode("utf-8"))
     return folder

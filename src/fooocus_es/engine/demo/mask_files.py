@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from fooocus_es.engine.demo import atomic_bytes
 from fooocus_es.engine.planning.mask_files import GROUNDING_DINO_FOLDER, SAM_FILES, rembg_file
 from fooocus_es.engine.tools.errors import ToolUnavailable
 from fooocus_es.engine.tools.masks.rembg_onnx import REMBG_SPECS
@@ -74,22 +75,11 @@ def demo_rembg_graph(model: str) -> bytes:
     return conv_graph(spec.size, np.full((1, 3), 1 / 3), np.zeros(1))
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_bytes(data)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def write_demo_rembg(folder: Path, model: str) -> Path:
     """`folder / MODEL.onnx` unless it exists."""
     path = Path(folder) / rembg_file(model)
     if not path.exists():
-        _atomic_bytes(path, demo_rembg_graph(model))
+        atomic_bytes(path, demo_rembg_graph(model))
     return path
 
 

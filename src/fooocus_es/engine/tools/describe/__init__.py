@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from fooocus_es.engine.models.store import ModelMissing, ModelUnsupported
+from fooocus_es.engine.models.store import ModelMissing
 from fooocus_es.engine.planning.describe_files import (
     BLIP_FILE,
     BLIP_FOLDER,
@@ -32,7 +32,7 @@ from fooocus_es.engine.planning.describe_files import (
     WD14_ONNX,
 )
 from fooocus_es.engine.planning.tool_types import DescribeRequest
-from fooocus_es.engine.tools.errors import ToolUnavailable
+from fooocus_es.engine.tools.errors import loaded
 from fooocus_es.engine.tools.masks.rembg_onnx import require_onnxruntime
 
 
@@ -116,9 +116,9 @@ class Describer:
         onnx_path, csv_path = self.wd14_paths(demo=demo)
         if self._wd14 is None or self._wd14[0] != onnx_path:
             with self.construction:
-                table = _loaded(csv_path, read_tags, csv_path)
-                session = _loaded(onnx_path, open_session, onnx_path)
-                self._wd14 = (onnx_path, _loaded(onnx_path, Wd14Tagger, session, table))
+                table = loaded(csv_path, read_tags, csv_path)
+                session = loaded(onnx_path, open_session, onnx_path)
+                self._wd14 = (onnx_path, loaded(onnx_path, Wd14Tagger, session, table))
         return self._wd14[1]
 
     def _captioner(self, *, demo: bool) -> Any:
@@ -128,31 +128,15 @@ class Describer:
         if self._blip is None or self._blip[0] != source:
             self._blip = None  # drop the old one first: a demo and a real BLIP need not both fit
             with self.construction:
-                tokenizer = _loaded(tokenizer_folder / BLIP_TOKENIZER_REQUIRED[0], load_tokenizer, tokenizer_folder)
+                tokenizer = loaded(tokenizer_folder / BLIP_TOKENIZER_REQUIRED[0], load_tokenizer, tokenizer_folder)
                 if source.is_dir():
                     weights = source / BLIP_WEIGHTS_REQUIRED[1]
-                    model = _loaded(weights, load_blip_folder, source, self.device, self.dtype)
+                    model = loaded(weights, load_blip_folder, source, self.device, self.dtype)
                 else:
-                    model = _loaded(source, load_blip_pth, source, tokenizer, self.device, self.dtype)
+                    model = loaded(source, load_blip_pth, source, tokenizer, self.device, self.dtype)
                 self._blip = (source, BlipCaptioner(model, tokenizer, self.device))
         return self._blip[1]
 
     def free(self) -> None:
         """Drop both models (the engine's memory endpoint, or before a big load)."""
         self._blip = self._wd14 = None
-
-
-def _loaded(path: Path, load: Any, *args: Any) -> Any:
-    """`load(*args)`; a file that is there but not what its name says is ModelUnsupported.
-
-    Broad on purpose: a bad file fails in onnxruntime's, pickle's, safetensors' or json's own
-    exception types. Running out of memory is not the file's fault and passes through.
-    """
-    try:
-        return load(*args)
-    except (ModelMissing, ToolUnavailable, MemoryError):
-        raise
-    except Exception as exc:
-        if type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
-            raise
-        raise ModelUnsupported(path.name, path, str(exc)) from exc

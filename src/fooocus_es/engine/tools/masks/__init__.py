@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fooocus_es.engine.models.store import ModelMissing, ModelUnsupported
+from fooocus_es.engine.models.store import ModelMissing
 from fooocus_es.engine.planning.mask_files import (
     GROUNDING_DINO_FOLDER,
     GROUNDING_DINO_REQUIRED,
@@ -27,7 +27,7 @@ from fooocus_es.engine.planning.mask_files import (
     rembg_file,
 )
 from fooocus_es.engine.planning.tool_types import MaskOptions
-from fooocus_es.engine.tools.errors import ToolUnavailable
+from fooocus_es.engine.tools.errors import loaded
 from fooocus_es.engine.tools.masks.rembg_onnx import RembgSessions, require_onnxruntime
 
 
@@ -87,7 +87,7 @@ class MaskGenerator:
             require_onnxruntime()  # before the file: installing the file would not help
             path = self.path(REMBG_DIR, rembg_file(options.mask_model), demo=demo)
             with self.construction:  # made once per file and kept
-                _loaded(path, self._rembg.session, path)
+                loaded(path, self._rembg.session, path)
             mask = self._rembg.mask(path, options.mask_model, image, cloth_category=options.cloth_category)
             return MaskResult(mask.convert("RGB"))
         from fooocus_es.engine.tools.masks.grounded_sam import grounded_sam_mask
@@ -112,7 +112,7 @@ class MaskGenerator:
         if self._dino is None or self._dino[0] != path:
             self._dino = None
             with self.construction:
-                self._dino = (path, _loaded(path, GroundingDino, path, self.device))
+                self._dino = (path, loaded(path, GroundingDino, path, self.device))
         return self._dino[1]
 
     def _segmenter(self, sam_model: str, *, demo: bool) -> Any:
@@ -123,7 +123,7 @@ class MaskGenerator:
         if self._sam is None or self._sam[0] != path:
             self._sam = None  # drop the old one before loading: two vit_h would not fit where one does
             with self.construction:
-                model = _loaded(path, load_sam, path, self.device, self.dtype)
+                model = loaded(path, load_sam, path, self.device, self.dtype)
                 self._sam = (path, SamSegmenter(model, self.device, self.dtype))
         return self._sam[1]
 
@@ -131,19 +131,3 @@ class MaskGenerator:
         """Drop every model and session (the engine's memory endpoint, or before a big load)."""
         self._rembg.free()
         self._dino = self._sam = None
-
-
-def _loaded(path: Path, load: Any, *args: Any) -> Any:
-    """`load(*args)`; a file that is there but not what its name says is ModelUnsupported.
-
-    Broad on purpose: a bad file fails in onnxruntime's, pickle's or struct's own exception types.
-    Running out of memory is not the file's fault and passes through.
-    """
-    try:
-        return load(*args)
-    except (ModelMissing, ToolUnavailable, MemoryError):
-        raise
-    except Exception as exc:
-        if type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing torch here
-            raise
-        raise ModelUnsupported(path.name, path, str(exc)) from exc
