@@ -16,3 +16,12 @@ def atomic_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def publish_folder(temp: Path, target: Path) -> None:
+    """Rename a finished temp folder into place; a concurrent writer's folder already there wins."""
+    try:
+        os.replace(temp, target)
+    except OSError:  # another writer got there first: theirs is as good
+        if not target.is_dir():
+            raise

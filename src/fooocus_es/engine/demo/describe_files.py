@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from fooocus_es.engine.demo import atomic_bytes
+from fooocus_es.engine.demo import atomic_bytes, publish_folder
 from fooocus_es.engine.planning.describe_files import BLIP_FILE, BLIP_FOLDER, WD14_CSV, WD14_ONNX
 from fooocus_es.engine.tools.errors import ToolUnavailable
 
@@ -127,11 +127,7 @@ def write_demo_blip(folder: Path) -> Path:
         tokenizer.save_pretrained(temp_dir)
         size = {"height": DEMO_BLIP_IMAGE, "width": DEMO_BLIP_IMAGE}
         BlipImageProcessorPil(size=size, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(temp_dir)
-        try:
-            os.replace(temp_dir, target)
-        except OSError:  # another writer got there first: theirs is as good
-            if not target.is_dir():
-                raise
+        publish_folder(temp_dir, target)
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     return folder

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from fooocus_es.engine.demo import atomic_bytes
+from fooocus_es.engine.demo import atomic_bytes, publish_folder
 from fooocus_es.engine.planning.mask_files import GROUNDING_DINO_FOLDER, SAM_FILES, rembg_file
 from fooocus_es.engine.tools.errors import ToolUnavailable
 from fooocus_es.engine.tools.masks.rembg_onnx import REMBG_SPECS
@@ -157,11 +157,7 @@ def write_demo_grounding_dino(folder: Path) -> Path:
         model.save_pretrained(temp)
         tokenizer.save_pretrained(temp)
         GroundingDinoImageProcessorPil().save_pretrained(temp)
-        try:
-            os.replace(temp, target)
-        except OSError:  # another writer got there first: theirs is as good
-            if not target.is_dir():
-                raise
+        publish_folder(temp, target)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return target
