@@ -88,8 +88,9 @@ def enhance_plan(params: dict[str, Any], build: PlanBuilder) -> EnhancePlan | No
     )
 
 
-def _pass(base: dict[str, Any], ctrl: dict[str, Any], params: dict[str, Any], build: PlanBuilder) -> EnhancePass:
-    mask = MaskOptions(
+def mask_options(ctrl: dict[str, Any], params: dict[str, Any]) -> MaskOptions:
+    """How an enhance control finds its region: its own mask fields and the task-wide DINO ones."""
+    return MaskOptions(
         mask_model=ctrl.get("enhance_mask_model", "sam"),
         cloth_category=ctrl.get("enhance_mask_cloth_category", "full"),
         dino_prompt_text=ctrl.get("enhance_mask_dino_prompt", ""),
@@ -97,9 +98,13 @@ def _pass(base: dict[str, Any], ctrl: dict[str, Any], params: dict[str, Any], bu
         box_threshold=float(ctrl.get("enhance_mask_box_threshold", 0.3)),
         text_threshold=float(ctrl.get("enhance_mask_text_threshold", 0.25)),
         sam_max_detections=int(ctrl.get("enhance_mask_sam_max_detections", 0)),
-        dino_erode_or_dilate=int(params["dino_erode_or_dilate"]),
-        dino_debug=bool(params["debugging_dino"]),
+        dino_erode_or_dilate=int(params.get("dino_erode_or_dilate", 0)),
+        dino_debug=bool(params.get("debugging_dino", False)),
     )
+
+
+def _pass(base: dict[str, Any], ctrl: dict[str, Any], params: dict[str, Any], build: PlanBuilder) -> EnhancePass:
+    mask = mask_options(ctrl, params)
     inpaint = {
         **base,
         "current_tab": "inpaint",

@@ -19,7 +19,7 @@ from fooocus_es.engine.planning.describe_files import (
     WD14_LICENCE,
     describe_files,
 )
-from fooocus_es.engine.planning.enhance import should_enhance
+from fooocus_es.engine.planning.enhance import mask_options, should_enhance
 from fooocus_es.engine.planning.mask_files import (
     GROUNDING_DINO_FOLDER,
     GROUNDING_DINO_LICENCE,
@@ -84,15 +84,14 @@ def check_enhance_files(params: dict[str, Any], on_disk: frozenset[str]) -> tupl
     """(field, message) for the first enabled enhance control whose mask files are not installed."""
     if not should_enhance(params):
         return None
-    debug = bool(params.get("debugging_dino"))
     for index, ctrl in enumerate(params.get("enhance_ctrls") or []):
         if not ctrl.get("enhance_enabled"):
             continue
-        model = ctrl.get("enhance_mask_model", "sam")
-        needed = mask_files(model, sam_model=ctrl.get("enhance_mask_sam_model", "vit_b"), dino_debug=debug)
-        missing = missing_of(needed, on_disk)
+        options = mask_options(ctrl, params)
+        missing = missing_of(options_files(options), on_disk)
         if missing:
-            return f"enhance_ctrls[{index}].enhance_mask_model", not_installed(f"mask model {model}", missing)
+            what = f"mask model {options.mask_model}"
+            return f"enhance_ctrls[{index}].enhance_mask_model", not_installed(what, missing)
     return None
 
 
