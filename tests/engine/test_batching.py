@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import torch
 from engine_helpers import Hooks
+from PIL import Image
 
 from fooocus_es.engine.diffusion.batching import BatchDenoiser, DenoiseRequest, auto_max_batch, batch_key
+from fooocus_es.engine.diffusion.image_to_image import vary_input_size
 from fooocus_es.engine.diffusion.pipeline import Engine
 from fooocus_es.engine.diffusion.sampling import ConditioningCache, decode_latents
 from fooocus_es.engine.models.store import ModelStore
@@ -252,8 +254,11 @@ def test_the_batch_key_says_which_plans_share_a_unet_call() -> None:
                       make_plan(freeu=(1.01, 1.02, 0.99, 0.95)), make_plan(vae_name="other.safetensors")):  # fmt: skip
         assert batch_key(different) is not None and batch_key(different) != key
     assert batch_key(loras) == batch_key(make_plan(seed=3, loras=(("a.safetensors", 0.5),)))
+    vary = make_plan(image_task=VaryTask(image="inputs/x.png", denoise=0.5))
+    # vary batches at its input's size (which the engine reads from the file), with text to image rows
+    assert batch_key(vary, (1152, 896)) == batch_key(make_plan(width=1152, height=896))
     for single_path in (
-        make_plan(image_task=VaryTask(image="inputs/x.png", denoise=0.5)),
+        vary,  # its size unknown
         make_plan(image_task=UpscaleTask(image="inputs/x.png", method="Upscale (2x)")),
         make_plan(refiner_model="refiner.safetensors", refiner_switch_step=2),
         make_plan(sampler_name="heun"),  # second order: two UNet calls a step
@@ -349,3 +354,96 @@ def test_tasks_join_a_running_batch_and_each_ends_on_its_own(batched: Engine, al
         images, status, _error = by_task[task_id]
         assert status == "finished" and len(images) == 1
         assert max_diff(np.asarray(images[0].image), alone[seed]) <= TOLERANCE
+
+
+# -- vary: rows that start from an image ---------------------------------------------------------
+
+# Vary diffuses at Fooocus's ~1024 px, where a demo UNet call takes about a second a row on this
+# CPU: two steps, and guidance 1 (no uncond rows; the CFG combine is the text to image rows' own).
+VARY_STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def vary_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("vary-batch")
+    (root / "inputs").mkdir()
+    pixels = (np.random.default_rng(3).random((96, 128, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(root / "inputs" / "photo.png")
+    return root
+
+
+def vary_plan(seeds: tuple[int, ...] = (31, 32)) -> GenerationPlan:
+    return make_plan(task_id="vary", seeds=seeds, steps=VARY_STEPS, guidance_scale=1.0,
+                     image_task=VaryTask(image="inputs/photo.png", denoise=0.5))  # fmt: skip
+
+
+def t2i_at_vary_size(vary_dir: Path) -> GenerationPlan:
+    width, height = vary_input_size(vary_dir, VaryTask(image="inputs/photo.png", denoise=0.5))  # type: ignore[misc]
+    return make_plan(task_id="t2i", seed=41, width=width, height=height, steps=VARY_STEPS, guidance_scale=1.0)
+
+
+@pytest.fixture(scope="module")
+def vary_alone(engine: Engine, vary_dir: Path) -> dict[int, np.ndarray]:
+    """The single path's images (img2img pipeline calls for vary), by seed: vary 31, 32 and text to image 41."""
+    alone = Engine(engine.store, vary_dir, max_batch=1)
+    images, _ = alone.generate(vary_plan(), Hooks())
+    t2i, _ = alone.generate(t2i_at_vary_size(vary_dir), Hooks())
+    return {image.seed: np.asarray(image.image) for image in (*images, *t2i)}
+
+
+def test_vary_images_are_rows_of_one_batch_and_keep_their_alone_pixels(
+    engine: Engine, vary_dir: Path, vary_alone: dict[int, np.ndarray]
+) -> None:
+    """A vary task's images denoise together (from its input's latents, at Fooocus's shortened
+    schedule) and decode in one VAE call, each within the tolerance of the single img2img path."""
+    batched = Engine(engine.store, vary_dir, max_batch=3)
+    plan = vary_plan()
+    assert batched.batches_tasks(plan) and not Engine(engine.store, vary_dir).batches_tasks(plan)
+    base = engine.store.load_pipeline(DEMO_CHECKPOINT)
+    calls: list[int] = []
+    decodes: list[int] = []
+    handles = [
+        base.unet.register_forward_pre_hook(lambda _module, args: calls.append(args[0].shape[0])),
+        base.vae.decoder.register_forward_pre_hook(lambda _module, args: decodes.append(args[0].shape[0])),
+    ]
+    try:
+        hooks = Hooks()
+        images, status = batched.generate(plan, hooks)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert (calls, decodes) == ([2] * VARY_STEPS, [2])  # both images in every UNet call, one decode of both
+    assert status == "finished" and [image.seed for image in images] == [31, 32]
+    assert [s for i, s, n in hooks.steps if i == 1] == list(range(1, VARY_STEPS + 1))
+    size = t2i_at_vary_size(vary_dir)
+    assert images[0].image.size == (size.width, size.height)
+    diffs = [max_diff(np.asarray(image.image), vary_alone[image.seed]) for image in images]
+    print(f"max abs pixel diff, vary with max_batch 1 vs 3: {diffs}")
+    assert max(diffs) <= TOLERANCE
+    assert not np.array_equal(vary_alone[31], vary_alone[32])  # each seed its own noise
+
+
+def test_a_text_to_image_task_joins_a_vary_batch_of_its_size(
+    engine: Engine, vary_dir: Path, vary_alone: dict[int, np.ndarray]
+) -> None:
+    """Across tasks: a text to image plan at the vary input's size shares the vary task's UNet calls."""
+    batched = Engine(engine.store, vary_dir, max_batch=3)
+    first, joiner = vary_plan(seeds=(31,)), t2i_at_vary_size(vary_dir)
+    key = batched.batch_key_of(first)
+    assert key is not None and key == batched.batch_key_of(joiner)
+    assert batched.batch_key_of(make_plan(width=joiner.width + 64, height=joiner.height)) != key
+    queue = [joiner]
+    ended: dict[str, tuple[list[Any], str, Exception | None]] = {}
+
+    def admit(asked: Any, free: int) -> list[tuple[GenerationPlan, Any]]:
+        assert asked == key
+        return [(queue.pop(), Hooks())] if queue else []
+
+    def on_done(plan: GenerationPlan, images: list[Any], status: str, error: Exception | None) -> None:
+        ended[plan.task_id] = (images, status, error)
+
+    batched.generate_batch(first, Hooks(), admit=admit, on_done=on_done)
+    for plan in (first, joiner):
+        images, status, error = ended[plan.task_id]
+        assert error is None and status == "finished" and len(images) == 1
+        assert max_diff(np.asarray(images[0].image), vary_alone[plan.seeds[0]]) <= TOLERANCE

@@ -1,4 +1,4 @@
-"""Step-level batched denoising (continuous batching, in vLLM's shape) for base-model text to image.
+"""Step-level batched denoising (continuous batching, in vLLM's shape): text to image and vary.
 
 A *request* is one image of one plan: its seed's initial noise, its own scheduler instance, its
 prompt embeddings and its guidance settings. `BatchDenoiser.step()` runs ONE UNet call over the
@@ -13,8 +13,15 @@ draws it (a CPU generator seeded with the image's seed, then the scheduler's ini
 rows see the same inputs as there. What can differ is the UNet's arithmetic at another batch size
 (kernels block their sums differently), measured in tests/engine/test_batching.py.
 
-Not batched here (`batch_key` is None, the single-image path runs them): image tasks (vary,
-upscale, inpaint), a refiner, and second-order samplers (two UNet calls per step).
+A vary image is a request that starts from its input's latents (`ImageStart`): noised to the first
+timestep of Fooocus's shortened schedule, as diffusers' img2img pipeline does, and from there a row
+like any other, so vary rows share UNet calls with text-to-image rows of the same latent size.
+Requests that finish at the same step are decoded in one VAE call (`BatchRun`).
+
+Not batched here (`batch_key` is None, the single-image path runs them): upscale (its tiles run one
+after another so memory stays bounded at any size), inpaint and outpaint (a mask blend after every
+step, and the inpaint patch changes the shared UNet per task), image prompts, a refiner, and
+second-order samplers (two UNet calls per step).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import torch
 from diffusers import StableDiffusionXLPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -39,10 +47,12 @@ from fooocus_es.engine.diffusion.sampling import (
     GeneratedImage,
     GenerationHooks,
     Status,
+    check_finite,
     guidance_settings,
     preview_wanted,
 )
 from fooocus_es.engine.diffusion.schedulers import (
+    fooocus_schedule,
     make_scheduler,
     prepare_for_image,
     sampler_order,
@@ -50,7 +60,7 @@ from fooocus_es.engine.diffusion.schedulers import (
     unsupported_reason,
 )
 from fooocus_es.engine.diffusion.text_encoding import Conditioning
-from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan
+from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, VaryTask
 
 Tensor = torch.Tensor
 
@@ -73,8 +83,12 @@ def auto_max_batch(device: str, total_bytes: int | None = None) -> int:
     return next((images for floor, images in _BATCH_BY_MEMORY if gib >= floor), 1)
 
 
-def batch_key(plan: GenerationPlan) -> BatchKey | None:
+def batch_key(plan: GenerationPlan, start_size: tuple[int, int] | None = None) -> BatchKey | None:
     """Which plans' images may share UNet calls: equal keys batch, None never batches.
+
+    `start_size` (width, height): a vary plan's input size as vary prepares it (`vary_input_size`),
+    which is its latent size; a vary plan without it does not batch. Its key is that of a text to
+    image plan of that size: from the first step on, the rows are the same kind.
 
     Shared by the whole call, so in the key (`GenerationPlan.batch_key`): the models and their
     per-task state (base model, VAE, LoRA set and weights, FreeU are set on the shared UNet) and the
@@ -87,13 +101,33 @@ def batch_key(plan: GenerationPlan) -> BatchKey | None:
     second-order samplers (two UNet calls per step, with the scheduler's state between them) and
     sampler/scheduler pairs the single path rejects (so its error message stays the same).
     """
-    if plan.image_task is not None or plan.refiner_model is not None or plan.image_prompts:
+    if plan.refiner_model is not None or plan.image_prompts:
+        return None
+    vary = isinstance(plan.image_task, VaryTask) and start_size is not None
+    if plan.image_task is not None and not vary:
         return None
     if unsupported_reason(plan.sampler_name, plan.scheduler_name) is not None:
         return None
     if sampler_order(plan.sampler_name) > 1:
         return None
-    return plan.batch_key()
+    key = plan.batch_key()
+    if vary and start_size is not None:
+        width, height = start_size
+        return msgspec.structs.replace(key, width=width, height=height, image_task=type(None).__name__)
+    return key
+
+
+@dataclass(frozen=True)
+class ImageStart:
+    """Where a vary request starts: its input image's latents and Fooocus's denoise strength."""
+
+    latents: Tensor  # (1, C, h, w), the VAE encoding of the prepared input (shared by the plan's images)
+    denoise: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels, for `batch_key`."""
+        return self.latents.shape[-1] * 8, self.latents.shape[-2] * 8
 
 
 @dataclass(frozen=True)
@@ -103,14 +137,21 @@ class DenoiseRequest:
     plan: GenerationPlan
     image_index: int
     conditioning: Conditioning
+    start: ImageStart | None = None  # vary: from this image's latents; None: from noise
 
     @property
     def seed(self) -> int:
         return self.plan.seeds[self.image_index]
 
+    @property
+    def key(self) -> BatchKey | None:
+        return batch_key(self.plan, self.start.size if self.start is not None else None)
+
     @classmethod
-    def of(cls, plan: GenerationPlan, image_index: int, conditioning: ConditioningCache) -> DenoiseRequest:
-        return cls(plan, image_index, conditioning.for_image(plan, image_index))
+    def of(
+        cls, plan: GenerationPlan, image_index: int, conditioning: ConditioningCache, start: ImageStart | None = None
+    ) -> DenoiseRequest:
+        return cls(plan, image_index, conditioning.for_image(plan, image_index), start)
 
 
 @dataclass(frozen=True)
@@ -198,7 +239,7 @@ class BatchDenoiser:
     def add(self, request: DenoiseRequest) -> int:
         """Join at the next step; returns the request's id. ValueError: the plan cannot join this batch."""
         plan = request.plan
-        key = batch_key(plan)
+        key = request.key
         if key is None:
             raise ValueError(f"plan {plan.task_id!r} cannot be batched (see batch_key)")
         if self.key is not None and key != self.key:
@@ -275,15 +316,13 @@ class BatchDenoiser:
         plan = request.plan
         scheduler = make_scheduler(plan.sampler_name, plan.scheduler_name, self.pipe.scheduler.config)
         prepare_for_image(scheduler, request.seed)
-        scheduler.set_timesteps(plan.steps, device=self.device)
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(0)
         # A CPU generator even on CUDA, as the single path: the seed gives the same noise everywhere.
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
-        shape = (1, self.unet.config.in_channels, plan.height // self.pipe.vae_scale_factor,
-                 plan.width // self.pipe.vae_scale_factor)  # fmt: skip
-        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
-        latents = latents * scheduler.init_noise_sigma
+        if request.start is None:
+            timesteps, latents = self._from_noise(scheduler, plan, generator)
+        else:
+            timesteps, latents = self._from_image(scheduler, plan, request.start, generator)
+        height, width = (side * self.pipe.vae_scale_factor for side in latents.shape[-2:])
         settings = guidance_settings(plan)
         cfg = plan.guidance_scale > 1  # StableDiffusionXLPipeline.do_classifier_free_guidance
         cond = request.conditioning
@@ -291,12 +330,13 @@ class BatchDenoiser:
         negative = cond.negative_prompt_embeds.to(dtype=self.dtype, device=self.device)
         pooled = cond.pooled_prompt_embeds.to(self.device)
         negative_pooled = cond.negative_pooled_prompt_embeds.to(self.device)
-        size = [float(plan.height), float(plan.width), 0.0, 0.0, float(plan.height), float(plan.width)]
+        # original size, crop (0, 0), target size: the latents' own, as both SDXL pipelines default them
+        size = [float(height), float(width), 0.0, 0.0, float(height), float(width)]
         time_ids = torch.tensor([size] * (2 if cfg else 1), dtype=self.dtype, device=self.device)
         return _Request(
             request=request,
             scheduler=scheduler,
-            timesteps=scheduler.timesteps,
+            timesteps=timesteps,
             latents=latents,
             step_kwargs=_step_kwargs(scheduler, generator),
             cfg=cfg,
@@ -307,6 +347,33 @@ class BatchDenoiser:
             text_embeds=torch.cat([negative_pooled, pooled]) if cfg else pooled,
             time_ids=time_ids,
         )
+
+    def _from_noise(
+        self, scheduler: SchedulerMixin, plan: GenerationPlan, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """StableDiffusionXLPipeline: the whole schedule, from noise at the first sigma."""
+        scheduler.set_timesteps(plan.steps, device=self.device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        shape = (1, self.unet.config.in_channels, plan.height // self.pipe.vae_scale_factor,
+                 plan.width // self.pipe.vae_scale_factor)  # fmt: skip
+        latents = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
+        return scheduler.timesteps, latents * scheduler.init_noise_sigma
+
+    def _from_image(
+        self, scheduler: SchedulerMixin, plan: GenerationPlan, start: ImageStart, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """StableDiffusionXLImg2ImgPipeline (get_timesteps, prepare_latents) at Fooocus's schedule:
+        the last `plan.steps` steps of a longer one, from the image's latents noised to the first."""
+        schedule, strength = fooocus_schedule(plan.steps, start.denoise)
+        scheduler.set_timesteps(schedule, device=self.device)
+        begin = (schedule - min(int(schedule * strength), schedule)) * scheduler.order
+        timesteps = scheduler.timesteps[begin:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+        initial = start.latents.to(device=self.device, dtype=self.dtype)
+        noise = randn_tensor(initial.shape, generator=generator, device=self.device, dtype=self.dtype)
+        return timesteps, scheduler.add_noise(initial, noise, timesteps[:1])
 
     @staticmethod
     def _combine(state: _Request, sample: Tensor, out: Tensor, t: Tensor, progress: Any) -> Tensor:
@@ -357,6 +424,14 @@ def _step_kwargs(scheduler: SchedulerMixin, generator: torch.Generator) -> dict[
 Admit = Callable[[BatchKey, int], list[tuple[GenerationPlan, GenerationHooks]]]
 # A plan's end: its images (by image index), "finished" or "stopped", or the error that failed it.
 Done = Callable[[GenerationPlan, list[GeneratedImage], Status, Exception | None], None]
+# (n, C, h, w) finished latents of one size -> their n images, in one VAE call.
+Decode = Callable[[Tensor], list[Image.Image]]
+# A plan's start: its vary input's latents, or None (text to image). Called once per plan.
+StartFor = Callable[[GenerationPlan], ImageStart | None]
+
+
+def _from_noise(_plan: GenerationPlan) -> ImageStart | None:
+    return None
 
 
 @dataclass
@@ -364,6 +439,7 @@ class _PlanRun:
     plan: GenerationPlan
     hooks: GenerationHooks
     conditioning: ConditioningCache
+    start: ImageStart | None
     waiting: list[int]  # image indexes not yet in the denoiser
     active: dict[int, int] = field(default_factory=dict)  # request id -> image index
     images: list[GeneratedImage] = field(default_factory=list)
@@ -384,22 +460,25 @@ class BatchRun:
     the single path gives them: per image, on_step(index, 1..steps, steps), each followed by
     poll_control, where "skip" drops that image's rows only and "stop" ends that plan only. A plan
     ends through `on_done` as soon as its last image is decoded (the others go on); an error of one
-    plan (a decode of non-finite latents) fails that plan only.
+    plan (non-finite latents, or its start image failing to load) fails that plan only. Images that
+    finish at the same step are decoded together, up to `max_batch` per VAE call.
     """
 
     denoiser: BatchDenoiser
     conditioning_for: Callable[[GenerationPlan], ConditioningCache]
     max_batch: int
-    decode: Callable[[Tensor], Image.Image]
+    decode: Decode
     on_done: Done
     admit: Admit | None = None
+    start_for: StartFor = _from_noise
     _plans: list[_PlanRun] = field(default_factory=list)
 
     def add(self, plan: GenerationPlan, hooks: GenerationHooks) -> None:
-        key = batch_key(plan)
+        start = self.start_for(plan)
+        key = batch_key(plan, start.size if start is not None else None)
         if key is None or (self.denoiser.key is not None and key != self.denoiser.key):
             raise ValueError(f"plan {plan.task_id!r} cannot join this batch (see batch_key)")
-        self._plans.append(_PlanRun(plan, hooks, self.conditioning_for(plan), list(range(len(plan.seeds)))))
+        self._plans.append(_PlanRun(plan, hooks, self.conditioning_for(plan), start, list(range(len(plan.seeds)))))
 
     def run(self) -> None:
         while self._plans:
@@ -411,31 +490,57 @@ class BatchRun:
                 if run.done or result.request_id not in run.active:
                     continue  # stopped earlier in this step's fan-out
                 self._report(run, result)
-            for finished in self.denoiser.finished():
-                run = by_request[finished.request_id]
-                index = run.active.pop(finished.request_id)
-                try:
-                    image = self.decode(finished.latents)
-                except Exception as exc:  # this plan fails; the batch goes on
-                    self._fail(run, exc)
-                    continue
-                run.images.append(GeneratedImage(image_index=index, seed=finished.request.seed, image=image))
+            self._decode([(by_request[finished.request_id], finished) for finished in self.denoiser.finished()])
             for run in [run for run in self._plans if run.done]:
                 self._plans.remove(run)
                 self.on_done(run.plan, sorted(run.images, key=lambda image: image.image_index), run.status, run.error)
 
+    def _decode(self, finished: list[tuple[_PlanRun, FinishedRequest]]) -> None:
+        """The step's finished images into their plans: one VAE call per `max_batch` of them.
+
+        Non-finite latents fail their own plan before the call, so one broken row costs no one else
+        their image; an error of the call itself fails the plans whose images were in it.
+        """
+        ready: list[tuple[_PlanRun, FinishedRequest]] = []
+        for run, done in finished:
+            run.active.pop(done.request_id, None)
+            try:
+                check_finite(done.latents)
+            except Exception as exc:
+                self._fail(run, exc)
+                continue
+            ready.append((run, done))
+        ready = [(run, done) for run, done in ready if run.error is None]  # a failed plan's other rows too
+        size = max(1, self.max_batch)
+        for first in range(0, len(ready), size):
+            group = ready[first : first + size]
+            try:
+                images = self.decode(torch.cat([done.latents for _run, done in group]))
+            except Exception as exc:
+                for run, _done in group:
+                    self._fail(run, exc)
+                continue
+            for (run, done), image in zip(group, images, strict=True):
+                if run.error is None:
+                    run.images.append(GeneratedImage(done.request.image_index, done.request.seed, image))
+
     def _fill(self) -> None:
         """New plans first (admitted while slots are free), then waiting images, oldest plan first."""
-        key = self.denoiser.key or batch_key(self._plans[0].plan)
+        first = self._plans[0]
+        key = self.denoiser.key or batch_key(first.plan, first.start.size if first.start is not None else None)
         waiting = sum(len(run.waiting) for run in self._plans)
         free = self.max_batch - len(self.denoiser) - waiting
         if self.admit is not None and free > 0 and key is not None:
             for plan, hooks in self.admit(key, free):
-                self.add(plan, hooks)
+                try:
+                    self.add(plan, hooks)
+                except Exception as exc:  # its start image would not load: it fails alone
+                    self.on_done(plan, [], "finished", exc)
         for run in self._plans:
             while run.waiting and len(self.denoiser) < self.max_batch:
                 index = run.waiting.pop(0)
-                run.active[self.denoiser.add(DenoiseRequest.of(run.plan, index, run.conditioning))] = index
+                request = DenoiseRequest.of(run.plan, index, run.conditioning, run.start)
+                run.active[self.denoiser.add(request)] = index
 
     def _report(self, run: _PlanRun, result: StepResult) -> None:
         preview = not (run.plan.disable_preview or run.plan.black_out_nsfw)  # Fooocus hides previews too
@@ -467,12 +572,13 @@ class BatchRun:
 
 def run_one_plan(
     plan: GenerationPlan, denoiser: BatchDenoiser, conditioning: ConditioningCache, hooks: GenerationHooks,
-    max_batch: int, decode: Callable[[Tensor], Image.Image],
+    max_batch: int, decode: Decode, start: ImageStart | None = None,
 ) -> tuple[list[GeneratedImage], Status]:
     """One task's images as rows of one batch (no joiners); an error is raised, as on the single path."""
     ended: list[tuple[list[GeneratedImage], Status, Exception | None]] = []
     batch = BatchRun(denoiser, lambda _plan: conditioning, max_batch, decode,
-                     on_done=lambda _plan, images, status, error: ended.append((images, status, error)))  # fmt: skip
+                     on_done=lambda _plan, images, status, error: ended.append((images, status, error)),
+                     start_for=lambda _plan: start)  # fmt: skip
     batch.add(plan, hooks)
     batch.run()
     images, status, error = ended[0]

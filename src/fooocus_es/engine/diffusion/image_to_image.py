@@ -3,7 +3,8 @@
 The size, mask and crop rules are pure functions in `engine/imaging/`; this module runs them and
 the diffusion passes:
 
-- vary: the input resized so its shape ceil is 1024..2048, img2img at 0.5 / 0.85.
+- vary: the input resized so its shape ceil is 1024..2048, img2img at 0.5 / 0.85. With `--max-batch`
+  above 1 the engine runs vary through batching.py instead (`vary_start`), as rows beside others.
 - upscale: the super-resolution model (tiled), resized to the factor, then (unless Fast or over
   2800 px) a tiled img2img pass at 0.382, so memory stays bounded at any size.
 - inpaint/outpaint: Fooocus's crop around the mask at ~1024, the masked area pre-filled when the
@@ -28,6 +29,7 @@ from PIL import Image
 
 from fooocus_es.engine.demo.inpaint_patch import write_demo_inpaint_files
 from fooocus_es.engine.demo.upscaler import ensure_demo_upscaler
+from fooocus_es.engine.diffusion.batching import ImageStart
 from fooocus_es.engine.diffusion.inpaint_patch import (
     InpaintFilesMissing,
     InpaintPatch,
@@ -49,12 +51,12 @@ from fooocus_es.engine.diffusion.sampling import (
     decode_latents,
     scale_latents,
 )
-from fooocus_es.engine.diffusion.schedulers import prepare_for_image, step_eta
+from fooocus_es.engine.diffusion.schedulers import fooocus_schedule, prepare_for_image, step_eta
 from fooocus_es.engine.imaging.inpaint_area import InpaintJob, paste_back, prepare_inpaint
 from fooocus_es.engine.imaging.inputs import inpaint_image_and_mask, load_rgb
 from fooocus_es.engine.imaging.masks import mask_is_empty
 from fooocus_es.engine.imaging.resample import resample_image
-from fooocus_es.engine.imaging.sizes import crop_to_multiple, plan_upscale, vary_size
+from fooocus_es.engine.imaging.sizes import crop_to_multiple, plan_upscale, vae_crop_size, vary_size
 from fooocus_es.engine.imaging.tiling import tile_boxes, tiled_map
 from fooocus_es.engine.models.files import DEFAULT_UPSCALER, UPSCALE_DIR
 from fooocus_es.engine.models.upscalers import UpscalerModel, load_upscaler, upscale
@@ -65,25 +67,33 @@ from fooocus_es.engine.planning.plan_types import GenerationPlan, ImageTask, Inp
 DIFFUSION_TILE = 1024  # SDXL's native size: the tiled upscale pass diffuses 1024-px tiles
 DIFFUSION_OVERLAP = 128
 SYNTHETIC_REFINER_SWITCH = 0.8  # Fooocus drops the inpaint patch for the last 20% of the steps
-MAX_SCHEDULE = 1000  # a schedule longer than the 1000 training timesteps is not defined
 _BLEND_NOISE_SEED = 0x5EED  # the re-noising of kept latents must not replay the sampler's noise
 
 PipeFactory = Callable[[type[Any]], Any]
 
 
-def fooocus_schedule(steps: int, denoise: float) -> tuple[int, float]:
-    """(num_inference_steps, strength) for diffusers so that `steps` steps run at `denoise`.
+def vary_input_size(data_dir: Path, task: VaryTask) -> tuple[int, int] | None:
+    """(width, height) vary diffuses `task`'s input at, from its header alone; None when unreadable
+    (the vary itself then fails with the reason)."""
+    try:
+        with Image.open(data_dir / task.image) as opened:
+            width, height = opened.size
+    except (OSError, ValueError):
+        return None
+    return vae_crop_size(*vary_size(width, height), 8)
 
-    ComfyUI builds a schedule of int(steps / denoise) steps and runs its last `steps`; diffusers
-    runs int(num_inference_steps * strength) from the end, so strength is set half a step over.
-    """
-    if denoise >= 0.9999:
-        return steps, 1.0
-    if denoise <= 0:
-        raise GenerationFailed(f"denoise strength must be above 0, got {denoise}")
-    total = min(MAX_SCHEDULE, max(steps, int(steps / denoise)))
-    run = min(steps, int(total * denoise + 0.5)) if total == MAX_SCHEDULE else steps
-    return total, min(1.0, (run + 0.5) / total)
+
+def vary_source(data_dir: Path, task: VaryTask) -> np.ndarray:
+    """Vary's input as it is diffused: resized into SDXL's range, cropped to multiples of 8."""
+    image = load_rgb(data_dir / task.image)
+    width, height = vary_size(image.shape[1], image.shape[0])
+    return crop_to_multiple(resample_image(image, width, height), 8)
+
+
+def encode_latents(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) in [-1, 1] -> diffusion latents (the VAE's mean: no sampling noise in the kept area)."""
+    encoded = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mean
+    return scale_latents(encoded, vae).to(torch.float32)
 
 
 class ImageToImage:
@@ -138,6 +148,12 @@ class ImageToImage:
                 except (InpaintFilesMissing, InpaintPatchUnsupported) as exc:
                     raise GenerationFailed(f"inpaint_engine {version}: {exc}") from exc
             return self._patch[3]
+
+    def vary_start(self, plan: GenerationPlan, vae: Any) -> ImageStart:
+        """A vary plan's batched start: its prepared input's latents, as `_Run._vary` encodes them."""
+        task = plan.image_task
+        assert isinstance(task, VaryTask)
+        return ImageStart(encode_latents(vae, _unit_tensor(vary_source(self.data_dir, task))), task.denoise)
 
     def generate(
         self,
@@ -203,9 +219,7 @@ class _Run:
     # -- vary ------------------------------------------------------------------------------------
     def _vary(self, task: VaryTask, index: int, seed: int) -> Image.Image:
         if self._source is None:
-            image = load_rgb(self.owner.data_dir / task.image)
-            width, height = vary_size(image.shape[1], image.shape[0])
-            self._source = crop_to_multiple(resample_image(image, width, height), 8)
+            self._source = vary_source(self.owner.data_dir, task)
         source = self._source
         latents = self._denoise(index, seed, self._encoded("source", lambda: _unit_tensor(source)), task.denoise)
         return decode_latents(self.pipe, self.vae, latents)
@@ -312,10 +326,7 @@ class _Run:
         return self._latents[key]
 
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) in [-1, 1] -> diffusion latents (the VAE's mean: no sampling noise in the kept area)."""
-        vae = self.vae
-        encoded = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mean
-        return scale_latents(encoded, vae).to(torch.float32)
+        return encode_latents(self.vae, pixels)
 
     # -- one diffusion pass ----------------------------------------------------------------------
     def _denoise(

@@ -25,6 +25,7 @@ from fooocus_es.engine.diffusion.batching import (
     BatchDenoiser,
     BatchRun,
     Done,
+    ImageStart,
     auto_max_batch,
     batch_key,
     run_one_plan,
@@ -32,7 +33,7 @@ from fooocus_es.engine.diffusion.batching import (
 from fooocus_es.engine.diffusion.enhance import Enhancer, enhance_input
 from fooocus_es.engine.diffusion.guided_unet import GuidedUNet
 from fooocus_es.engine.diffusion.image_prompt_models import ImagePromptModels
-from fooocus_es.engine.diffusion.image_to_image import ImageToImage
+from fooocus_es.engine.diffusion.image_to_image import ImageToImage, vary_input_size
 from fooocus_es.engine.diffusion.sampling import (
     Aborted,
     ConditioningCache,
@@ -43,6 +44,7 @@ from fooocus_es.engine.diffusion.sampling import (
     Status,
     StepCallback,
     decode_latents,
+    decode_latents_batch,
     guidance_settings,
     scale_latents,
     task_pipeline,
@@ -53,7 +55,7 @@ from fooocus_es.engine.models.expansion import ExpansionModels, FooocusExpansion
 from fooocus_es.engine.models.loras import LoraSpec, LoraUnsupported, activate_loras
 from fooocus_es.engine.models.store import SAFETY_CHECKER, ModelMissing, ModelStore, ModelUnsupported
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
-from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, ModelSetup
+from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, ModelSetup, VaryTask
 from fooocus_es.engine.planning.tool_types import ToolCall
 from fooocus_es.engine.tools.toolbox import ToolBox, ToolResult
 
@@ -141,6 +143,8 @@ class Engine:
         prompts = image_prompts.build_hooks(plan, self.image_prompt_models, models.base.unet, self.data_dir)
         if plan.enhance is not None and plan.enhance.input_image:
             images, status = enhance_input(plan, self.data_dir), "finished"  # the enhance tab: no generation
+        elif self._batches_images(plan):
+            images, status = self._images_batched(plan, models, hooks)
         elif plan.image_task is not None:
             images, status = self._image_task(plan, models, hooks, prompts)
         else:
@@ -199,8 +203,6 @@ class Engine:
         hooks: GenerationHooks,
         prompts: image_prompts.ImagePromptHooks | None = None,
     ) -> tuple[list[GeneratedImage], Status]:
-        if self.max_batch > 1 and len(plan.seeds) > 1 and batch_key(plan) is not None:
-            return self._text_to_image_batched(plan, models, hooks)
         scheduler = _scheduler(plan, models.base)
         task_pipe = task_pipeline(models.base, scheduler, guidance_settings(plan), models.vae, image_prompts=prompts)
         images: list[GeneratedImage] = []
@@ -224,7 +226,11 @@ class Engine:
                 images.append(GeneratedImage(image_index=index, seed=seed, image=image))
         return images, status
 
-    def _text_to_image_batched(
+    def _batches_images(self, plan: GenerationPlan) -> bool:
+        """A task's own images as rows of one batch: text to image or vary, more than one image."""
+        return self.max_batch > 1 and len(plan.seeds) > 1 and self._batch_key(plan) is not None
+
+    def _images_batched(
         self, plan: GenerationPlan, models: _TaskModels, hooks: GenerationHooks
     ) -> tuple[list[GeneratedImage], Status]:
         """The task's images as rows of one batch, up to `max_batch` per UNet call."""
@@ -233,16 +239,32 @@ class Engine:
         with torch.inference_mode():
             return run_one_plan(
                 plan, BatchDenoiser(models.base), ConditioningCache(models.base, plan.clip_skip), hooks,
-                self.max_batch, decode=lambda latents: decode_latents(task_pipe, models.vae, latents),
+                self.max_batch, decode=lambda latents: decode_latents_batch(task_pipe, models.vae, latents),
+                start=self._start_for(plan, models),
             )  # fmt: skip
+
+    def _batch_key(self, plan: GenerationPlan) -> BatchKey | None:
+        """batch_key, with a vary plan's latent size read from its input's header."""
+        if isinstance(plan.image_task, VaryTask):
+            return batch_key(plan, vary_input_size(self.data_dir, plan.image_task))
+        return batch_key(plan)
+
+    def _start_for(self, plan: GenerationPlan, models: _TaskModels) -> ImageStart | None:
+        """Where a batched plan's rows start: a vary input's latents (this task's VAE), or noise."""
+        if isinstance(plan.image_task, VaryTask):
+            return self.image_to_image.vary_start(plan, models.vae)
+        return None
 
     def batches_tasks(self, plan: GenerationPlan) -> bool:
         """Whether `plan` runs through `generate_batch`, other tasks joining it (--max-batch > 1)."""
-        return self.max_batch > 1 and batch_key(plan) is not None and not plan.black_out_nsfw and plan.enhance is None
+        return (
+            self.max_batch > 1 and self._batch_key(plan) is not None
+            and not plan.black_out_nsfw and plan.enhance is None
+        )  # fmt: skip
 
     def batch_key_of(self, plan: GenerationPlan) -> BatchKey | None:
         """The key tasks joining `plan`'s batch must have; None when it does not run in one."""
-        return batch_key(plan) if self.batches_tasks(plan) else None
+        return self._batch_key(plan) if self.batches_tasks(plan) else None
 
     def generate_batch(self, plan: GenerationPlan, hooks: GenerationHooks, *, admit: Admit, on_done: Done) -> None:
         """`plan` and every plan `admit` returns between steps, denoised together (continuous
@@ -267,8 +289,8 @@ class Engine:
         with torch.inference_mode():
             batch = BatchRun(
                 BatchDenoiser(models.base), lambda joined: ConditioningCache(models.base, joined.clip_skip),
-                self.max_batch, decode=lambda latents: decode_latents(task_pipe, models.vae, latents),
-                on_done=done, admit=admit_expanded,
+                self.max_batch, decode=lambda latents: decode_latents_batch(task_pipe, models.vae, latents),
+                on_done=done, admit=admit_expanded, start_for=lambda joined: self._start_for(joined, models),
             )  # fmt: skip
             batch.add(plan, hooks)
             batch.run()

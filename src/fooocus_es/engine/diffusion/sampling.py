@@ -195,16 +195,25 @@ class StepCallback:
         return tensors
 
 
+def check_finite(latents: torch.Tensor) -> None:
+    """Decoding NaN/inf latents would give a black image; say what happened instead."""
+    if not torch.isfinite(latents).all():
+        raise GenerationFailed("denoising produced non-finite latents (NaN/inf); try another sampler or float32")
+
+
 def decode_latents(pipe: StableDiffusionXLPipeline, vae: Any, latents: torch.Tensor) -> Image.Image:
     """Latents -> RGB image, as the SDXL pipeline decodes (float32 VAE when it would overflow)."""
-    if not torch.isfinite(latents).all():
-        # Decoding would give a black image; say what happened instead (fp16 overflow, broken sampler).
-        raise GenerationFailed("denoising produced non-finite latents (NaN/inf); try another sampler or float32")
+    return decode_latents_batch(pipe, vae, latents)[0]
+
+
+def decode_latents_batch(pipe: StableDiffusionXLPipeline, vae: Any, latents: torch.Tensor) -> list[Image.Image]:
+    """(n, C, h, w) latents -> n RGB images in one VAE call (fp16 overflow and broken samplers raise)."""
+    check_finite(latents)
     if vae.dtype == torch.float16 and vae.config.force_upcast:
         vae.float()  # left in float32: the store keeps it that way anyway (see ModelStore._load)
     latents = unscale_latents(latents.to(device=vae.device, dtype=vae.dtype), vae)
     decoded = vae.decode(latents, return_dict=False)[0]
-    return pipe.image_processor.postprocess(decoded, output_type="pil")[0].convert("RGB")
+    return [image.convert("RGB") for image in pipe.image_processor.postprocess(decoded, output_type="pil")]
 
 
 def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

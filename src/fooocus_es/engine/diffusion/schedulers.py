@@ -32,6 +32,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from fooocus_es.engine.diffusion.sampling import GenerationFailed
 from fooocus_es.engine.planning.sampler_names import (
     SAMPLER_NAMES,
     SCHEDULER_NAMES,
@@ -41,8 +42,8 @@ from fooocus_es.engine.planning.sampler_names import (
 )
 
 __all__ = [
-    "SAMPLER_NAMES", "SCHEDULER_NAMES", "make_scheduler", "prepare_for_image", "sampler_order", "step_eta",
-    "unsupported_reason",
+    "SAMPLER_NAMES", "SCHEDULER_NAMES", "fooocus_schedule", "make_scheduler", "prepare_for_image", "sampler_order",
+    "step_eta", "unsupported_reason",
 ]  # fmt: skip
 
 _DPMPP_2M: Final = {"algorithm_type": "dpmsolver++", "solver_order": 2}
@@ -125,3 +126,21 @@ def prepare_for_image(scheduler: SchedulerMixin, seed: int) -> None:
 def step_eta(scheduler: SchedulerMixin) -> float:
     """The `eta` to pass to the pipeline: TCD's stochastic gamma, 0 (deterministic DDIM) otherwise."""
     return _TCD_GAMMA if isinstance(scheduler, TCDScheduler) else 0.0
+
+
+MAX_SCHEDULE = 1000  # a schedule longer than the 1000 training timesteps is not defined
+
+
+def fooocus_schedule(steps: int, denoise: float) -> tuple[int, float]:
+    """(num_inference_steps, strength) for diffusers so that `steps` steps run at `denoise`.
+
+    ComfyUI builds a schedule of int(steps / denoise) steps and runs its last `steps`; diffusers
+    runs int(num_inference_steps * strength) from the end, so strength is set half a step over.
+    """
+    if denoise >= 0.9999:
+        return steps, 1.0
+    if denoise <= 0:
+        raise GenerationFailed(f"denoise strength must be above 0, got {denoise}")
+    total = min(MAX_SCHEDULE, max(steps, int(steps / denoise)))
+    run = min(steps, int(total * denoise + 0.5)) if total == MAX_SCHEDULE else steps
+    return total, min(1.0, (run + 0.5) / total)
