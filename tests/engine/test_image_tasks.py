@@ -88,6 +88,32 @@ def test_upscale_runs_the_tiled_pass_at_the_target_size(engine: Engine, data_dir
     assert total % 2 == 0 and [s for _, s, _ in hooks.steps] == list(range(1, total + 1))
 
 
+def test_upscale_tiles_denoise_as_rows_of_one_batch(engine: Engine, data_dir: Path) -> None:
+    """With max_batch 2 both tiles share every UNet call and one VAE decode; one progress event per
+    batched step; the pixels stay within the batching tolerance (tests/engine/test_batching.py) of
+    the tiles run one after another."""
+    sent = {"uov_method": "Upscale (1.5x)", "uov_input_image": "inputs/photo.png"}
+    alone, _ = run(engine, data_dir, **sent)
+    batched = Engine(engine.store, data_dir, max_batch=2)
+    base = engine.store.load_pipeline(DEMO_CHECKPOINT)
+    calls: list[int] = []
+    decodes: list[int] = []
+    handles = [
+        base.unet.register_forward_pre_hook(lambda _module, args: calls.append(args[0].shape[0])),
+        base.vae.decoder.register_forward_pre_hook(lambda _module, args: decodes.append(args[0].shape[0])),
+    ]
+    try:
+        images, hooks = run(batched, data_dir, **sent)
+    finally:
+        for handle in handles:
+            handle.remove()
+    steps = 2  # overwrite_step
+    assert calls == [4] * steps and decodes == [2]  # two tiles x CFG rows per call
+    assert hooks.steps == [(0, 2 * (step + 1), 2 * steps) for step in range(steps)]
+    assert images[0].shape == alone[0].shape
+    assert int(np.abs(images[0].astype(np.int16) - alone[0].astype(np.int16)).max()) <= 2
+
+
 def test_inpaint_changes_the_mask_and_keeps_far_pixels_bit_identical(engine: Engine, data_dir: Path) -> None:
     original = np.asarray(Image.open(data_dir / "inputs" / "photo.png").convert("RGB"))
     sent = {"inpaint_input_image": "inputs/photo.png", "inpaint_mask_image_upload": "inputs/mask.png"}

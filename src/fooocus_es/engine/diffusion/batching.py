@@ -18,8 +18,9 @@ timestep of Fooocus's shortened schedule, as diffusers' img2img pipeline does, a
 like any other, so vary rows share UNet calls with text-to-image rows of the same latent size.
 Requests that finish at the same step are decoded in one VAE call (`BatchRun`).
 
-Not batched here (`batch_key` is None, the single-image path runs them): upscale (its tiles run one
-after another so memory stays bounded at any size), inpaint and outpaint (a mask blend after every
+The tiles of one upscale image are rows of one batch too (image_to_image.py), all of a size; an
+upscale task does not share its calls with other tasks. Not batched here (`batch_key` is None, the
+single-image path runs them): inpaint and outpaint (a mask blend after every
 step, and the inpaint patch changes the shared UNet per task), image prompts, a refiner, and
 second-order samplers (two UNet calls per step).
 """
@@ -60,7 +61,7 @@ from fooocus_es.engine.diffusion.schedulers import (
     unsupported_reason,
 )
 from fooocus_es.engine.diffusion.text_encoding import Conditioning
-from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, VaryTask
+from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, UpscaleTask, VaryTask
 
 Tensor = torch.Tensor
 
@@ -87,8 +88,9 @@ def batch_key(plan: GenerationPlan, start_size: tuple[int, int] | None = None) -
     """Which plans' images may share UNet calls: equal keys batch, None never batches.
 
     `start_size` (width, height): a vary plan's input size as vary prepares it (`vary_input_size`),
-    which is its latent size; a vary plan without it does not batch. Its key is that of a text to
-    image plan of that size: from the first step on, the rows are the same kind.
+    or an upscale tile's, which is its latent size; such a plan without it does not batch. Its key
+    is that of a text to image plan of that size: from the first step on, the rows are the same kind.
+    (The engine reads that size for vary only, so upscale tiles batch within their own task.)
 
     Shared by the whole call, so in the key (`GenerationPlan.batch_key`): the models and their
     per-task state (base model, VAE, LoRA set and weights, FreeU are set on the shared UNet) and the
@@ -103,15 +105,15 @@ def batch_key(plan: GenerationPlan, start_size: tuple[int, int] | None = None) -
     """
     if plan.refiner_model is not None or plan.image_prompts:
         return None
-    vary = isinstance(plan.image_task, VaryTask) and start_size is not None
-    if plan.image_task is not None and not vary:
+    from_image = isinstance(plan.image_task, (VaryTask, UpscaleTask)) and start_size is not None
+    if plan.image_task is not None and not from_image:
         return None
     if unsupported_reason(plan.sampler_name, plan.scheduler_name) is not None:
         return None
     if sampler_order(plan.sampler_name) > 1:
         return None
     key = plan.batch_key()
-    if vary and start_size is not None:
+    if from_image and start_size is not None:
         width, height = start_size
         return msgspec.structs.replace(key, width=width, height=height, image_task=type(None).__name__)
     return key

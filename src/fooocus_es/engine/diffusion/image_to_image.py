@@ -6,7 +6,8 @@ the diffusion passes:
 - vary: the input resized so its shape ceil is 1024..2048, img2img at 0.5 / 0.85. With `--max-batch`
   above 1 the engine runs vary through batching.py instead (`vary_start`), as rows beside others.
 - upscale: the super-resolution model (tiled), resized to the factor, then (unless Fast or over
-  2800 px) a tiled img2img pass at 0.382, so memory stays bounded at any size.
+  2800 px) a tiled img2img pass at 0.382, so memory stays bounded at any size. With `--max-batch`
+  above 1 the tiles (all of one size) denoise as rows of one batch, `max_batch` at a time.
 - inpaint/outpaint: Fooocus's crop around the mask at ~1024, the masked area pre-filled when the
   strength is above 0.99, unmasked latents put back after every step, then the crop pasted back
   with a feathered mask so that pixels away from the mask keep their exact input values.
@@ -29,7 +30,7 @@ from PIL import Image
 
 from fooocus_es.engine.demo.inpaint_patch import write_demo_inpaint_files
 from fooocus_es.engine.demo.upscaler import ensure_demo_upscaler
-from fooocus_es.engine.diffusion.batching import ImageStart
+from fooocus_es.engine.diffusion.batching import BatchDenoiser, DenoiseRequest, ImageStart, batch_key
 from fooocus_es.engine.diffusion.inpaint_patch import (
     InpaintFilesMissing,
     InpaintPatch,
@@ -40,6 +41,7 @@ from fooocus_es.engine.diffusion.inpaint_patch import (
     neutral_masked_pixels,
     unwrap_unet,
 )
+from fooocus_es.engine.diffusion.preview import latent_preview_jpeg
 from fooocus_es.engine.diffusion.sampling import (
     Aborted,
     ConditioningCache,
@@ -49,6 +51,8 @@ from fooocus_es.engine.diffusion.sampling import (
     Status,
     StepCallback,
     decode_latents,
+    decode_latents_batch,
+    preview_wanted,
     scale_latents,
 )
 from fooocus_es.engine.diffusion.schedulers import fooocus_schedule, prepare_for_image, step_eta
@@ -57,7 +61,7 @@ from fooocus_es.engine.imaging.inputs import inpaint_image_and_mask, load_rgb
 from fooocus_es.engine.imaging.masks import mask_is_empty
 from fooocus_es.engine.imaging.resample import resample_image
 from fooocus_es.engine.imaging.sizes import crop_to_multiple, plan_upscale, vae_crop_size, vary_size
-from fooocus_es.engine.imaging.tiling import tile_boxes, tiled_map
+from fooocus_es.engine.imaging.tiling import Box, tile_boxes, tiled_map
 from fooocus_es.engine.models.files import DEFAULT_UPSCALER, UPSCALE_DIR
 from fooocus_es.engine.models.upscalers import UpscalerModel, load_upscaler, upscale
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT
@@ -100,11 +104,14 @@ class ImageToImage:
     """Runs plans with an image task. Owned by the Engine; one thread; caches the SR model it loaded."""
 
     def __init__(
-        self, models_dir: Path, data_dir: Path, device: str, dtype: torch.dtype, *, construction: threading.RLock
+        self, models_dir: Path, data_dir: Path, device: str, dtype: torch.dtype, *, construction: threading.RLock,
+        max_batch: int = 1,
     ) -> None:
         """`construction`: the process's model-load lock (ModelStore.construction), held while the SR
-        model and the inpaint patch are built (and their demo files written)."""
+        model and the inpaint patch are built (and their demo files written). `max_batch`: upscale
+        tiles denoised together (1: one after another, one pipeline call each)."""
         self.construction = construction
+        self.max_batch = max_batch
         self.models_dir = models_dir
         self.data_dir = data_dir
         self.device = device
@@ -162,11 +169,13 @@ class ImageToImage:
         vae: Any,
         conditioning: ConditioningCache,
         hooks: GenerationHooks,
+        base: Any = None,
     ) -> tuple[list[GeneratedImage], Status]:
+        """`base`: the cached base pipeline (its bare UNet), for upscale tiles as rows of a batch."""
         task = plan.image_task
         assert task is not None
         pipe = make_pipe(StableDiffusionXLImg2ImgPipeline)
-        run = _Run(self, plan, task, pipe, vae, conditioning, hooks)
+        run = _Run(self, plan, task, pipe, vae, conditioning, hooks, base)
         images: list[GeneratedImage] = []
         for index, seed in enumerate(plan.seeds):
             try:
@@ -193,8 +202,10 @@ class _Run:
         vae: Any,
         conditioning: ConditioningCache,
         hooks: GenerationHooks,
+        base: Any = None,
     ) -> None:
         self.owner = owner
+        self.base = base
         self.plan = plan
         self.task = task
         self.pipe = pipe
@@ -239,8 +250,16 @@ class _Run:
             self._source = crop_to_multiple(resized, 8)
         source = self._source
         height, width = source.shape[:2]
-        tiles = len(tile_boxes(width, height, DIFFUSION_TILE, DIFFUSION_OVERLAP))
+        boxes = tile_boxes(width, height, DIFFUSION_TILE, DIFFUSION_OVERLAP)
+        tiles = len(boxes)
         counter = iter(range(tiles))
+        if self._tiles_batch(boxes):
+            diffused = iter(self._diffuse_tiles_batched(source, boxes, index, seed, task.denoise))
+            result = tiled_map(
+                source, lambda _tile: next(diffused), tile=DIFFUSION_TILE, overlap=DIFFUSION_OVERLAP, multiple=8,
+                out_dtype=np.uint8,
+            )  # fmt: skip
+            return Image.fromarray(result), False
 
         def diffuse_tile(tile: np.ndarray) -> np.ndarray:
             number = next(counter)
@@ -253,6 +272,52 @@ class _Run:
             source, diffuse_tile, tile=DIFFUSION_TILE, overlap=DIFFUSION_OVERLAP, multiple=8, out_dtype=np.uint8
         )
         return Image.fromarray(result), False
+
+    def _tiles_batch(self, boxes: list[Box]) -> bool:
+        """Tiles as rows: a batch allowed, more than one tile, and a plan batching allows (the tiles
+        share one size; image prompts, a refiner and second-order samplers keep the pipeline path)."""
+        if self.base is None or self.owner.max_batch < 2 or len(boxes) < 2:
+            return False
+        return batch_key(self.plan, (boxes[0].width, boxes[0].height)) is not None
+
+    def _diffuse_tiles_batched(
+        self, source: np.ndarray, boxes: list[Box], index: int, seed: int, denoise: float
+    ) -> list[np.ndarray]:
+        """Every tile's img2img pass, `max_batch` tiles per UNet call, each as alone (its seed's noise).
+
+        One progress event per batched step (the tiles' steps done so far, of tiles x steps), then
+        the tiles decode `max_batch` per VAE call, in tile order for `tiled_map`.
+        """
+        plan, limit = self.plan, self.owner.max_batch
+        denoiser = BatchDenoiser(self.base)
+        waiting = [
+            DenoiseRequest.of(
+                plan, index, self.conditioning,
+                ImageStart(self._encode(_unit_tensor(source[b.y : b.bottom, b.x : b.right])), denoise),
+            )
+            for b in boxes
+        ]  # fmt: skip
+        tile_of: dict[int, int] = {}
+        latents: dict[int, torch.Tensor] = {}
+        total, done = len(boxes) * plan.steps, 0
+        preview = not (plan.disable_preview or plan.black_out_nsfw)
+        while waiting or len(denoiser):
+            while waiting and len(denoiser) < limit:
+                tile_of[denoiser.add(waiting.pop(0))] = len(tile_of)
+            results = denoiser.step()
+            done += len(results)
+            wanted = preview and preview_wanted(self.hooks, index)
+            self.hooks.on_step(index, done, total, latent_preview_jpeg(results[0].latents) if wanted else None)
+            action = self.hooks.poll_control()
+            if action is not None:
+                raise Aborted(action)
+            for finished in denoiser.finished():
+                latents[tile_of[finished.request_id]] = finished.latents
+        ordered = [latents[tile] for tile in range(len(boxes))]
+        images: list[Image.Image] = []
+        for first in range(0, len(ordered), limit):
+            images += decode_latents_batch(self.pipe, self.vae, torch.cat(ordered[first : first + limit]))
+        return [np.asarray(image) for image in images]
 
     # -- inpaint / outpaint ----------------------------------------------------------------------
     def _inpaint(self, task: InpaintTask, index: int, seed: int) -> tuple[Image.Image, bool]:

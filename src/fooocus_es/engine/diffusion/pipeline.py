@@ -99,7 +99,8 @@ class Engine:
         # Image tasks and image prompts read their inputs (inputs/...) relative to the data dir.
         self.data_dir = data_dir or Path.cwd()
         self.image_to_image = ImageToImage(
-            store.models_dir, self.data_dir, store.device, store.dtype, construction=store.construction
+            store.models_dir, self.data_dir, store.device, store.dtype, construction=store.construction,
+            max_batch=self.max_batch,
         )
         self.image_prompt_models = ImagePromptModels(
             store.models_dir, store.device, store.dtype, construction=store.construction
@@ -194,7 +195,7 @@ class Engine:
 
         with torch.inference_mode():
             conditioning = ConditioningCache(models.base, plan.clip_skip)
-            return self.image_to_image.generate(plan, make_pipe, models.vae, conditioning, hooks)
+            return self.image_to_image.generate(plan, make_pipe, models.vae, conditioning, hooks, models.base)
 
     def _text_to_image(
         self,
