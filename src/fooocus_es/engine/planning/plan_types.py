@@ -106,7 +106,9 @@ class BatchKey(msgspec.Struct, frozen=True, kw_only=True):
     width: int
     height: int
     refiner_switch_step: int
-    image_task: str  # "NoneType" for text to image; image tasks batch only with their own kind
+    # "NoneType" for text to image, and for vary at its input's size (batching.batch_key): both are
+    # plain rows from the first step on; other image tasks never share a call with another task.
+    image_task: str
     # Image prompts change the UNet call itself (IP tokens in attention, ControlNet residuals).
     image_prompts: tuple[ImagePrompt, ...] = ()
     control: ControlSettings | None = None
