@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,6 +26,29 @@ class Hooks:
 
     def poll_control(self) -> str | None:
         return None
+
+
+@dataclass
+class CallSizes:
+    """Batch sizes of the UNet's calls and of the VAE decoder's, in order."""
+
+    unet: list[int] = field(default_factory=list)
+    decoder: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def call_sizes(pipe: Any) -> Iterator[CallSizes]:
+    """Record the batch size of every UNet and VAE-decoder call of `pipe` while the block runs."""
+    sizes = CallSizes()
+    handles = [
+        pipe.unet.register_forward_pre_hook(lambda _module, args: sizes.unet.append(args[0].shape[0])),
+        pipe.vae.decoder.register_forward_pre_hook(lambda _module, args: sizes.decoder.append(args[0].shape[0])),
+    ]
+    try:
+        yield sizes
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def meta_demo_models() -> dict[str, torch.nn.Module]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from engine_helpers import Hooks
+from engine_helpers import Hooks, call_sizes
 from PIL import Image
 
 from fooocus_es.engine.diffusion.batching import BatchDenoiser, DenoiseRequest, auto_max_batch, batch_key
@@ -399,20 +399,10 @@ def test_vary_images_are_rows_of_one_batch_and_keep_their_alone_pixels(
     batched = Engine(engine.store, vary_dir, max_batch=3)
     plan = vary_plan()
     assert batched.batches_tasks(plan) and not Engine(engine.store, vary_dir).batches_tasks(plan)
-    base = engine.store.load_pipeline(DEMO_CHECKPOINT)
-    calls: list[int] = []
-    decodes: list[int] = []
-    handles = [
-        base.unet.register_forward_pre_hook(lambda _module, args: calls.append(args[0].shape[0])),
-        base.vae.decoder.register_forward_pre_hook(lambda _module, args: decodes.append(args[0].shape[0])),
-    ]
-    try:
-        hooks = Hooks()
+    hooks = Hooks()
+    with call_sizes(engine.store.load_pipeline(DEMO_CHECKPOINT)) as sizes:
         images, status = batched.generate(plan, hooks)
-    finally:
-        for handle in handles:
-            handle.remove()
-    assert (calls, decodes) == ([2] * VARY_STEPS, [2])  # both images in every UNet call, one decode of both
+    assert (sizes.unet, sizes.decoder) == ([2] * VARY_STEPS, [2])  # both images in every UNet call, one decode
     assert status == "finished" and [image.seed for image in images] == [31, 32]
     assert [s for i, s, n in hooks.steps if i == 1] == list(range(1, VARY_STEPS + 1))
     size = t2i_at_vary_size(vary_dir)

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -159,6 +160,23 @@ def test_an_oversized_part_file_is_discarded(tmp_path: Path, server: FileServer)
     path = store.download("model.safetensors", server.url, "loras", lambda d, t: None)
     assert path.read_bytes() == PAYLOAD
     assert server.ranges == [f"bytes={len(PAYLOAD) + 5}-", None]
+
+
+def test_progress_reports_every_five_percent_and_always_the_end(tmp_path: Path) -> None:
+    """Reads arrive in sizes the network picks: 96% then 100% must still report 100%."""
+    catalog = ModelCatalog(tmp_path / "models", tmp_path / "data")
+    catalog._downloads = {key: Download(key, "http://127.0.0.1:9/f", d.kind) for key, d in catalog.downloads().items()}
+
+    def fetch(name: str, url: str, kind: Any, on_progress: Any = None) -> object:
+        for done in (1, 3, 32, 34, 96, 100):
+            on_progress(done, 100)
+        return None
+
+    reports: list[str] = []
+    sam = MaskCall(image="inputs/" + "0" * 64 + ".png", options=MaskOptions(mask_model="sam"))
+    ModelDownloads(catalog, fetch).fetch_for_plan(sam, reports.append)
+    first = [report for report in reports if "grounding-dino-tiny/config.json" in report]
+    assert [report.rsplit(" ", 1)[1] for report in first] == ["32%", "96%", "100%"]  # 96 + 5 > 100
 
 
 def test_a_tool_calls_files_are_fetched_each_into_its_folder_a_bundle_file_into_its_model(

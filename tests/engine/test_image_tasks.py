@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from engine_helpers import Hooks
+from engine_helpers import Hooks, call_sizes
 from PIL import Image
 
 from fooocus_es.engine.diffusion.pipeline import Engine, GenerationFailed
@@ -95,20 +95,10 @@ def test_upscale_tiles_denoise_as_rows_of_one_batch(engine: Engine, data_dir: Pa
     sent = {"uov_method": "Upscale (1.5x)", "uov_input_image": "inputs/photo.png"}
     alone, _ = run(engine, data_dir, **sent)
     batched = Engine(engine.store, data_dir, max_batch=2)
-    base = engine.store.load_pipeline(DEMO_CHECKPOINT)
-    calls: list[int] = []
-    decodes: list[int] = []
-    handles = [
-        base.unet.register_forward_pre_hook(lambda _module, args: calls.append(args[0].shape[0])),
-        base.vae.decoder.register_forward_pre_hook(lambda _module, args: decodes.append(args[0].shape[0])),
-    ]
-    try:
+    with call_sizes(engine.store.load_pipeline(DEMO_CHECKPOINT)) as sizes:
         images, hooks = run(batched, data_dir, **sent)
-    finally:
-        for handle in handles:
-            handle.remove()
     steps = 2  # overwrite_step
-    assert calls == [4] * steps and decodes == [2]  # two tiles x CFG rows per call
+    assert sizes.unet == [4] * steps and sizes.decoder == [2]  # two tiles x CFG rows per call
     assert hooks.steps == [(0, 2 * (step + 1), 2 * steps) for step in range(steps)]
     assert images[0].shape == alone[0].shape
     assert int(np.abs(images[0].astype(np.int16) - alone[0].astype(np.int16)).max()) <= 2

@@ -100,7 +100,9 @@ class ModelDownloads:
 
             def progress(done: int, total: int | None, name: str = name, shown: list[int] = shown) -> None:
                 percent = done * 100 // total if total else -1
-                if percent >= shown[0] + 5 or (percent == -1 and done // (64 << 20) > shown[0]):
+                # every 5%, and always the end: 96% then 100% must still say 100%
+                finished = percent == 100 and shown[0] != 100
+                if percent >= shown[0] + 5 or finished or (percent == -1 and done // (64 << 20) > shown[0]):
                     shown[0] = percent if total else done // (64 << 20)
                     report(f"Downloading {name}: {percent}%" if total else f"Downloading {name}: {done >> 20} MiB")
                 with self.status.lock:
