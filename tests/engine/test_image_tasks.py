@@ -80,23 +80,33 @@ def test_fast_upscale_is_the_super_resolution_output_without_diffusion(engine: E
     assert hooks.steps == []
 
 
-def test_upscale_runs_the_tiled_pass_at_the_target_size(engine: Engine, data_dir: Path) -> None:
-    images, hooks = run(engine, data_dir, uov_method="Upscale (1.5x)", uov_input_image="inputs/photo.png")
+UPSCALE_15 = {"uov_method": "Upscale (1.5x)", "uov_input_image": "inputs/photo.png"}  # two 1024-px tiles
+
+
+@pytest.fixture(scope="module")
+def upscaled(engine: Engine, data_dir: Path) -> tuple[list[np.ndarray], Hooks]:
+    """Upscale (1.5x) on the single path: its tiles one after another, one pipeline call each."""
+    return run(engine, data_dir, **UPSCALE_15)
+
+
+def test_upscale_runs_the_tiled_pass_at_the_target_size(upscaled: tuple[list[np.ndarray], Hooks]) -> None:
+    images, hooks = upscaled
     expected = plan_upscale(WIDTH, HEIGHT, "Upscale (1.5x)")
     assert images[0].shape == (*reversed(vae_crop_size(expected.width, expected.height)), 3)
     total = hooks.steps[-1][2]
     assert total % 2 == 0 and [s for _, s, _ in hooks.steps] == list(range(1, total + 1))
 
 
-def test_upscale_tiles_denoise_as_rows_of_one_batch(engine: Engine, data_dir: Path) -> None:
+def test_upscale_tiles_denoise_as_rows_of_one_batch(
+    engine: Engine, data_dir: Path, upscaled: tuple[list[np.ndarray], Hooks]
+) -> None:
     """With max_batch 2 both tiles share every UNet call and one VAE decode; one progress event per
     batched step; the pixels stay within the batching tolerance (tests/engine/test_batching.py) of
     the tiles run one after another."""
-    sent = {"uov_method": "Upscale (1.5x)", "uov_input_image": "inputs/photo.png"}
-    alone, _ = run(engine, data_dir, **sent)
+    alone, _ = upscaled
     batched = Engine(engine.store, data_dir, max_batch=2)
     with call_sizes(engine.store.load_pipeline(DEMO_CHECKPOINT)) as sizes:
-        images, hooks = run(batched, data_dir, **sent)
+        images, hooks = run(batched, data_dir, **UPSCALE_15)
     steps = 2  # overwrite_step
     assert sizes.unet == [4] * steps and sizes.decoder == [2]  # two tiles x CFG rows per call
     assert hooks.steps == [(0, 2 * (step + 1), 2 * steps) for step in range(steps)]
