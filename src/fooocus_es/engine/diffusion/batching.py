@@ -20,9 +20,9 @@ Requests that finish at the same step are decoded in one VAE call (`BatchRun`).
 
 The tiles of one upscale image are rows of one batch too (image_to_image.py), all of a size; an
 upscale task does not share its calls with other tasks. Not batched here (`batch_key` is None, the
-single-image path runs them): inpaint and outpaint (a mask blend after every
-step, and the inpaint patch changes the shared UNet per task), image prompts, a refiner, and
-second-order samplers (two UNet calls per step).
+single-image path runs them): inpaint and outpaint (a mask blend after every step, and the inpaint
+patch changes the shared UNet per task), image prompts, a refiner, and second-order samplers (two
+UNet calls per step).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def batch_key(plan: GenerationPlan, start_size: tuple[int, int] | None = None) -
 
 @dataclass(frozen=True)
 class ImageStart:
-    """Where a vary request starts: its input image's latents and Fooocus's denoise strength."""
+    """Where a vary image (or an upscale tile) starts: its input's latents and Fooocus's denoise."""
 
     latents: Tensor  # (1, C, h, w), the VAE encoding of the prepared input (shared by the plan's images)
     denoise: float

@@ -254,7 +254,7 @@ class _Run:
         tiles = len(boxes)
         counter = iter(range(tiles))
         if self._tiles_batch(boxes):
-            diffused = iter(self._diffuse_tiles_batched(source, boxes, index, seed, task.denoise))
+            diffused = iter(self._diffuse_tiles_batched(source, boxes, index, task.denoise))
             result = tiled_map(
                 source, lambda _tile: next(diffused), tile=DIFFUSION_TILE, overlap=DIFFUSION_OVERLAP, multiple=8,
                 out_dtype=np.uint8,
@@ -281,7 +281,7 @@ class _Run:
         return batch_key(self.plan, (boxes[0].width, boxes[0].height)) is not None
 
     def _diffuse_tiles_batched(
-        self, source: np.ndarray, boxes: list[Box], index: int, seed: int, denoise: float
+        self, source: np.ndarray, boxes: list[Box], index: int, denoise: float
     ) -> list[np.ndarray]:
         """Every tile's img2img pass, `max_batch` tiles per UNet call, each as alone (its seed's noise).
 
