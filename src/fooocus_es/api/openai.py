@@ -371,8 +371,34 @@ def _sse(kind: str, data: dict[str, Any]) -> bytes:
 
 
 def partial_steps(steps: int, partial_images: int) -> list[int]:
-    """The sampling steps after which a partial image is sent: evenly spread, never the last."""
-    return [max(1, round(steps * (index + 1) / (partial_images + 1))) for index in range(partial_images)]
+    """The sampling steps after which a partial image is sent: evenly spread, never the last (of two or more)."""
+    return [max(1, min(steps - 1, round(steps * (i + 1) / (partial_images + 1)))) for i in range(partial_images)]
+
+
+class PartialImages:
+    """Picks each image's partial images out of its progress events, at the `partial_steps` thresholds.
+
+    The runner paces previews (--stream-rate), so the threshold step may carry none: then the image's
+    latest preview so far is its partial image. A preview is sent once at most.
+    """
+
+    def __init__(self, thresholds: list[int]) -> None:
+        self.thresholds = thresholds
+        self._sent: dict[int, int] = {}  # image index -> partial images sent
+        self._latest: dict[int, str] = {}  # image index -> newest unsent preview (a data URL)
+
+    def offer(self, event: TaskProgress) -> str | None:
+        """The preview to send as a partial image after this event, or None."""
+        if event.stage != "sampling" or not self.thresholds:
+            return None
+        image = event.image_index
+        if event.preview:
+            self._latest[image] = event.preview
+        count = self._sent.get(image, 0)
+        if image not in self._latest or count >= len(self.thresholds) or event.step < self.thresholds[count]:
+            return None
+        self._sent[image] = count + 1
+        return self._latest.pop(image)
 
 
 async def _stream(services: Services, queued: Admitted, ask: _Ask) -> AsyncIterator[bytes]:
@@ -385,23 +411,19 @@ async def _stream(services: Services, queued: Admitted, ask: _Ask) -> AsyncItera
     common = {"background": "opaque", "quality": ask.quality, "size": _size_text(params)}
     steps = performance.steps_for(params["performance_selection"], params["overwrite_step"])
     thresholds = partial_steps(steps, ask.partial_images)
-    sent_per_image: dict[int, int] = {}
+    partials = PartialImages(thresholds)
     index = 0
     try:
         async with subscription.receive:
             async for envelope in subscription.receive:
                 event = envelope.event
-                if isinstance(event, TaskProgress) and event.preview and thresholds:
-                    if event.stage != "sampling":
+                if isinstance(event, TaskProgress):
+                    preview = partials.offer(event)
+                    if preview is None:
                         continue
-                    step, image = event.step, event.image_index
-                    count = sent_per_image.get(image, 0)
-                    if count >= len(thresholds) or step < thresholds[count]:
-                        continue
-                    sent_per_image[image] = count + 1
                     yield _sse(
                         f"{ask.event_prefix}.partial_image",
-                        {"type": f"{ask.event_prefix}.partial_image", "b64_json": event.preview.partition(",")[2],
+                        {"type": f"{ask.event_prefix}.partial_image", "b64_json": preview.partition(",")[2],
                          "created_at": event.at_ms // 1000, "output_format": "jpeg", "partial_image_index": index,
                          **common},
                     )  # fmt: skip
