@@ -98,3 +98,14 @@ def test_two_runners_never_claim_the_same_command(queue: CommandQueue) -> None:
 def test_close_wakes_a_waiting_claimer(queue: CommandQueue) -> None:
     threading.Timer(0.1, queue.close).start()
     assert queue.claim("r1", timeout=5) is None
+
+
+def test_wake_ends_a_local_claims_wait_and_the_queue_stays_open() -> None:
+    queue = LocalCommandQueue()
+    threading.Timer(0.1, queue.wake).start()
+    started = time.monotonic()
+    assert queue.claim("r1", timeout=5) is None
+    assert time.monotonic() - started < 2  # woken, not timed out
+    queue.put(generate("after"))
+    claim = queue.claim("r1", timeout=1)  # a wake closes nothing
+    assert claim is not None and claim.command.task_id == "after"

@@ -157,6 +157,9 @@ class JetStreamCommandQueue:
                 return JetStreamClaim(command, msg, self)
         return None
 
+    def wake(self) -> None:
+        """Nothing: a fetch is not interrupted; a claim sees the shutdown after its fetch slice."""
+
     def cancel(self, task_id: str) -> bool:
         """Delete the command if no runner has been handed it yet.
 

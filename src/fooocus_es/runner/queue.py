@@ -40,6 +40,11 @@ class CommandQueue(Protocol):
         """Task ids waiting, in queue order."""
         ...
 
+    def wake(self) -> None:
+        """End the claims waiting now early (they return None): a stopping runner needn't sit out its
+        claim slice. Best-effort; a queue that cannot interrupt its wait does nothing."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -64,6 +69,7 @@ class LocalCommandQueue:
     _claimed: dict[str, LocalClaim] = field(default_factory=dict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _closed: bool = False
+    _wakes: int = 0  # counts wake() calls: a waiting claim returns when it moves
 
     def put(self, command: Generate) -> None:
         with self._cond:
@@ -72,11 +78,18 @@ class LocalCommandQueue:
 
     def claim(self, runner_id: str, timeout: float | None = None) -> LocalClaim | None:
         with self._cond:
-            if not self._cond.wait_for(lambda: self._waiting or self._closed, timeout) or self._closed:
+            wakes = self._wakes
+            self._cond.wait_for(lambda: self._waiting or self._closed or self._wakes != wakes, timeout)
+            if self._closed or not self._waiting:
                 return None
             claim = LocalClaim(self._waiting.popleft(), runner_id, self)
             self._claimed[claim.command.task_id] = claim
             return claim
+
+    def wake(self) -> None:
+        with self._cond:
+            self._wakes += 1
+            self._cond.notify_all()
 
     def cancel(self, task_id: str) -> bool:
         with self._cond:

@@ -282,6 +282,7 @@ class Runner:
                 if current is not None:
                     current.stop = True
         self._wake.set()
+        self.queue.wake()  # a claim waiting for work returns now, not at the end of its slice
 
     def join(self, timeout: float = 30.0) -> None:
         """Until the thread ended and every task it handed to the saver is stored."""
