@@ -455,7 +455,9 @@ class _KeepUnmasked:
 
     def __call__(self, pipe: Any, i: int, tensors: dict[str, torch.Tensor]) -> None:
         latents = tensors["latents"]
-        timesteps = pipe.scheduler.timesteps
+        # `i` counts the pipeline's own loop: img2img runs the schedule's tail (Fooocus's denoise
+        # below 1 starts part-way), so index that tail, not the whole schedule.
+        timesteps = pipe.scheduler.timesteps[-pipe.num_timesteps :]
         if i < len(timesteps) - 1:
             kept = pipe.scheduler.add_noise(self.original, self.noise, timesteps[i + 1 : i + 2])
         else:
