@@ -1,4 +1,8 @@
-"""The inpaint blend keeps unmasked latents at the loop's own noise level, whatever the denoise."""
+"""The inpaint blend keeps unmasked latents at the loop's own noise level, whatever the denoise.
+
+DDIM (Fooocus's ddim, and LCM and TCD alike) noises by the timestep it is given, so a wrong index
+shows; Euler-type schedulers with a begin index noise by their own step index instead.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from diffusers import EulerDiscreteScheduler
+from diffusers import DDIMScheduler
 
 from fooocus_es.engine.diffusion.image_to_image import _KeepUnmasked
 from fooocus_es.engine.diffusion.schedulers import fooocus_schedule
@@ -15,11 +19,12 @@ from fooocus_es.engine.diffusion.schedulers import fooocus_schedule
 def _img2img_loop(steps: int, denoise: float) -> tuple[SimpleNamespace, torch.Tensor]:
     """What StableDiffusionXLImg2ImgPipeline holds during its loop: the scheduler set up by
     `get_timesteps`, and `num_timesteps`, the length of the tail it enumerates."""
-    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False
+    )
     schedule, strength = fooocus_schedule(steps, denoise)
     scheduler.set_timesteps(schedule)
     begin = schedule - min(int(schedule * strength), schedule)
-    scheduler.set_begin_index(begin)
     tail = scheduler.timesteps[begin:]
     return SimpleNamespace(scheduler=scheduler, num_timesteps=len(tail)), tail
 
