@@ -6,6 +6,9 @@ here are the ones whose outcome a rule decides (sizes, untouched pixels, what is
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import torch
 from engine_helpers import Hooks, call_sizes
 from PIL import Image
 
+from fooocus_es.engine.diffusion.inpaint_patch import patch_active
 from fooocus_es.engine.diffusion.pipeline import Engine, GenerationFailed
 from fooocus_es.engine.imaging.outpaint import outpaint_pads
 from fooocus_es.engine.imaging.sizes import plan_upscale, vae_crop_size, vary_size
@@ -129,19 +133,84 @@ def test_inpaint_changes_the_mask_and_keeps_far_pixels_bit_identical(engine: Eng
     assert np.array_equal(from_noise[0][far], original[far])
 
 
-def test_fooocus_inpaint_engine_patches_the_unet_only_for_the_task(engine: Engine, data_dir: Path) -> None:
-    """v2.6 on the demo model: its tiny head + patch files are generated and applied, then removed."""
-    original = np.asarray(Image.open(data_dir / "inputs" / "photo.png").convert("RGB"))
-    sent = {"inpaint_input_image": "inputs/photo.png", "inpaint_mask_image_upload": "inputs/mask.png"}
+INPAINT = {"inpaint_input_image": "inputs/photo.png", "inpaint_mask_image_upload": "inputs/mask.png"}
+# Fooocus's inpaint engine at 5 steps: its patch comes off after step 4 (the synthetic refiner)
+PATCHED = {**INPAINT, "overwrite_step": 5, "inpaint_engine": "v2.6", "image_number": 2}
+PATCH_ON = [True, True, True, True, False]  # per step: whether the UNet call ran patched
+
+
+@contextmanager
+def patch_states(unet: torch.nn.Module) -> Iterator[list[bool]]:
+    """Whether the inpaint patch was on at each UNet call while the block runs."""
+    states: list[bool] = []
+    handle = unet.register_forward_pre_hook(lambda module, _args: states.append(patch_active(module)))
+    try:
+        yield states
+    finally:
+        handle.remove()
+
+
+@dataclass
+class PatchedRun:
+    images: list[np.ndarray]
+    patch_on: list[bool]
+    unet_restored: bool
+
+
+def run_patched(engine: Engine, data_dir: Path) -> PatchedRun:
     unet = engine.store.load_pipeline(DEMO_CHECKPOINT).unet
     before = {name: tensor.clone() for name, tensor in unet.state_dict().items()}
-    plain, _ = run(engine, data_dir, **sent, overwrite_step=5)
-    patched, _ = run(engine, data_dir, **sent, overwrite_step=5, inpaint_engine="v2.6")
-    assert not np.array_equal(plain[0], patched[0])
+    with patch_states(unet) as states:
+        images, _ = run(engine, data_dir, **PATCHED)
+    restored = all(torch.equal(before[name], tensor) for name, tensor in unet.state_dict().items())
+    return PatchedRun(images, states, restored)
+
+
+@pytest.fixture(scope="module")
+def patched_alone(engine: Engine, data_dir: Path) -> PatchedRun:
+    """v2.6 on the single path: the task's two images one after another."""
+    return run_patched(engine, data_dir)
+
+
+def far_from_mask() -> np.ndarray:
     far = np.ones((HEIGHT, WIDTH), bool)
     far[50 - FEATHER : 74 + FEATHER, 60 - FEATHER : 90 + FEATHER] = False
-    assert np.array_equal(patched[0][far], original[far])
-    assert all(torch.equal(before[name], tensor) for name, tensor in unet.state_dict().items())
+    return far
+
+
+def test_fooocus_inpaint_engine_patches_the_unet_only_for_the_task(
+    engine: Engine, data_dir: Path, patched_alone: PatchedRun
+) -> None:
+    """v2.6 on the demo model: its tiny head + patch files are generated and applied for the first
+    80% of the steps, then removed."""
+    original = np.asarray(Image.open(data_dir / "inputs" / "photo.png").convert("RGB"))
+    plain, _ = run(engine, data_dir, **INPAINT, overwrite_step=5)
+    patched = patched_alone.images
+    assert not np.array_equal(plain[0], patched[0])
+    assert np.array_equal(patched[0][far_from_mask()], original[far_from_mask()])
+    assert patched_alone.patch_on == PATCH_ON * 2  # one image after the other, CFG in each call
+    assert patched_alone.unet_restored
+
+
+def test_inpaint_images_denoise_as_rows_of_one_batch(
+    engine: Engine, data_dir: Path, patched_alone: PatchedRun
+) -> None:
+    """With max_batch 2 an inpaint task's two images share every UNet call and one VAE decode, each
+    with its own seed and mask blend; the patch comes off for both at the switch step; each keeps
+    its alone pixels (within the batching tolerance of tests/engine/test_batching.py), its far
+    pixels exactly, and the UNet is left as it was. (Without the patch the same rows run the same
+    blend: the plain engine only skips `_patch_off_at_switch`.)"""
+    original = np.asarray(Image.open(data_dir / "inputs" / "photo.png").convert("RGB"))
+    batched = Engine(engine.store, data_dir, max_batch=2)
+    with call_sizes(engine.store.load_pipeline(DEMO_CHECKPOINT)) as sizes:
+        result = run_patched(batched, data_dir)
+    steps = PATCHED["overwrite_step"]
+    assert sizes.unet == [4] * steps and sizes.decoder == [2]  # two images x CFG rows per call
+    assert result.patch_on == PATCH_ON and result.unet_restored
+    assert not np.array_equal(result.images[0], result.images[1])  # each row its own seed
+    for image, single in zip(result.images, patched_alone.images, strict=True):
+        assert int(np.abs(image.astype(np.int16) - single.astype(np.int16)).max()) <= 2
+        assert np.array_equal(image[far_from_mask()], original[far_from_mask()])
 
 
 def test_outpaint_extends_the_image_and_keeps_the_far_original(engine: Engine, data_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Step-level batched denoising (continuous batching, in vLLM's shape): text to image and vary.
+"""Step-level batched denoising (continuous batching, in vLLM's shape): text to image, vary, inpaint.
 
 A *request* is one image of one plan: its seed's initial noise, its own scheduler instance, its
 prompt embeddings and its guidance settings. `BatchDenoiser.step()` runs ONE UNet call over the
@@ -18,11 +18,13 @@ timestep of Fooocus's shortened schedule, as diffusers' img2img pipeline does, a
 like any other, so vary rows share UNet calls with text-to-image rows of the same latent size.
 Requests that finish at the same step are decoded in one VAE call (`BatchRun`).
 
-The tiles of one upscale image are rows of one batch too (image_to_image.py), all of a size; an
-upscale task does not share its calls with other tasks. Not batched here (`batch_key` is None, the
-single-image path runs them): inpaint and outpaint (a mask blend after every step, and the inpaint
-patch changes the shared UNet per task), image prompts, a refiner, and second-order samplers (two
-UNet calls per step).
+The tiles of one upscale image are rows of one batch too (image_to_image.py), all of a size, and
+so are the images of one inpaint or outpaint task: one crop, each row with its own seed and its own
+mask blend after every step (`ImageStart.keep`). Neither shares its calls with other tasks: an upscale
+task's tile size is known only after super-resolution, and Fooocus's inpaint patch changes the
+shared UNet for its task (its rows then run in lockstep, so that the patch comes off for all of
+them at the same step). Not batched at all (`batch_key` is None, the single-image path runs them):
+image prompts, a refiner, and second-order samplers (two UNet calls per step).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from fooocus_es.engine.diffusion.schedulers import (
     unsupported_reason,
 )
 from fooocus_es.engine.diffusion.text_encoding import Conditioning
-from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, UpscaleTask, VaryTask
+from fooocus_es.engine.planning.plan_types import BatchKey, GenerationPlan, InpaintTask, UpscaleTask, VaryTask
 
 Tensor = torch.Tensor
 
@@ -88,9 +90,10 @@ def batch_key(plan: GenerationPlan, start_size: tuple[int, int] | None = None) -
     """Which plans' images may share UNet calls: equal keys batch, None never batches.
 
     `start_size` (width, height): a vary plan's input size as vary prepares it (`vary_input_size`),
-    or an upscale tile's, which is its latent size; such a plan without it does not batch. Its key
-    is that of a text to image plan of that size: from the first step on, the rows are the same kind.
-    (The engine reads that size for vary only, so upscale tiles batch within their own task.)
+    an upscale tile's, or an inpaint crop's, which is its latent size; such a plan without it does
+    not batch. A vary or upscale key is that of a text to image plan of that size: from the first
+    step on, the rows are the same kind. (The engine reads that size for vary only, so upscale tiles
+    batch within their own task.) An inpaint key names its task, so only the task's own images match.
 
     Shared by the whole call, so in the key (`GenerationPlan.batch_key`): the models and their
     per-task state (base model, VAE, LoRA set and weights, FreeU are set on the shared UNet) and the
@@ -98,14 +101,14 @@ def batch_key(plan: GenerationPlan, start_size: tuple[int, int] | None = None) -
     steps, sampler and scheduler (each request owns a scheduler instance), guidance scale,
     sharpness, adaptive CFG and ADM scalers (combined per request, each at its own progress).
 
-    None (the single-image path) for image tasks, image prompts (their tokens and ControlNet
+    None (the single-image path) for image tasks without a start size, image prompts (their tokens and ControlNet
     residuals are applied per pipeline call, by GuidedUNet), a refiner (it swaps the UNet mid-schedule),
     second-order samplers (two UNet calls per step, with the scheduler's state between them) and
     sampler/scheduler pairs the single path rejects (so its error message stays the same).
     """
     if plan.refiner_model is not None or plan.image_prompts:
         return None
-    from_image = isinstance(plan.image_task, (VaryTask, UpscaleTask)) and start_size is not None
+    from_image = isinstance(plan.image_task, (VaryTask, UpscaleTask, InpaintTask)) and start_size is not None
     if plan.image_task is not None and not from_image:
         return None
     if unsupported_reason(plan.sampler_name, plan.scheduler_name) is not None:
@@ -115,16 +118,25 @@ def batch_key(plan: GenerationPlan, start_size: tuple[int, int] | None = None) -
     key = plan.batch_key()
     if from_image and start_size is not None:
         width, height = start_size
-        return msgspec.structs.replace(key, width=width, height=height, image_task=type(None).__name__)
+        # the inpaint patch is set on the shared UNet per task, and its mask blend is the task's
+        kind = f"InpaintTask:{plan.task_id}" if isinstance(plan.image_task, InpaintTask) else type(None).__name__
+        return msgspec.structs.replace(key, width=width, height=height, image_task=kind)
     return key
+
+
+# After a request's scheduler step: (its scheduler, its loop's timesteps, the step's 0-based index,
+# the latents) -> the latents to go on from. Inpaint puts the unmasked latents back here.
+RowBlend = Callable[[SchedulerMixin, Tensor, int, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
 class ImageStart:
-    """Where a vary image (or an upscale tile) starts: its input's latents and Fooocus's denoise."""
+    """Where a vary or inpaint image (or an upscale tile) starts: its input's latents and Fooocus's
+    denoise; for inpaint, also how each seed's rows keep the unmasked latents (`keep(seed)`)."""
 
     latents: Tensor  # (1, C, h, w), the VAE encoding of the prepared input (shared by the plan's images)
     denoise: float
+    keep: Callable[[int], RowBlend] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -190,6 +202,7 @@ class _Request:
     prompt_embeds: Tensor  # (rows, seq, dim): [negative; positive] or [positive]
     text_embeds: Tensor  # (rows, pooled dim)
     time_ids: Tensor  # (rows, 6), the pipeline's plain size conditioning
+    blend: RowBlend | None = None  # after every scheduler step (inpaint's unmasked latents)
     done: int = 0
 
     @property
@@ -304,6 +317,8 @@ class BatchDenoiser:
             t = state.timesteps[state.done]
             noise = self._combine(state, sample, rows, t, row_progress)
             state.latents = state.scheduler.step(noise, t, state.latents, **state.step_kwargs, return_dict=False)[0]
+            if state.blend is not None:
+                state.latents = state.blend(state.scheduler, state.timesteps, state.done, state.latents)
             state.done += 1
             results.append(StepResult(request_id, state.request.image_index, state.done, state.steps, state.latents))
             if state.done == state.steps:
@@ -335,6 +350,7 @@ class BatchDenoiser:
         # original size, crop (0, 0), target size: the latents' own, as both SDXL pipelines default them
         size = [float(height), float(width), 0.0, 0.0, float(height), float(width)]
         time_ids = torch.tensor([size] * (2 if cfg else 1), dtype=self.dtype, device=self.device)
+        keep = request.start.keep if request.start is not None else None
         return _Request(
             request=request,
             scheduler=scheduler,
@@ -348,6 +364,7 @@ class BatchDenoiser:
             prompt_embeds=torch.cat([negative, positive]) if cfg else positive,
             text_embeds=torch.cat([negative_pooled, pooled]) if cfg else pooled,
             time_ids=time_ids,
+            blend=keep(request.seed) if keep is not None else None,
         )
 
     def _from_noise(
@@ -430,6 +447,8 @@ Done = Callable[[GenerationPlan, list[GeneratedImage], Status, Exception | None]
 Decode = Callable[[Tensor], list[Image.Image]]
 # A plan's start: its vary input's latents, or None (text to image). Called once per plan.
 StartFor = Callable[[GenerationPlan], ImageStart | None]
+# After every batched step, before its results are reported: the step's results.
+AfterStep = Callable[[list[StepResult]], None]
 
 
 def _from_noise(_plan: GenerationPlan) -> ImageStart | None:
@@ -473,6 +492,7 @@ class BatchRun:
     on_done: Done
     admit: Admit | None = None
     start_for: StartFor = _from_noise
+    after_step: AfterStep | None = None
     _plans: list[_PlanRun] = field(default_factory=list)
 
     def add(self, plan: GenerationPlan, hooks: GenerationHooks) -> None:
@@ -487,6 +507,8 @@ class BatchRun:
             self._fill()
             by_request = {rid: run for run in self._plans for rid in run.active}
             results = self.denoiser.step()
+            if self.after_step is not None:
+                self.after_step(results)
             for result in sorted(results, key=lambda r: (self._plans.index(by_request[r.request_id]), r.image_index)):
                 run = by_request[result.request_id]
                 if run.done or result.request_id not in run.active:
@@ -574,13 +596,13 @@ class BatchRun:
 
 def run_one_plan(
     plan: GenerationPlan, denoiser: BatchDenoiser, conditioning: ConditioningCache, hooks: GenerationHooks,
-    max_batch: int, decode: Decode, start: ImageStart | None = None,
+    max_batch: int, decode: Decode, start: ImageStart | None = None, after_step: AfterStep | None = None,
 ) -> tuple[list[GeneratedImage], Status]:
     """One task's images as rows of one batch (no joiners); an error is raised, as on the single path."""
     ended: list[tuple[list[GeneratedImage], Status, Exception | None]] = []
     batch = BatchRun(denoiser, lambda _plan: conditioning, max_batch, decode,
                      on_done=lambda _plan, images, status, error: ended.append((images, status, error)),
-                     start_for=lambda _plan: start)  # fmt: skip
+                     start_for=lambda _plan: start, after_step=after_step)  # fmt: skip
     batch.add(plan, hooks)
     batch.run()
     images, status, error = ended[0]

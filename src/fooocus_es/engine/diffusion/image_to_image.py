@@ -10,7 +10,9 @@ the diffusion passes:
   above 1 the tiles (all of one size) denoise as rows of one batch, `max_batch` at a time.
 - inpaint/outpaint: Fooocus's crop around the mask at ~1024, the masked area pre-filled when the
   strength is above 0.99, unmasked latents put back after every step, then the crop pasted back
-  with a feathered mask so that pixels away from the mask keep their exact input values.
+  with a feathered mask so that pixels away from the mask keep their exact input values. With
+  `--max-batch` above 1 the task's images denoise as rows of one batch (`inpaint_rows`); with
+  Fooocus's inpaint patch only when they all fit in one, as they must drop the patch together.
 
 Denoise follows Fooocus (ComfyUI): `steps` steps are run at the end of a schedule of
 `steps / denoise` steps, where diffusers' img2img would run only `steps * strength` of them.
@@ -18,8 +20,10 @@ Denoise follows Fooocus (ComfyUI): `steps` steps are run at the end of a schedul
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, assert_never
 
@@ -30,8 +34,17 @@ from PIL import Image
 
 from fooocus_es.engine.demo.inpaint_patch import write_demo_inpaint_files
 from fooocus_es.engine.demo.upscaler import ensure_demo_upscaler
-from fooocus_es.engine.diffusion.batching import BatchDenoiser, DenoiseRequest, ImageStart, batch_key
+from fooocus_es.engine.diffusion.batching import (
+    AfterStep,
+    BatchDenoiser,
+    DenoiseRequest,
+    ImageStart,
+    StepResult,
+    batch_key,
+    run_one_plan,
+)
 from fooocus_es.engine.diffusion.inpaint_patch import (
+    AppliedPatch,
     InpaintFilesMissing,
     InpaintPatch,
     InpaintPatchUnsupported,
@@ -176,6 +189,8 @@ class ImageToImage:
         assert task is not None
         pipe = make_pipe(StableDiffusionXLImg2ImgPipeline)
         run = _Run(self, plan, task, pipe, vae, conditioning, hooks, base)
+        if isinstance(task, InpaintTask) and run.inpaint_batches(task):
+            return run.inpaint_rows(task)
         images: list[GeneratedImage] = []
         for index, seed in enumerate(plan.seeds):
             try:
@@ -321,10 +336,55 @@ class _Run:
 
     # -- inpaint / outpaint ----------------------------------------------------------------------
     def _inpaint(self, task: InpaintTask, index: int, seed: int) -> tuple[Image.Image, bool]:
+        if task.debug_mask:
+            _image, mask = inpaint_image_and_mask(task, self.owner.data_dir)
+            return Image.fromarray(mask).convert("RGB"), True
+        job = self._inpaint_job(task)
+        inputs = self._inpaint_inputs(task, job)
+        blend = _KeepUnmasked(inputs.original, inputs.latent_mask, seed)
+        if task.inpaint_engine == "None":
+            latents = self._denoise(index, seed, inputs.initial, task.denoise, blend=blend)
+        else:
+            latents = self._denoise_patched(task, index, seed, blend, job, inputs)
+        generated = np.asarray(decode_latents(self.pipe, self.vae, latents))
+        return Image.fromarray(paste_back(job, generated)), False
+
+    def inpaint_batches(self, task: InpaintTask) -> bool:
+        """The task's images as rows of one batch: a batch allowed, more than one image, a plan
+        batching allows, and with the inpaint patch no more images than one batch holds (they run in
+        lockstep, so that the patch comes off for all of them at its switch step)."""
+        plan, limit = self.plan, self.owner.max_batch
+        if self.base is None or limit < 2 or len(plan.seeds) < 2 or task.debug_mask:
+            return False
+        if task.inpaint_engine != "None" and len(plan.seeds) > limit:
+            return False
+        crop = self._inpaint_job(task).crop_image
+        return batch_key(plan, (crop.shape[1], crop.shape[0])) is not None
+
+    def inpaint_rows(self, task: InpaintTask) -> tuple[list[GeneratedImage], Status]:
+        """Every image of the task from its one crop, `max_batch` rows per UNet call, each with its
+        own seed's noise and mask blend (as `_inpaint` alone); decoded together, then pasted back."""
+        job = self._inpaint_job(task)
+        inputs = self._inpaint_inputs(task, job)
+        start = ImageStart(
+            inputs.initial, task.denoise,
+            keep=lambda seed: _KeepUnmasked(inputs.original, inputs.latent_mask, seed).blend,
+        )  # fmt: skip
+        assert self.base is not None  # inpaint_batches said so
+        denoiser = BatchDenoiser(self.base)
+        with self._patch_off_at_switch(task, job, inputs) as after_step:
+            images, status = run_one_plan(
+                self.plan, denoiser, self.conditioning, self.hooks, self.owner.max_batch,
+                decode=lambda latents: decode_latents_batch(self.pipe, self.vae, latents),
+                start=start, after_step=after_step,
+            )  # fmt: skip
+        pasted = [Image.fromarray(paste_back(job, np.asarray(image.image))) for image in images]
+        return [GeneratedImage(i.image_index, i.seed, image) for i, image in zip(images, pasted, strict=True)], status
+
+    def _inpaint_job(self, task: InpaintTask) -> InpaintJob:
+        """Fooocus's crop around the mask, prepared once for every seed."""
         if self._job is None:
             image, mask = inpaint_image_and_mask(task, self.owner.data_dir)
-            if task.debug_mask:
-                return Image.fromarray(mask).convert("RGB"), True
             if mask_is_empty(mask):
                 raise GenerationFailed("inpaint_mask_image_upload: the mask selects nothing to inpaint")
             model = self._sr_model()
@@ -333,7 +393,9 @@ class _Run:
             self._job = prepare_inpaint(
                 image, mask, task.respective_field, task.denoise, upscaler=upscaler, sr_scale=scale
             )
-        job = self._job
+        return self._job
+
+    def _inpaint_inputs(self, task: InpaintTask, job: InpaintJob) -> _InpaintInputs:
         original = self._encoded("original", lambda: _unit_tensor(job.crop_image))
         if task.disable_initial_latent:
             initial = torch.zeros_like(original)
@@ -341,34 +403,47 @@ class _Run:
             initial = self._encoded("fill", lambda: _unit_tensor(job.crop_fill))
         pixel_mask = torch.from_numpy((job.crop_mask > 127).astype(np.float32))
         latent_mask = fooocus_latent_mask(pixel_mask, tuple(original.shape[-2:])).to(original.device)
-        blend = _KeepUnmasked(original, latent_mask, seed)
+        return _InpaintInputs(original, initial, pixel_mask, latent_mask)
+
+    @contextlib.contextmanager
+    def _patch_applied(self, task: InpaintTask, job: InpaintJob, inputs: _InpaintInputs) -> Iterator[AppliedPatch]:
+        """Fooocus's inpaint engine on the UNet: its weight patch, and its head fed the original
+        crop with the masked pixels greyed out. Off again on exit, or at `restore()`."""
+        patch = self.owner.inpaint_patch(task.inpaint_engine, self.plan.base_model, self.pipe.unet)
+        crop, pixel_mask = job.crop_image, inputs.pixel_mask
+        masked = self._encoded("masked", lambda: neutral_masked_pixels(_unit_tensor(crop), pixel_mask))
+        with patch.applied(self.pipe.unet, head_input(inputs.latent_mask, masked)) as applied:
+            yield applied
+
+    @property
+    def _switch_step(self) -> int:
+        """Fooocus's "synthetic refiner": the unpatched base UNet takes over after this many steps."""
+        return int(round(self.plan.steps * SYNTHETIC_REFINER_SWITCH))
+
+    @contextlib.contextmanager
+    def _patch_off_at_switch(
+        self, task: InpaintTask, job: InpaintJob, inputs: _InpaintInputs
+    ) -> Iterator[AfterStep | None]:
+        """For batched rows in lockstep: the patch applied, and the after-step hook that takes it
+        off at the switch step (None, and no patch, for inpaint_engine "None")."""
         if task.inpaint_engine == "None":
-            latents = self._denoise(index, seed, initial, task.denoise, blend=blend)
-        else:
-            latents = self._denoise_patched(task, index, seed, initial, blend, job.crop_image, pixel_mask, latent_mask)
-        generated = np.asarray(decode_latents(self.pipe, self.vae, latents))
-        return Image.fromarray(paste_back(job, generated)), False
+            yield None
+            return
+        switch = self._switch_step
+        with self._patch_applied(task, job, inputs) as applied:
+
+            def after_step(results: list[StepResult]) -> None:
+                if results and results[0].step == switch:
+                    applied.restore()  # rows in lockstep: every one has just done its switch step
+
+            yield after_step
 
     def _denoise_patched(
-        self,
-        task: InpaintTask,
-        index: int,
-        seed: int,
-        initial: torch.Tensor,
-        blend: _KeepUnmasked,
-        crop: np.ndarray,
-        pixel_mask: torch.Tensor,
-        latent_mask: torch.Tensor,
+        self, task: InpaintTask, index: int, seed: int, blend: _KeepUnmasked, job: InpaintJob, inputs: _InpaintInputs
     ) -> torch.Tensor:
-        """Fooocus's inpaint engine: the patched UNet + head for the first 80% of the steps, then the plain one.
-
-        The head sees the original crop with its masked pixels greyed out; Fooocus's "synthetic
-        refiner" (the unpatched base model) takes over after round(steps * 0.8) steps.
-        """
-        patch = self.owner.inpaint_patch(task.inpaint_engine, self.plan.base_model, self.pipe.unet)
-        masked = self._encoded("masked", lambda: neutral_masked_pixels(_unit_tensor(crop), pixel_mask))
-        switch = int(round(self.plan.steps * SYNTHETIC_REFINER_SWITCH))
-        with patch.applied(self.pipe.unet, head_input(latent_mask, masked)) as applied:
+        """Fooocus's inpaint engine: the patched UNet + head for the first 80% of the steps, then the plain one."""
+        switch = self._switch_step
+        with self._patch_applied(task, job, inputs) as applied:
 
             def blend_then_switch(pipe: Any, i: int, tensors: dict[str, torch.Tensor]) -> None:
                 blend(pipe, i, tensors)
@@ -376,7 +451,7 @@ class _Run:
                 if (i + 1) % order == 0 and (i + 1) // order == switch:
                     applied.restore()  # steps from here on run on the unpatched UNet
 
-            return self._denoise(index, seed, initial, task.denoise, blend=blend_then_switch)
+            return self._denoise(index, seed, inputs.initial, task.denoise, blend=blend_then_switch)
 
     def _sr_model(self) -> UpscalerModel | None:
         """Fooocus super-resolves small crops before diffusing them; without an SR model, plain resampling."""
@@ -440,11 +515,22 @@ def _unit_tensor(pixels: np.ndarray) -> torch.Tensor:
     return tensor / 127.5 - 1.0
 
 
+@dataclass(frozen=True)
+class _InpaintInputs:
+    """One inpaint task's latents, encoded once for all its seeds, and its masks."""
+
+    original: torch.Tensor  # the crop's latents
+    initial: torch.Tensor  # where denoising starts: the pre-filled crop's, or zeros
+    pixel_mask: torch.Tensor  # (H, W), 1 where the crop is inpainted
+    latent_mask: torch.Tensor  # Fooocus's mask at the latent size
+
+
 class _KeepUnmasked:
     """After every scheduler call: unmasked latents <- the original's, noised to the next timestep.
 
     diffusers' own SDXL inpaint pipeline does the same for 4-channel UNets; the final call puts
-    back the clean original, so the decoded crop only differs where the mask is.
+    back the clean original, so the decoded crop only differs where the mask is. Called as the
+    pipeline's step callback (alone), or `blend` as a batched row's `RowBlend`.
     """
 
     def __init__(self, original: torch.Tensor, mask: torch.Tensor, seed: int) -> None:
@@ -454,13 +540,16 @@ class _KeepUnmasked:
         self.noise = torch.randn(original.shape, generator=generator, dtype=torch.float32).to(original.device)
 
     def __call__(self, pipe: Any, i: int, tensors: dict[str, torch.Tensor]) -> None:
-        latents = tensors["latents"]
         # `i` counts the pipeline's own loop: img2img runs the schedule's tail (Fooocus's denoise
         # below 1 starts part-way), so index that tail, not the whole schedule.
-        timesteps = pipe.scheduler.timesteps[-pipe.num_timesteps :]
+        loop = pipe.scheduler.timesteps[-pipe.num_timesteps :]
+        tensors["latents"] = self.blend(pipe.scheduler, loop, i, tensors["latents"])
+
+    def blend(self, scheduler: Any, timesteps: torch.Tensor, i: int, latents: torch.Tensor) -> torch.Tensor:
+        """`latents` after loop step `i` of `timesteps`, with the unmasked area put back."""
         if i < len(timesteps) - 1:
-            kept = pipe.scheduler.add_noise(self.original, self.noise, timesteps[i + 1 : i + 2])
+            kept = scheduler.add_noise(self.original, self.noise, timesteps[i + 1 : i + 2])
         else:
             kept = self.original
         mask = self.mask.to(latents.dtype)
-        tensors["latents"] = mask * latents + (1 - mask) * kept.to(latents.dtype)
+        return mask * latents + (1 - mask) * kept.to(latents.dtype)

@@ -170,6 +170,11 @@ def unwrap_unet(unet: torch.nn.Module) -> torch.nn.Module:
     raise TypeError(f"{type(unet).__name__} is not (and does not wrap) a diffusers UNet2DConditionModel")
 
 
+def patch_active(unet: torch.nn.Module) -> bool:
+    """Whether an inpaint patch is applied to `unet` (or the UNet it wraps) right now."""
+    return bool(unwrap_unet(unet).__dict__.get(_ACTIVE_ATTR))
+
+
 class InpaintPatch:
     """One inpaint engine's head and weight diffs, matched to a UNet's layout.
 
@@ -208,7 +213,7 @@ class InpaintPatch:
         switch (its synthetic refiner is the unpatched base UNet); exit is then a no-op.
         """
         model = unwrap_unet(unet)
-        if model.__dict__.get(_ACTIVE_ATTR):
+        if patch_active(model):
             raise RuntimeError("an inpaint patch is already applied to this UNet")
         device = _parameter(model, "conv_in.weight").device
         feature = self.head_feature(head_in.to(device))
