@@ -2,15 +2,17 @@
 
     .venv/bin/python bench/batching.py [--device cpu|cuda] [--images 4] [--size 128] [--steps 30]
                                        [--max-batch 1,4] [--repeat 2] [--threads 0]
-                                       [--task text|vary|upscale]
+                                       [--task text|vary|upscale|inpaint]
 
 On the tiny demo SDXL (engine/demo): a plan of `--images` images at `--size`² and `--steps` steps,
 Fooocus's defaults (dpmpp_2m_sde_gpu karras, guidance 4, sharpness, ADM), through `Engine.generate`
 (so encoding, denoising and the VAE decode all count). `--task vary` varies a 128x96 input (Vary
 (Subtle): Fooocus diffuses it at ~1024 px, whatever `--size`); `--task upscale` runs Upscale (1.5x)
-of a 160x128 input, whose tiled pass has two 1024-px tiles. Best of `--repeat` runs after one warm-up,
-per max_batch. Prints one JSON object: seconds per image per max_batch, the speed-up, and the max
-abs pixel difference of the batched images against the max_batch 1 ones.
+of a 160x128 input, whose tiled pass has two 1024-px tiles; `--task inpaint` inpaints a 30x24 box
+of a 160x128 input with Fooocus's inpaint engine (v2.6, the demo's tiny patch), its crop at ~1024
+px. Best of `--repeat` runs after one warm-up, per max_batch. Prints one JSON object: seconds per
+image per max_batch, the speed-up, and the max abs pixel difference of the batched images against
+the max_batch 1 ones.
 """
 
 from __future__ import annotations
@@ -35,9 +37,16 @@ from fooocus_es.engine.demo.checkpoint import ensure_demo_checkpoint  # noqa: E4
 from fooocus_es.engine.diffusion.pipeline import Engine  # noqa: E402
 from fooocus_es.engine.models.store import ModelStore  # noqa: E402
 from fooocus_es.engine.planning.demo_names import DEMO_CHECKPOINT  # noqa: E402
-from fooocus_es.engine.planning.plan_types import GenerationPlan, ImageTask, UpscaleTask, VaryTask  # noqa: E402
+from fooocus_es.engine.planning.plan_types import (  # noqa: E402
+    GenerationPlan,
+    ImageTask,
+    InpaintTask,
+    UpscaleTask,
+    VaryTask,
+)
 
-INPUT_SIZES = {"vary": (128, 96), "upscale": (160, 128)}  # (width, height) of the task's input image
+# (width, height) of the task's input image
+INPUT_SIZES = {"vary": (128, 96), "upscale": (160, 128), "inpaint": (160, 128)}
 
 
 def _image_task(task: str, data_dir: Path) -> ImageTask | None:
@@ -50,6 +59,11 @@ def _image_task(task: str, data_dir: Path) -> ImageTask | None:
     Image.fromarray(pixels).save(data_dir / "inputs" / "photo.png")
     if task == "vary":
         return VaryTask(image="inputs/photo.png", denoise=0.5)
+    if task == "inpaint":
+        mask = np.zeros((height, width), np.uint8)
+        mask[50:74, 60:90] = 255
+        Image.fromarray(mask).save(data_dir / "inputs" / "mask.png")
+        return InpaintTask(image="inputs/photo.png", mask="inputs/mask.png", inpaint_engine="v2.6")
     return UpscaleTask(image="inputs/photo.png", denoise=0.382, method="Upscale (1.5x)", upscale_factor=1.5)
 
 
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-batch", default="1,4", help="max_batch values, comma-separated; first: baseline")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--task", choices=("text", "vary", "upscale"), default="text")
+    parser.add_argument("--task", choices=("text", "vary", "upscale", "inpaint"), default="text")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -107,7 +107,8 @@ class BatchKey(msgspec.Struct, frozen=True, kw_only=True):
     height: int
     refiner_switch_step: int
     # "NoneType" for text to image, and for vary at its input's size (batching.batch_key): both are
-    # plain rows from the first step on; other image tasks never share a call with another task.
+    # plain rows from the first step on; other image tasks never share a call with another task
+    # (an inpaint task's rows have "InpaintTask:<task id>": its images batch among themselves only).
     image_task: str
     # Image prompts change the UNet call itself (IP tokens in attention, ControlNet residuals).
     image_prompts: tuple[ImagePrompt, ...] = ()
