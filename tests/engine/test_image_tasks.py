@@ -150,6 +150,13 @@ def patch_states(unet: torch.nn.Module) -> Iterator[list[bool]]:
         handle.remove()
 
 
+# Max abs pixel difference of a batched inpaint image from the same image alone: 2/255 here, 3/255
+# measured by `bench/batching.py --task inpaint` (4 images, 4 steps; text to image: 1/255). The
+# 1024-px crop is denoised from strength 1, so float rounding of the wider convolutions has all the
+# steps to grow in.
+INPAINT_BATCH_TOLERANCE = 3
+
+
 @dataclass
 class PatchedRun:
     images: list[np.ndarray]
@@ -197,8 +204,8 @@ def test_inpaint_images_denoise_as_rows_of_one_batch(
 ) -> None:
     """With max_batch 2 an inpaint task's two images share every UNet call and one VAE decode, each
     with its own seed and mask blend; the patch comes off for both at the switch step; each keeps
-    its alone pixels (within the batching tolerance of tests/engine/test_batching.py), its far
-    pixels exactly, and the UNet is left as it was. (Without the patch the same rows run the same
+    its alone pixels (within INPAINT_BATCH_TOLERANCE), its far pixels exactly, and the UNet is left
+    as it was. (Without the patch the same rows run the same
     blend: the plain engine only skips `_patch_off_at_switch`.)"""
     original = np.asarray(Image.open(data_dir / "inputs" / "photo.png").convert("RGB"))
     batched = Engine(engine.store, data_dir, max_batch=2)
@@ -209,7 +216,7 @@ def test_inpaint_images_denoise_as_rows_of_one_batch(
     assert result.patch_on == PATCH_ON and result.unet_restored
     assert not np.array_equal(result.images[0], result.images[1])  # each row its own seed
     for image, single in zip(result.images, patched_alone.images, strict=True):
-        assert int(np.abs(image.astype(np.int16) - single.astype(np.int16)).max()) <= 2
+        assert int(np.abs(image.astype(np.int16) - single.astype(np.int16)).max()) <= INPAINT_BATCH_TOLERANCE
         assert np.array_equal(image[far_from_mask()], original[far_from_mask()])
 
 
