@@ -134,9 +134,9 @@ def test_inpaint_changes_the_mask_and_keeps_far_pixels_bit_identical(engine: Eng
 
 
 INPAINT = {"inpaint_input_image": "inputs/photo.png", "inpaint_mask_image_upload": "inputs/mask.png"}
-# Fooocus's inpaint engine at 5 steps: its patch comes off after step 4 (the synthetic refiner)
-PATCHED = {**INPAINT, "overwrite_step": 5, "inpaint_engine": "v2.6", "image_number": 2}
-PATCH_ON = [True, True, True, True, False]  # per step: whether the UNet call ran patched
+# Fooocus's inpaint engine at 3 steps: its patch comes off after step 2 (the synthetic refiner)
+PATCHED = {**INPAINT, "overwrite_step": 3, "inpaint_engine": "v2.6", "image_number": 2}
+PATCH_ON = [True, True, False]  # per step: whether the UNet call ran patched
 
 
 @contextmanager
@@ -191,7 +191,7 @@ def test_fooocus_inpaint_engine_patches_the_unet_only_for_the_task(
     """v2.6 on the demo model: its tiny head + patch files are generated and applied for the first
     80% of the steps, then removed."""
     original = np.asarray(Image.open(data_dir / "inputs" / "photo.png").convert("RGB"))
-    plain, _ = run(engine, data_dir, **INPAINT, overwrite_step=5)
+    plain, _ = run(engine, data_dir, **INPAINT, overwrite_step=PATCHED["overwrite_step"])
     patched = patched_alone.images
     assert not np.array_equal(plain[0], patched[0])
     assert np.array_equal(patched[0][far_from_mask()], original[far_from_mask()])
